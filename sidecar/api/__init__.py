@@ -1,0 +1,1 @@
+"""gRPC servicers (thin: translate messages, call the domain) and the server assembly."""

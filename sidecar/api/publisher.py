@@ -1,0 +1,115 @@
+"""The ferry.v1.Publisher servicer: request → validation → Publishing → response. No logic here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from sidecar.api.status import code_of
+from sidecar.errors import InvalidArgument
+from sidecar.model import Accepted, AckLevel, Outcome, OutgoingEvent
+from sidecar.publishing import Publishing
+from sidecar.validation import EventLimits, check_event
+
+MAX_KAFKA_WAIT_S = 600.0
+_LEVELS = {
+    pb.ACK_LEVEL_UNSPECIFIED: AckLevel.DURABLE,
+    pb.ACK_LEVEL_DURABLE: AckLevel.DURABLE,
+    pb.ACK_LEVEL_KAFKA: AckLevel.KAFKA,
+}
+
+
+class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
+    """Thin adapter of the Publisher service onto `Publishing`."""
+
+    def __init__(
+        self,
+        publishing: Publishing,
+        limits: EventLimits,
+        *,
+        max_batch_events: int,
+        default_kafka_wait_s: float,
+    ) -> None:
+        self._publishing = publishing
+        self._limits = limits
+        self._max_batch = max_batch_events
+        self._default_wait = default_kafka_wait_s
+
+    async def Publish(
+        self, request: pb.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PublishResponse:
+        if not request.HasField("event"):
+            raise InvalidArgument("event", "is required")
+        event = self._event(request.event, "event")
+        level, wait = self._level(request.ack_level), self._wait(request, context)
+        [outcome] = await self._publishing.publish([event], level, wait)
+        if not isinstance(outcome, Accepted):
+            raise outcome.error
+        return pb.PublishResponse(result=_result(outcome))
+
+    async def PublishBatch(
+        self, request: pb.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.PublishBatchResponse:
+        if not request.events:
+            raise InvalidArgument("events", "must hold at least one event")
+        if len(request.events) > self._max_batch:
+            raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
+        events = [self._event(e, f"events[{i}]") for i, e in enumerate(request.events)]
+        level, wait = self._level(request.ack_level), self._wait(request, context)
+        outcomes = await self._publishing.publish(events, level, wait)
+        return pb.PublishBatchResponse(entries=[_entry(o) for o in outcomes])
+
+    def _event(self, message: pb.Event, field: str) -> OutgoingEvent:
+        return check_event(
+            topic=message.topic,
+            key=message.key,
+            payload=message.payload,
+            headers=message.headers,
+            event_id=message.event_id,
+            limits=self._limits,
+            field=field,
+        )
+
+    @staticmethod
+    def _level(value: int) -> AckLevel:
+        level: AckLevel | None = _LEVELS.get(value)  # type: ignore[call-overload]
+        if level is None:
+            raise InvalidArgument("ack_level", f"unknown value {value}")
+        return level
+
+    def _wait(
+        self,
+        request: pb.PublishRequest | pb.PublishBatchRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> float:
+        wait = self._default_wait
+        if request.HasField("kafka_wait"):
+            wait = request.kafka_wait.ToNanoseconds() / 1e9
+            if not 0 < wait <= MAX_KAFKA_WAIT_S:
+                raise InvalidArgument("kafka_wait", f"must be > 0 and at most {MAX_KAFKA_WAIT_S}s")
+        remaining = context.time_remaining()
+        if remaining is not None:
+            # Answer DEADLINE_EXCEEDED ourselves, with the "still delivered" message.
+            wait = min(wait, max(0.0, remaining - 0.05))
+        return wait
+
+
+def _result(outcome: Accepted) -> pb.PublishResult:
+    result = pb.PublishResult(
+        event_id=outcome.event_id, sequence=outcome.sequence, duplicate=outcome.duplicate
+    )
+    if outcome.position is not None:
+        result.kafka_position.partition = outcome.position.partition
+        result.kafka_position.offset = outcome.position.offset
+    return result
+
+
+def _entry(outcome: Outcome) -> pb.PublishBatchEntry:
+    if isinstance(outcome, Accepted):
+        return pb.PublishBatchEntry(result=_result(outcome))
+    return pb.PublishBatchEntry(
+        error=pb.EventError(code=code_of(outcome.error), message=str(outcome.error))
+    )

@@ -1,0 +1,64 @@
+"""Builds the grpc.aio server: Ferry's services, health, reflection, error interceptor."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1 import _async as health_aio
+from grpc_reflection.v1alpha import reflection
+
+from sidecar._gen.ferry.v1 import publisher_pb2, publisher_pb2_grpc, subscriber_pb2
+from sidecar.api.publisher import PublisherServicer
+from sidecar.api.status import ErrorMappingInterceptor
+
+PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
+SUBSCRIBER = subscriber_pb2.DESCRIPTOR.services_by_name["Subscriber"].full_name
+#: Health "service" that reports whether Kafka is reachable; publishing works either way.
+KAFKA_HEALTH = "ferry.kafka"
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+class Health:
+    """Wraps the standard health servicer with Ferry's service names."""
+
+    def __init__(self) -> None:
+        self.servicer = health_aio.HealthServicer()
+
+    async def set(self, serving: bool, services: Iterable[str]) -> None:
+        status = (
+            health_pb2.HealthCheckResponse.SERVING
+            if serving
+            else health_pb2.HealthCheckResponse.NOT_SERVING
+        )
+        for service in services:
+            await self.servicer.set(service, status)
+
+
+def build_server(
+    publisher: PublisherServicer,
+    health_: Health,
+    listen: str,
+    extra_services: Iterable[tuple[object, str]] = (),
+) -> tuple[grpc.aio.Server, int]:
+    """Create the server and bind `listen`; return it with the bound port."""
+    server = grpc.aio.server(
+        interceptors=[ErrorMappingInterceptor()],
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.so_reuseport", 0),
+        ],
+    )
+    publisher_pb2_grpc.add_PublisherServicer_to_server(publisher, server)
+    names = [PUBLISHER, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    for add, name in extra_services:
+        add(server)  # type: ignore[operator]
+        names.append(name)
+    health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
+    reflection.enable_server_reflection(names, server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"could not bind {listen}")
+    return server, port

@@ -1,0 +1,116 @@
+"""Assembly and lifecycle of one Ferry process: log, forwarder, services, drain.
+
+Start order: lock + open the log, start the forwarder, serve (health goes
+SERVING once the log is open). Drain order (SIGTERM): health NOT_SERVING,
+refuse new publishes, let in-flight calls finish, give the forwarder its
+grace period, close the log. What is not drained stays logged for the next
+start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+
+import grpc
+import structlog
+
+from sidecar.api.publisher import PublisherServicer
+from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, Health, build_server
+from sidecar.config import Settings
+from sidecar.forward.forwarder import Forwarder
+from sidecar.forward.waiters import DeliveryWaiters
+from sidecar.kafka.producer import producer_factory
+from sidecar.publishing import Publishing
+from sidecar.validation import EventLimits
+from sidecar.wal.writer import WalLimits, WalWriter
+
+log = structlog.get_logger(__name__)
+RPC_GRACE_S = 5.0
+
+
+@dataclass
+class FerryApp:
+    """A running Ferry. Build with `FerryApp.start(settings)`."""
+
+    settings: Settings
+    writer: WalWriter
+    forwarder: Forwarder
+    publishing: Publishing
+    health: Health
+    server: grpc.aio.Server
+    port: int
+    _watch: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, settings: Settings) -> FerryApp:
+        loop = asyncio.get_running_loop()
+        waiters = DeliveryWaiters(loop)
+        forwarder_ref: list[Forwarder] = []
+        writer = WalWriter(
+            settings.data_dir,
+            WalLimits(settings.wal_max_rows, settings.wal_max_bytes, settings.dedupe_window_s),
+            on_commit=lambda topics: forwarder_ref[0].notify_committed(topics),
+        )
+        forwarder = Forwarder(
+            writer,
+            producer_factory(
+                settings.kafka_bootstrap,
+                settings.message_timeout_ms,
+                settings.librdkafka_options(),
+            ),
+            max_in_flight=settings.forwarder_max_in_flight,
+            max_backoff_s=settings.retry_max_backoff_s,
+            on_delivered=waiters.delivered,
+        )
+        forwarder_ref.append(forwarder)
+        publishing = Publishing(writer, waiters)
+        limits = EventLimits(
+            settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
+        )
+        publisher = PublisherServicer(
+            publishing,
+            limits,
+            max_batch_events=settings.max_batch_events,
+            default_kafka_wait_s=settings.kafka_wait_s,
+        )
+        health = Health()
+        await health.set(False, ["", PUBLISHER, KAFKA_HEALTH])
+        server, port = build_server(publisher, health, settings.listen)
+        forwarder.start()
+        await server.start()
+        await health.set(True, ["", PUBLISHER])
+        app = cls(settings, writer, forwarder, publishing, health, server, port)
+        app._watch = asyncio.create_task(app._watch_kafka())
+        log.info(
+            "ferry_started",
+            port=port,
+            pending_events=writer.pending_rows,
+            settings=settings.describe(),
+        )
+        return app
+
+    async def _watch_kafka(self) -> None:
+        reachable: bool | None = None
+        while True:
+            now = self.forwarder.status().kafka_reachable
+            if now != reachable:
+                reachable = now
+                await self.health.set(now, [KAFKA_HEALTH])
+                log.info("kafka_reachability", reachable=now)
+            await asyncio.sleep(0.5)
+
+    async def drain(self) -> None:
+        """Stop serving, let in-flight work finish, drain the forwarder, close the log."""
+        log.info("drain_started", pending_events=self.writer.pending_rows)
+        await self.health.set(False, ["", PUBLISHER, KAFKA_HEALTH])
+        self.publishing.stop_accepting()
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+        await self.server.stop(RPC_GRACE_S)
+        await asyncio.to_thread(self.forwarder.stop, self.settings.drain_grace_s)
+        await asyncio.to_thread(self.writer.close)
+        log.info("drain_finished", pending_events=self.writer.pending_rows)

@@ -1,0 +1,162 @@
+"""One typed settings object, read from flags and FERRY_* environment variables.
+
+Precedence: command-line flag, then environment, then default. Validation
+happens here, once, at start; an invalid value stops Ferry with a clear
+message. Secrets (Kafka SASL passwords in `kafka_options`) are never shown:
+`Settings.describe()` masks them for logs.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from sidecar.errors import ConfigError
+
+KIB = 1024
+MIB = 1024 * KIB
+#: librdkafka's default message.max.bytes; events must fit into one produce request.
+PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+
+
+class Settings(BaseSettings):
+    """Ferry's configuration. Each field is also a flag: `kafka_bootstrap` → `--kafka-bootstrap`."""
+
+    model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid", frozen=True)
+
+    listen: str = Field("127.0.0.1:50051", description="gRPC listen address host:port")
+    insecure_bind_all: bool = Field(
+        False, description="allow a non-loopback listen address without TLS"
+    )
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka_options: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict,
+        description="extra librdkafka settings, k=v,k=v (e.g. SASL); values never logged",
+    )
+    data_dir: Path = Field(Path("data"), description="directory of the write-ahead log")
+    log_level: str = Field("info", description="debug, info, warning or error")
+
+    max_event_bytes: int = Field(
+        1 * MIB - 64 * KIB, description="payload + key + headers limit per event"
+    )
+    max_batch_events: int = Field(1000, description="most events in one PublishBatch")
+    max_headers: int = Field(64, description="most headers on one event")
+    topic_allowlist: Annotated[frozenset[str], NoDecode] = Field(
+        default_factory=frozenset, description="topics that may be published to (empty: any)"
+    )
+    wal_max_bytes: int = Field(1024 * MIB, description="log size cap in event bytes")
+    wal_max_rows: int = Field(5_000_000, description="log size cap in events")
+    dedupe_window_s: float = Field(86_400.0, description="how long delivered event ids are kept")
+    kafka_wait_s: float = Field(30.0, description="default wait for ACK_LEVEL_KAFKA")
+    drain_grace_s: float = Field(10.0, description="forwarder drain time on SIGTERM")
+    message_timeout_ms: int = Field(
+        60_000, description="librdkafka message.timeout.ms before a send counts as failed"
+    )
+    forwarder_max_in_flight: int = Field(20_000, description="most events being sent at once")
+    retry_max_backoff_s: float = Field(30.0, description="cap of the per-topic retry backoff")
+
+    @field_validator("kafka_options", mode="before")
+    @classmethod
+    def _parse_options(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            pairs = [p for p in value.split(",") if p.strip()]
+            parsed: dict[str, str] = {}
+            for pair in pairs:
+                key, sep, val = pair.partition("=")
+                if not sep or not key.strip():
+                    raise ValueError("expected key=value pairs separated by commas")
+                parsed[key.strip()] = val.strip()
+            return parsed
+        return value
+
+    @field_validator("topic_allowlist", mode="before")
+    @classmethod
+    def _parse_allowlist(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _check_level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be debug, info, warning or error")
+        return value.lower()
+
+    @field_validator(
+        "max_batch_events",
+        "max_headers",
+        "wal_max_bytes",
+        "wal_max_rows",
+        "message_timeout_ms",
+        "forwarder_max_in_flight",
+    )
+    @classmethod
+    def _positive(cls, value: int) -> int:
+        if value <= 0:
+            raise ValueError("must be positive")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> Settings:
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 < int(port) < 65536:
+            raise ValueError(f"listen: expected host:port, got {self.listen!r}")
+        if not (0 < self.max_event_bytes <= PRODUCER_MESSAGE_MAX_BYTES - 16 * KIB):
+            raise ValueError(
+                "max_event_bytes must be positive and leave room under the producer's "
+                f"message.max.bytes ({PRODUCER_MESSAGE_MAX_BYTES})"
+            )
+        if not self.insecure_bind_all and not _is_loopback(host):
+            raise ValueError(
+                f"listen: {host} is not a loopback address; Ferry has no TLS yet, "
+                "so pass --insecure-bind-all to expose it"
+            )
+        if self.dedupe_window_s < 0 or self.kafka_wait_s <= 0 or self.drain_grace_s < 0:
+            raise ValueError("dedupe_window_s, kafka_wait_s and drain_grace_s must be >= 0")
+        for key in ("enable.idempotence", "acks", "bootstrap.servers"):
+            if key in self.kafka_options:
+                raise ValueError(f"kafka_options may not override {key}")
+        return self
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    def librdkafka_options(self) -> dict[str, str]:
+        """The extra librdkafka settings with their secret values revealed."""
+        return {k: v.get_secret_value() for k, v in self.kafka_options.items()}
+
+    def describe(self) -> dict[str, Any]:
+        """Settings for logs: every secret masked."""
+        shown = self.model_dump(mode="json")
+        shown["kafka_options"] = dict.fromkeys(self.kafka_options, "***")
+        return shown
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Build the settings (flags as `overrides`), turning validation errors into ConfigError."""
+    from pydantic import ValidationError
+
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'settings'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(problems) from None

@@ -1,0 +1,310 @@
+"""The forwarder: sends logged events to Kafka until Kafka acknowledges them, then retires them.
+
+One thread owns a producer and a read connection to the log. Events travel
+in lanes, one per topic, each in log order, so that events with the same key
+reach their partition in publish order. A delivery error means "outcome
+unknown": the row is kept, the lane stops, backs off, and after everything
+it had in flight has reported, it starts again from its oldest unretired row
+(a possible duplicate, never a loss). A failing topic never holds up the
+others. No retry budget ever drops an event; a row leaves the log only after
+a successful delivery report.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from sidecar.backoff import backoff_delay
+from sidecar.kafka.ports import ProducerFactory, ProducerPort
+from sidecar.model import Delivered, KafkaPosition, PendingEvent
+from sidecar.wal.store import Statements, connect
+from sidecar.wal.writer import WalWriter
+
+log = structlog.get_logger(__name__)
+
+EVENT_ID_HEADER = "ferry-event-id"
+UNKNOWN_END = 2**63 - 1
+PAGE = 500
+IDLE_WAIT_S = 0.2
+
+
+@dataclass(slots=True)
+class Lane:
+    """Per-topic sending state."""
+
+    topic: str
+    cursor: int = 0  # highest sequence handed to the producer
+    known_end: int = UNKNOWN_END  # highest sequence known to exist (UNKNOWN_END: scan to find)
+    in_flight: int = 0
+    failed: bool = False
+    failures: int = 0
+    retry_at: float = 0.0
+    last_error: str = ""
+    high_water: int = 0  # highest sequence ever handed to the producer: below it is a resend
+
+    @property
+    def has_work(self) -> bool:
+        return not self.failed and self.known_end > self.cursor
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderStatus:
+    """A snapshot for health, metrics and the admin view."""
+
+    kafka_reachable: bool
+    in_flight: int
+    delivered_total: int
+    resent_total: int
+    failing_topics: dict[str, str]
+
+
+class Forwarder:
+    """Moves events from the log to Kafka. Start with start(); stop with stop(grace)."""
+
+    def __init__(
+        self,
+        writer: WalWriter,
+        make_producer: ProducerFactory,
+        *,
+        max_in_flight: int,
+        max_backoff_s: float,
+        on_delivered: Callable[[list[Delivered]], None] = lambda _: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._writer = writer
+        self._make_producer = make_producer
+        self._max_in_flight = max_in_flight
+        self._lane_cap = max(1, max_in_flight // 2)  # one stuck topic leaves room for others
+        self._max_backoff_s = max_backoff_s
+        self._on_delivered = on_delivered
+        self._clock = clock
+        self._lanes: dict[str, Lane] = {}
+        self._notified: dict[str, int] = {}
+        self._notify_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._drain_deadline = 0.0
+        self._in_flight = 0
+        self._generation = 0
+        self._fatal: Any = None
+        self._delivered: list[Delivered] = []
+        self._retiring: list[concurrent.futures.Future[None]] = []
+        self._kafka_reachable = False
+        self.delivered_total = 0
+        self.resent_total = 0
+        self._next_probe = 0.0
+        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
+
+    # -- called from other threads ---------------------------------------------------------
+
+    def notify_committed(self, topic_max: dict[str, int]) -> None:
+        """The writer committed new rows (highest sequence per topic). Thread-safe."""
+        with self._notify_lock:
+            for topic, seq in topic_max.items():
+                if seq > self._notified.get(topic, 0):
+                    self._notified[topic] = seq
+        self._wake.set()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, grace_s: float) -> None:
+        """Drain for up to `grace_s` seconds, then stop; what is left stays in the log."""
+        self._drain_deadline = self._clock() + grace_s
+        self._stopping.set()
+        self._wake.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def status(self) -> ForwarderStatus:
+        lanes = list(self._lanes.values())
+        return ForwarderStatus(
+            kafka_reachable=self._kafka_reachable,
+            in_flight=self._in_flight,
+            delivered_total=self.delivered_total,
+            resent_total=self.resent_total,
+            failing_topics={lane.topic: lane.last_error for lane in lanes if lane.failed},
+        )
+
+    # -- the forwarder thread ----------------------------------------------------------------
+
+    def _run(self) -> None:
+        reader = Statements(connect(self._writer.data_dir, readonly=True))
+        for topic in reader.topics():
+            self._lanes[topic] = Lane(topic)
+        producer = self._new_producer()
+        try:
+            while not self._finished():
+                self._take_notifications()
+                if self._fatal is not None:
+                    producer = self._replace_producer(producer)
+                self._restart_due_lanes()
+                self._probe_kafka(producer)
+                sent = self._fill(producer, reader)
+                if self._in_flight:
+                    producer.poll(0 if sent else 0.05)
+                else:
+                    self._wake.wait(0 if sent else IDLE_WAIT_S)
+                    self._wake.clear()
+                self._settle_deliveries()
+        finally:
+            self._settle_deliveries()
+            concurrent.futures.wait(self._retiring, timeout=5.0)
+            reader.conn.close()
+            log.info("forwarder_stopped", in_flight=self._in_flight)
+
+    def _finished(self) -> bool:
+        if not self._stopping.is_set():
+            return False
+        idle = self._in_flight == 0 and not any(lane.has_work for lane in self._lanes.values())
+        return idle or self._clock() >= self._drain_deadline
+
+    def _take_notifications(self) -> None:
+        with self._notify_lock:
+            notified, self._notified = self._notified, {}
+        for topic, seq in notified.items():
+            lane = self._lanes.get(topic)
+            if lane is None:
+                self._lanes[topic] = lane = Lane(topic, known_end=seq)
+            elif lane.known_end < seq:
+                lane.known_end = seq
+
+    def _fill(self, producer: ProducerPort, reader: Statements) -> int:
+        sent = 0
+        for lane in list(self._lanes.values()):
+            while lane.has_work and self._in_flight < self._max_in_flight:
+                room = min(
+                    PAGE, self._lane_cap - lane.in_flight, self._max_in_flight - self._in_flight
+                )
+                if room <= 0:
+                    break
+                rows = reader.pending_for_topic(lane.topic, lane.cursor, room)
+                if len(rows) < room:
+                    # Caught up with what is committed; a notification reopens the lane.
+                    lane.known_end = rows[-1].sequence if rows else lane.cursor
+                produced = self._produce(producer, lane, rows)
+                sent += produced
+                if produced < len(rows):
+                    lane.known_end = max(lane.known_end, rows[-1].sequence)
+                    return sent  # the producer's queue is full: poll before sending more
+        return sent
+
+    def _produce(self, producer: ProducerPort, lane: Lane, rows: list[PendingEvent]) -> int:
+        generation = self._generation
+        for count, row in enumerate(rows):
+            headers: list[tuple[str, str | bytes | None]] = [(EVENT_ID_HEADER, row.event_id)]
+            headers.extend(row.headers)
+            try:
+                producer.produce(
+                    row.topic,
+                    row.payload,
+                    row.key,
+                    headers=headers,
+                    on_delivery=self._callback(lane, row, generation),
+                )
+            except BufferError:
+                return count  # backpressure, not failure: the row is sent on the next round
+            lane.cursor = row.sequence
+            lane.in_flight += 1
+            self._in_flight += 1
+            if row.sequence <= lane.high_water:
+                self.resent_total += 1
+            else:
+                lane.high_water = row.sequence
+        return len(rows)
+
+    def _callback(
+        self, lane: Lane, row: PendingEvent, generation: int
+    ) -> Callable[[Any, Any], None]:
+        def on_delivery(err: Any, msg: Any) -> None:
+            if generation != self._generation:
+                return  # a report from a producer that was replaced; its lanes restarted
+            lane.in_flight -= 1
+            self._in_flight -= 1
+            if err is None:
+                self._kafka_reachable = True
+                lane.failures = 0
+                position = KafkaPosition(msg.partition(), msg.offset())
+                self._delivered.append(Delivered(row.sequence, row.event_id, position))
+            else:
+                self._fail_lane(lane, str(err))
+
+        return on_delivery
+
+    def _fail_lane(self, lane: Lane, error: str) -> None:
+        if lane.failed:
+            return
+        lane.failed = True
+        lane.failures += 1
+        lane.last_error = error
+        delay = backoff_delay(lane.failures, cap=self._max_backoff_s)
+        lane.retry_at = self._clock() + delay
+        log.warning("delivery_failed", topic=lane.topic, error=error, retry_in_s=round(delay, 2))
+
+    def _restart_due_lanes(self) -> None:
+        now = self._clock()
+        due = [
+            lane
+            for lane in self._lanes.values()
+            if lane.failed and lane.in_flight == 0 and now >= lane.retry_at
+        ]
+        if not due:
+            return
+        # Rows delivered but not yet retired would be sent again: let their retirement land first.
+        self._settle_deliveries()
+        concurrent.futures.wait(self._retiring)
+        for lane in due:
+            lane.failed = False
+            lane.cursor = 0
+            lane.known_end = UNKNOWN_END
+            log.info("lane_restarted", topic=lane.topic, attempt=lane.failures)
+
+    def _settle_deliveries(self) -> None:
+        self._retiring = [f for f in self._retiring if not f.done()]
+        if not self._delivered:
+            return
+        delivered, self._delivered = self._delivered, []
+        self.delivered_total += len(delivered)
+        self._retiring.append(self._writer.retire(delivered))
+        self._on_delivered(delivered)
+
+    def _probe_kafka(self, producer: ProducerPort) -> None:
+        """While Kafka seems down and nothing is in flight, ask it for metadata now and then."""
+        now = self._clock()
+        if self._kafka_reachable or self._in_flight or now < self._next_probe:
+            return
+        self._next_probe = now + 5.0
+        try:
+            producer.list_topics(timeout=0.5)
+        except Exception:
+            return
+        self._kafka_reachable = True
+
+    def _new_producer(self) -> ProducerPort:
+        self._fatal = None
+        return self._make_producer(self._on_error)
+
+    def _on_error(self, err: Any) -> None:
+        if err.fatal():
+            self._fatal = err
+        name = err.name() if hasattr(err, "name") else str(err)
+        if name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
+            self._kafka_reachable = False
+        log.warning("kafka_error", error=str(err), fatal=bool(err.fatal()))
+
+    def _replace_producer(self, old: ProducerPort) -> ProducerPort:
+        log.error("producer_fatal_error", error=str(self._fatal))
+        self._generation += 1
+        old.purge(in_queue=True, in_flight=True, blocking=False)
+        self._in_flight = 0
+        for lane in self._lanes.values():
+            lane.in_flight = 0
+            self._fail_lane(lane, f"producer recreated after: {self._fatal}")
+        return self._new_producer()

@@ -1,0 +1,1 @@
+"""Small adapters over confluent-kafka, behind the ports the rest of Ferry depends on."""

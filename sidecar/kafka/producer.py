@@ -1,0 +1,54 @@
+"""The confluent-kafka producer with the settings at-least-once delivery requires.
+
+Idempotence and acks=all are not optional: Ferry refuses to build a producer
+without them, so that internal retries neither duplicate nor reorder records
+within a partition.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from confluent_kafka import Producer
+
+from sidecar.config import PRODUCER_MESSAGE_MAX_BYTES
+from sidecar.errors import ConfigError
+from sidecar.kafka.ports import ProducerPort
+
+REQUIRED = {"enable.idempotence": "true", "acks": "all"}
+
+
+def producer_config(
+    bootstrap: str, message_timeout_ms: int, extra: Mapping[str, str]
+) -> dict[str, Any]:
+    """Build the producer settings; user extras may add (e.g. SASL) but not weaken."""
+    config: dict[str, Any] = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 2,
+        "message.timeout.ms": message_timeout_ms,
+        "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
+        "queue.buffering.max.messages": 200_000,
+        "topic.metadata.propagation.max.ms": 10_000,
+        "compression.type": "lz4",
+        "client.id": "ferry-forwarder",
+        **extra,
+        **REQUIRED,
+    }
+    for key, value in REQUIRED.items():
+        if str(config.get(key)).lower() != value:
+            raise ConfigError(f"the producer needs {key}={value}")
+    return config
+
+
+def producer_factory(
+    bootstrap: str, message_timeout_ms: int, extra: Mapping[str, str]
+) -> Callable[[Callable[[Any], None]], ProducerPort]:
+    """A factory the forwarder calls at start and again after a fatal producer error."""
+    config = producer_config(bootstrap, message_timeout_ms, extra)
+
+    def make(error_cb: Callable[[Any], None]) -> ProducerPort:
+        producer: ProducerPort = Producer({**config, "error_cb": error_cb})
+        return producer
+
+    return make

@@ -1,0 +1,1 @@
+"""Logs (and later metrics and the admin status view)."""

@@ -1,0 +1,97 @@
+"""Pure checks of client input. Each raises InvalidArgument naming the field; none does I/O.
+
+The rules follow Kafka's own: topic names are 1-249 characters of
+[a-zA-Z0-9._-], not "." or "..", and names starting with "__" are Kafka's
+internal topics. Headers starting with "ferry-" are Ferry's own.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from uuid6 import uuid7
+
+from sidecar.errors import InvalidArgument
+from sidecar.model import OutgoingEvent
+
+TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
+SUBSCRIPTION_RE = re.compile(r"[a-zA-Z0-9._-]{1,200}")
+EVENT_ID_RE = re.compile(r"[\x21-\x7e]{1,128}")
+RESERVED_HEADER_PREFIX = "ferry-"
+MAX_HEADER_NAME = 256
+
+
+@dataclass(frozen=True, slots=True)
+class EventLimits:
+    """What one event may carry."""
+
+    max_event_bytes: int
+    max_headers: int
+    topic_allowlist: frozenset[str] = frozenset()
+
+
+def check_topic(topic: str, field: str, allowlist: frozenset[str] = frozenset()) -> str:
+    """Return `topic` if Kafka would accept it as a topic name (and it is allowed)."""
+    if not topic:
+        raise InvalidArgument(field, "must not be empty")
+    if not TOPIC_RE.fullmatch(topic):
+        raise InvalidArgument(field, "must be 1-249 characters of [a-zA-Z0-9._-]")
+    if topic in {".", ".."}:
+        raise InvalidArgument(field, "must not be '.' or '..'")
+    if topic.startswith("__"):
+        raise InvalidArgument(field, "names starting with '__' are Kafka's internal topics")
+    if allowlist and topic not in allowlist:
+        raise InvalidArgument(field, f"topic {topic!r} is not in the allow-list")
+    return topic
+
+
+def check_subscription(name: str, field: str) -> str:
+    """Return `name` if it is a valid subscription (consumer group) name."""
+    if not SUBSCRIPTION_RE.fullmatch(name):
+        raise InvalidArgument(field, "must be 1-200 characters of [a-zA-Z0-9._-]")
+    return name
+
+
+def check_event(
+    *,
+    topic: str,
+    key: bytes,
+    payload: bytes,
+    headers: Mapping[str, str],
+    event_id: str,
+    limits: EventLimits,
+    field: str = "event",
+) -> OutgoingEvent:
+    """Validate one event and give it an id (a UUIDv7) if the client sent none."""
+    check_topic(topic, f"{field}.topic", limits.topic_allowlist)
+    if event_id and not EVENT_ID_RE.fullmatch(event_id):
+        raise InvalidArgument(f"{field}.event_id", "must be 1-128 printable ASCII characters")
+    if len(headers) > limits.max_headers:
+        raise InvalidArgument(f"{field}.headers", f"at most {limits.max_headers} headers")
+    for name in headers:
+        if not name:
+            raise InvalidArgument(f"{field}.headers", "header names must not be empty")
+        if len(name) > MAX_HEADER_NAME:
+            raise InvalidArgument(
+                f"{field}.headers", f"header names are at most {MAX_HEADER_NAME} characters"
+            )
+        if name.lower().startswith(RESERVED_HEADER_PREFIX):
+            raise InvalidArgument(
+                f"{field}.headers", f"header {name!r}: the 'ferry-' prefix is reserved"
+            )
+    event = OutgoingEvent(
+        event_id=event_id or str(uuid7()),
+        topic=topic,
+        key=key or None,
+        payload=payload,
+        headers=tuple(sorted(headers.items())),
+        assigned_id=not event_id,
+    )
+    if event.size > limits.max_event_bytes:
+        raise InvalidArgument(
+            field,
+            f"payload + key + headers is {event.size} bytes; the limit is {limits.max_event_bytes}",
+        )
+    return event

@@ -1,0 +1,176 @@
+"""The SQLite file behind the write-ahead log: opening, pragmas, schema, lock, statements.
+
+Owns durability settings: WAL journal mode with synchronous=FULL, both read
+back after being set (Ferry refuses to run if SQLite did not take them). An
+exclusive lock on the data directory keeps two sidecars off one log. This
+module runs statements; it never decides when to commit (the writer does).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+from sidecar.errors import ConfigError
+from sidecar.model import Delivered, Headers, PendingEvent
+
+DB_NAME = "wal.sqlite3"
+LOCK_NAME = "ferry.lock"
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    event_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    key BLOB,
+    payload BLOB NOT NULL,
+    headers TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    size INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq);
+CREATE TABLE IF NOT EXISTS delivered_ids (
+    event_id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    partition INTEGER NOT NULL,
+    kafka_offset INTEGER NOT NULL,
+    delivered_at REAL NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered_ids (delivered_at);
+"""
+
+
+def encode_headers(headers: Headers) -> str:
+    return json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
+
+
+def decode_headers(text: str) -> Headers:
+    return tuple((str(k), str(v)) for k, v in json.loads(text))
+
+
+def lock_directory(data_dir: Path) -> IO[bytes]:
+    """Create the data directory (0700) and hold its exclusive lock for the process's life."""
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(data_dir, 0o700)
+    handle = open(data_dir / LOCK_NAME, "ab")  # noqa: SIM115 - held until close()
+    os.chmod(data_dir / LOCK_NAME, 0o600)
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise ConfigError(
+            f"{data_dir} is locked by another Ferry process; two sidecars cannot share one log"
+        ) from None
+    return handle
+
+
+def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open the log with durable pragmas, verified; create the schema on first use."""
+    path = data_dir / DB_NAME
+    old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates get 0600 too
+    try:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    finally:
+        os.umask(old_umask)
+    conn.execute("PRAGMA busy_timeout = 10000")
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+    conn.execute("PRAGMA synchronous = FULL")
+    sync = conn.execute("PRAGMA synchronous").fetchone()[0]
+    if str(mode).lower() != "wal" or sync != 2:
+        conn.close()
+        raise ConfigError(
+            f"SQLite refused durable settings (journal_mode={mode}, synchronous={sync}); "
+            "the data directory must be on a local filesystem"
+        )
+    if not readonly:
+        conn.executescript(SCHEMA)
+        os.chmod(path, 0o600)
+    return conn
+
+
+class Statements:
+    """Every SQL statement the log runs, on one connection. Callers own transactions."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def totals(self) -> tuple[int, int]:
+        rows, size = self.conn.execute(
+            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events"
+        ).fetchone()
+        return int(rows), int(size)
+
+    def find_pending(self, event_id: str) -> tuple[int, bytes] | None:
+        row = self.conn.execute(
+            "SELECT seq, digest FROM events WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return (int(row[0]), bytes(row[1])) if row else None
+
+    def find_delivered(self, event_id: str) -> tuple[int, bytes, int, int] | None:
+        row = self.conn.execute(
+            "SELECT seq, digest, partition, kafka_offset FROM delivered_ids WHERE event_id = ?",
+            (event_id,),
+        ).fetchone()
+        return (int(row[0]), bytes(row[1]), int(row[2]), int(row[3])) if row else None
+
+    def insert(
+        self,
+        event_id: str,
+        topic: str,
+        key: bytes | None,
+        payload: bytes,
+        headers: str,
+        digest: bytes,
+        size: int,
+    ) -> int:
+        cur = self.conn.execute(
+            "INSERT INTO events (event_id, topic, key, payload, headers, digest, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (event_id, topic, key, payload, headers, digest, size),
+        )
+        assert cur.lastrowid is not None
+        return cur.lastrowid
+
+    def retire(self, delivered: Sequence[Delivered], now: float, keep_ids: bool) -> tuple[int, int]:
+        """Delete delivered rows (remembering their ids if asked); return rows and bytes freed."""
+        freed = removed = 0
+        for d in delivered:
+            row = self.conn.execute(
+                "DELETE FROM events WHERE seq = ? RETURNING digest, size", (d.sequence,)
+            ).fetchone()
+            if row is None:
+                continue  # a duplicate delivery report of an already retired row
+            removed += 1
+            freed += int(row[1])
+            if keep_ids:
+                self.conn.execute(
+                    "INSERT OR REPLACE INTO delivered_ids"
+                    " (event_id, digest, seq, partition, kafka_offset, delivered_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    (d.event_id, row[0], d.sequence, d.position.partition, d.position.offset, now),
+                )
+        return removed, freed
+
+    def forget_delivered_before(self, cutoff: float) -> int:
+        return self.conn.execute(
+            "DELETE FROM delivered_ids WHERE delivered_at < ?", (cutoff,)
+        ).rowcount
+
+    def topics(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT topic FROM events")]
+
+    def pending_for_topic(self, topic: str, after_seq: int, limit: int) -> list[PendingEvent]:
+        rows = self.conn.execute(
+            "SELECT seq, event_id, key, payload, headers FROM events"
+            " WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (topic, after_seq, limit),
+        ).fetchall()
+        return [
+            PendingEvent(int(r[0]), r[1], topic, r[2], r[3], decode_headers(r[4])) for r in rows
+        ]

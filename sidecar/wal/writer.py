@@ -1,0 +1,304 @@
+"""The log's single writer: group commit of appends and retirements on one thread.
+
+Every publish that arrives while a commit is in flight joins the next
+transaction, so one fsync covers many events. No append is answered before
+its transaction committed; a failed commit answers every request in it with
+an error and changes nothing. This module never talks to Kafka.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import hashlib
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import structlog
+
+from sidecar.errors import (
+    DiskFull,
+    EventIdConflict,
+    FerryError,
+    ShuttingDown,
+    StorageFailure,
+    WalFull,
+)
+from sidecar.model import Accepted, Delivered, KafkaPosition, Outcome, OutgoingEvent, Rejected
+from sidecar.wal.store import Statements, connect, encode_headers, lock_directory
+
+log = structlog.get_logger(__name__)
+
+MAX_EVENTS_PER_COMMIT = 20_000
+PRUNE_EVERY_S = 60.0
+SQLITE_FULL = 13
+
+
+def digest(event: OutgoingEvent) -> bytes:
+    """A fingerprint of an event's content, to tell a retry from a conflicting reuse of its id."""
+    h = hashlib.blake2b(digest_size=16)
+    for part in (event.topic.encode(), event.key or b"", event.payload):
+        h.update(len(part).to_bytes(8, "little"))
+        h.update(part)
+    h.update(encode_headers(event.headers).encode())
+    return h.digest()
+
+
+@dataclass(slots=True)
+class _Append:
+    events: Sequence[OutgoingEvent]
+    future: asyncio.Future[list[Outcome]]
+    loop: asyncio.AbstractEventLoop
+
+
+@dataclass(slots=True)
+class _Retire:
+    delivered: Sequence[Delivered]
+    future: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+
+
+_STOP = object()
+
+
+@dataclass(frozen=True, slots=True)
+class WalLimits:
+    max_rows: int
+    max_bytes: int
+    dedupe_window_s: float
+
+
+class WalWriter:
+    """Owns the only writing connection to the log. Thread-safe entry points: append, retire."""
+
+    def __init__(
+        self,
+        data_dir: Path,
+        limits: WalLimits,
+        on_commit: Callable[[dict[str, int]], None] = lambda _: None,
+        wall_clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._data_dir = data_dir
+        self._limits = limits
+        self._on_commit = on_commit
+        self._wall_clock = wall_clock
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._lock_handle = lock_directory(data_dir)
+        self._conn = connect(data_dir)
+        self._sql = Statements(self._conn)
+        self.pending_rows, self.pending_bytes = self._sql.totals()
+        self._closed = False
+        self._last_prune = 0.0
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread.start()
+
+    @property
+    def data_dir(self) -> Path:
+        return self._data_dir
+
+    async def append(self, events: Sequence[OutgoingEvent]) -> list[Outcome]:
+        """Log `events` in one transaction; answer once it committed (or failed)."""
+        if self._closed:
+            raise ShuttingDown("Ferry is shutting down")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Outcome]] = loop.create_future()
+        self._queue.put(_Append(events, future, loop))
+        return await future
+
+    def retire(self, delivered: Sequence[Delivered]) -> concurrent.futures.Future[None]:
+        """Queue the removal of rows Kafka acknowledged; the future resolves at commit."""
+        item = _Retire(delivered)
+        self._queue.put(item)
+        return item.future
+
+    def close(self) -> None:
+        """Finish queued work, then close the log and release the directory lock."""
+        if self._thread.is_alive():
+            self._closed = True
+            self._queue.put(_STOP)
+            self._thread.join()
+        self._conn.close()
+        self._lock_handle.close()
+
+    def _run(self) -> None:
+        stop = False
+        while not stop:
+            try:
+                first = self._queue.get(timeout=PRUNE_EVERY_S)
+            except queue.Empty:
+                first = None
+            batch: list[object] = [] if first is None else [first]
+            count = 0
+            while count < MAX_EVENTS_PER_COMMIT:
+                try:
+                    queued = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                batch.append(queued)
+                count += len(queued.events) if isinstance(queued, _Append) else 1
+            if _STOP in batch:
+                stop = True
+                batch = [b for b in batch if b is not _STOP]
+            self._commit(batch)
+        self._closed = True
+        self._drain_after_stop()
+
+    def _drain_after_stop(self) -> None:
+        while True:
+            try:
+                item = self._queue.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Append):
+                _resolve_all([(item, ShuttingDown("Ferry is shutting down"))])
+            elif isinstance(item, _Retire):
+                item.future.set_exception(ShuttingDown("Ferry is shutting down"))
+
+    def _commit(self, batch: list[object]) -> None:
+        appends = [b for b in batch if isinstance(b, _Append)]
+        retires = [b for b in batch if isinstance(b, _Retire)]
+        now = self._wall_clock()
+        prune = self._limits.dedupe_window_s >= 0 and now - self._last_prune >= PRUNE_EVERY_S
+        if not appends and not retires and not prune:
+            return
+        results: list[list[Outcome] | FerryError] = []
+        topic_max: dict[str, int] = {}
+        rows, size = self.pending_rows, self.pending_bytes
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+            for retire in retires:
+                removed, freed = self._sql.retire(
+                    retire.delivered, now, self._limits.dedupe_window_s > 0
+                )
+                rows, size = rows - removed, size - freed
+            seen: dict[str, tuple[int, bytes]] = {}
+            for item in appends:
+                outcome, rows, size = self._insert(item.events, seen, topic_max, rows, size)
+                results.append(outcome)
+            if prune:
+                self._sql.forget_delivered_before(now - self._limits.dedupe_window_s)
+            self._conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            self._rollback()
+            error = _storage_error(exc)
+            log.error("wal_commit_failed", error=str(exc), requests=len(appends))
+            _resolve_all([(item, error) for item in appends])
+            for r in retires:
+                r.future.set_exception(error)
+            return
+        if prune:
+            self._last_prune = now
+        self.commits += 1
+        self.pending_rows, self.pending_bytes = rows, size
+        if topic_max:
+            self._on_commit(topic_max)
+        _resolve_all(list(zip(appends, results, strict=True)))
+        for r in retires:
+            r.future.set_result(None)
+
+    def _insert(
+        self,
+        events: Sequence[OutgoingEvent],
+        seen: dict[str, tuple[int, bytes]],
+        topic_max: dict[str, int],
+        rows: int,
+        size: int,
+    ) -> tuple[list[Outcome] | FerryError, int, int]:
+        added = sum(e.size for e in events)
+        if rows + len(events) > self._limits.max_rows or size + added > self._limits.max_bytes:
+            return (
+                WalFull(
+                    f"the write-ahead log is at its cap ({rows} events, {size} bytes pending); "
+                    "retry once Kafka has caught up",
+                    retry_after=1.0,
+                ),
+                rows,
+                size,
+            )
+        outcomes: list[Outcome] = []
+        for event in events:
+            fingerprint = digest(event)
+            known = None if event.assigned_id else self._known(event.event_id, seen)
+            if known is not None:
+                seq, known_digest, position = known
+                if known_digest != fingerprint:
+                    outcomes.append(
+                        Rejected(
+                            EventIdConflict(
+                                f"event_id {event.event_id!r} was already published "
+                                "with other content"
+                            )
+                        )
+                    )
+                else:
+                    outcomes.append(Accepted(event.event_id, seq, True, position))
+                continue
+            seq = self._sql.insert(
+                event.event_id,
+                event.topic,
+                event.key,
+                event.payload,
+                encode_headers(event.headers),
+                fingerprint,
+                event.size,
+            )
+            seen[event.event_id] = (seq, fingerprint)
+            topic_max[event.topic] = seq
+            rows += 1
+            size += event.size
+            outcomes.append(Accepted(event.event_id, seq, False))
+        return outcomes, rows, size
+
+    def _known(
+        self, event_id: str, seen: dict[str, tuple[int, bytes]]
+    ) -> tuple[int, bytes, KafkaPosition | None] | None:
+        if event_id in seen:
+            seq, fingerprint = seen[event_id]
+            return seq, fingerprint, None
+        pending = self._sql.find_pending(event_id)
+        if pending is not None:
+            return pending[0], pending[1], None
+        delivered = self._sql.find_delivered(event_id)
+        if delivered is not None:
+            seq, fingerprint, partition, offset = delivered
+            return seq, fingerprint, KafkaPosition(partition, offset)
+        return None
+
+    def _rollback(self) -> None:
+        # SQLite may have rolled back already (it does on SQLITE_FULL in some states).
+        with contextlib.suppress(sqlite3.Error):
+            self._conn.execute("ROLLBACK")
+
+
+def _storage_error(exc: sqlite3.Error) -> FerryError:
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc).lower():
+        return DiskFull("the disk under the write-ahead log is full; nothing was written", 5.0)
+    return StorageFailure(f"the write-ahead log could not be written: {exc}")
+
+
+def _resolve_all(settled: list[tuple[_Append, list[Outcome] | FerryError]]) -> None:
+    """Answer a commit's requests with one hop per event loop, not one per request."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Append, list[Outcome] | FerryError]]]
+    by_loop = {}
+    for item, result in settled:
+        by_loop.setdefault(item.loop, []).append((item, result))
+    for loop, pairs in by_loop.items():
+        # A closed loop raises RuntimeError: nobody waits for these answers any more.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, pairs)
+
+
+def _settle(pairs: list[tuple[_Append, list[Outcome] | FerryError]]) -> None:
+    for item, result in pairs:
+        if item.future.done():
+            continue  # the caller went away; its events stay logged all the same
+        if isinstance(result, FerryError):
+            item.future.set_exception(result)
+        else:
+            item.future.set_result(result)

@@ -1,0 +1,89 @@
+"""Generate the Python code for proto/ferry/v1 into sidecar/_gen (reproducibly).
+
+`python tools/gen_proto.py` writes the files; `--check` regenerates into a
+temporary folder and fails if the checked-in files differ (CI runs it).
+Imports are rewritten from `ferry.v1` to `sidecar._gen.ferry.v1` so that the
+generated modules live inside the package instead of on the top level.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import filecmp
+import re
+import shutil
+import sys
+import tempfile
+from importlib import resources
+from pathlib import Path
+
+from grpc_tools import protoc
+
+ROOT = Path(__file__).resolve().parent.parent
+PROTO_ROOT = ROOT / "proto"
+OUT = ROOT / "sidecar" / "_gen"
+IMPORT_RE = re.compile(rb"^from ferry\.v1 import", re.MULTILINE)
+
+
+def generate(out: Path) -> None:
+    protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
+    include = str(resources.files("grpc_tools") / "_proto")
+    # protoc finds the mypy plugins on PATH; they sit beside this interpreter.
+    bindir = str(Path(sys.executable).parent)
+    os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+    out.mkdir(parents=True, exist_ok=True)
+    args = [
+        "protoc",
+        f"-I{PROTO_ROOT}",
+        f"-I{include}",
+        f"--python_out={out}",
+        f"--grpc_python_out={out}",
+        f"--mypy_out={out}",
+        f"--mypy_grpc_out={out}",
+        *protos,
+    ]
+    if protoc.main(args) != 0:
+        raise SystemExit("protoc failed")
+    for path in sorted(out.rglob("*.py*")):
+        path.write_bytes(IMPORT_RE.sub(b"from sidecar._gen.ferry.v1 import", path.read_bytes()))
+    for pkg in (out, out / "ferry", out / "ferry" / "v1"):
+        (pkg / "__init__.py").write_text('"""Generated from proto/; do not edit."""\n')
+
+
+def differences(a: Path, b: Path) -> list[str]:
+    cmp = filecmp.dircmp(a, b, ignore=["__pycache__"])
+    found: list[str] = []
+
+    def walk(c: filecmp.dircmp[str], prefix: str) -> None:
+        found.extend(prefix + n for n in c.left_only + c.right_only)
+        _, mismatch, errors = filecmp.cmpfiles(c.left, c.right, c.common_files, shallow=False)
+        found.extend(prefix + n for n in mismatch + errors)
+        for name, sub in c.subdirs.items():
+            walk(sub, f"{prefix}{name}/")
+
+    walk(cmp, "")
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if sidecar/_gen is stale")
+    args = parser.parse_args()
+    if not args.check:
+        shutil.rmtree(OUT, ignore_errors=True)
+        generate(OUT)
+        return 0
+    with tempfile.TemporaryDirectory() as tmp:
+        fresh = Path(tmp) / "_gen"
+        generate(fresh)
+        diff = differences(fresh, OUT)
+    if diff:
+        print("generated code is stale; run `make proto`:", *diff, sep="\n  ", file=sys.stderr)
+        return 1
+    print("generated code is up to date")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
