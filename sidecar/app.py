@@ -1,10 +1,11 @@
-"""Assembly and lifecycle of one Ferry process: log, forwarder, services, drain.
+"""Assembly and lifecycle of one Ferry process: log, forwarder, subscriptions, services, drain.
 
 Start order: lock + open the log, start the forwarder, serve (health goes
 SERVING once the log is open). Drain order (SIGTERM): health NOT_SERVING,
-refuse new publishes, let in-flight calls finish, give the forwarder its
-grace period, close the log. What is not drained stays logged for the next
-start.
+refuse new publishes, close subscriber streams (UNAVAILABLE; leases are
+returned, acked offsets committed), let in-flight calls finish, give the
+forwarder its grace period, close the log. What is not drained stays logged
+for the next start.
 """
 
 from __future__ import annotations
@@ -17,17 +18,24 @@ import grpc
 import structlog
 
 from sidecar.api.publisher import PublisherServicer
-from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, Health, build_server
+from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, build_server
+from sidecar.api.subscriber import SubscriberServicer
+from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.forwarder import Forwarder
 from sidecar.forward.waiters import DeliveryWaiters
+from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
+from sidecar.model import AckLevel, Outcome, OutgoingEvent
 from sidecar.publishing import Publishing
+from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
+from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
 from sidecar.wal.writer import WalLimits, WalWriter
 
 log = structlog.get_logger(__name__)
 RPC_GRACE_S = 5.0
+SERVICES = ["", PUBLISHER, SUBSCRIBER]
 
 
 @dataclass
@@ -38,6 +46,7 @@ class FerryApp:
     writer: WalWriter
     forwarder: Forwarder
     publishing: Publishing
+    subscriptions: SubscriptionRegistry
     health: Health
     server: grpc.aio.Server
     port: int
@@ -46,6 +55,7 @@ class FerryApp:
     @classmethod
     async def start(cls, settings: Settings) -> FerryApp:
         loop = asyncio.get_running_loop()
+        clock = SystemClock()
         waiters = DeliveryWaiters(loop)
         forwarder_ref: list[Forwarder] = []
         writer = WalWriter(
@@ -66,6 +76,28 @@ class FerryApp:
         )
         forwarder_ref.append(forwarder)
         publishing = Publishing(writer, waiters)
+
+        async def dead_letters(events: list[OutgoingEvent]) -> list[Outcome]:
+            # Dead letters bypass the "accepting" gate: they settle records already consumed.
+            return await writer.append(events)
+
+        def make_consumer(sub: SubscriptionSettings, sink: Subscription) -> ConsumerHandle:
+            config = consumer_config(
+                settings.kafka_bootstrap,
+                settings.group_prefix + sub.name,
+                sub.start_latest,
+                settings.librdkafka_options(),
+                settings.consumer_session_timeout_ms,
+            )
+            return ConsumerThread(config, sub.topics, loop, sink)
+
+        subscriptions = SubscriptionRegistry(
+            make_consumer,
+            dead_letters,
+            clock,
+            max_streams=settings.max_streams,
+            linger_s=settings.subscription_linger_s,
+        )
         limits = EventLimits(
             settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
         )
@@ -75,13 +107,14 @@ class FerryApp:
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
         )
+        subscriber = SubscriberServicer(subscriptions, clock)
         health = Health()
-        await health.set(False, ["", PUBLISHER, KAFKA_HEALTH])
-        server, port = build_server(publisher, health, settings.listen)
+        await health.set(False, [*SERVICES, KAFKA_HEALTH])
+        server, port = build_server(publisher, subscriber, health, settings.listen)
         forwarder.start()
         await server.start()
-        await health.set(True, ["", PUBLISHER])
-        app = cls(settings, writer, forwarder, publishing, health, server, port)
+        await health.set(True, SERVICES)
+        app = cls(settings, writer, forwarder, publishing, subscriptions, health, server, port)
         app._watch = asyncio.create_task(app._watch_kafka())
         log.info(
             "ferry_started",
@@ -104,13 +137,17 @@ class FerryApp:
     async def drain(self) -> None:
         """Stop serving, let in-flight work finish, drain the forwarder, close the log."""
         log.info("drain_started", pending_events=self.writer.pending_rows)
-        await self.health.set(False, ["", PUBLISHER, KAFKA_HEALTH])
+        await self.health.set(False, [*SERVICES, KAFKA_HEALTH])
         self.publishing.stop_accepting()
         if self._watch is not None:
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.subscriptions.shutdown()
         await self.server.stop(RPC_GRACE_S)
         await asyncio.to_thread(self.forwarder.stop, self.settings.drain_grace_s)
         await asyncio.to_thread(self.writer.close)
         log.info("drain_finished", pending_events=self.writer.pending_rows)
+
+
+__all__ = ["AckLevel", "FerryApp"]

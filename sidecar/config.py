@@ -58,6 +58,14 @@ class Settings(BaseSettings):
     )
     forwarder_max_in_flight: int = Field(20_000, description="most events being sent at once")
     retry_max_backoff_s: float = Field(30.0, description="cap of the per-topic retry backoff")
+    max_streams: int = Field(1000, description="most Subscribe streams at once")
+    subscription_linger_s: float = Field(
+        30.0, description="how long a subscription stays joined after its last stream closes"
+    )
+    group_prefix: str = Field("", description="prefix of the Kafka consumer group names")
+    consumer_session_timeout_ms: int = Field(
+        10_000, description="Kafka group session timeout: how soon a dead sidecar's partitions move"
+    )
 
     @field_validator("kafka_options", mode="before")
     @classmethod
@@ -94,6 +102,8 @@ class Settings(BaseSettings):
         "wal_max_rows",
         "message_timeout_ms",
         "forwarder_max_in_flight",
+        "max_streams",
+        "consumer_session_timeout_ms",
     )
     @classmethod
     def _positive(cls, value: int) -> int:

@@ -5,13 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
-from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1 import _async as health_aio
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from sidecar._gen.ferry.v1 import publisher_pb2, publisher_pb2_grpc, subscriber_pb2
+from sidecar._gen.ferry.v1 import (
+    publisher_pb2,
+    publisher_pb2_grpc,
+    subscriber_pb2,
+    subscriber_pb2_grpc,
+)
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.status import ErrorMappingInterceptor
+from sidecar.api.subscriber import SubscriberServicer
 
 PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
 SUBSCRIBER = subscriber_pb2.DESCRIPTOR.services_by_name["Subscriber"].full_name
@@ -38,9 +44,9 @@ class Health:
 
 def build_server(
     publisher: PublisherServicer,
+    subscriber: SubscriberServicer,
     health_: Health,
     listen: str,
-    extra_services: Iterable[tuple[object, str]] = (),
 ) -> tuple[grpc.aio.Server, int]:
     """Create the server and bind `listen`; return it with the bound port."""
     server = grpc.aio.server(
@@ -52,10 +58,8 @@ def build_server(
         ],
     )
     publisher_pb2_grpc.add_PublisherServicer_to_server(publisher, server)
-    names = [PUBLISHER, health.SERVICE_NAME, reflection.SERVICE_NAME]
-    for add, name in extra_services:
-        add(server)  # type: ignore[operator]
-        names.append(name)
+    subscriber_pb2_grpc.add_SubscriberServicer_to_server(subscriber, server)
+    names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
     health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
     reflection.enable_server_reflection(names, server)
     port = server.add_insecure_port(listen)

@@ -1,0 +1,61 @@
+# Ferry: every target sets up what it needs on a fresh machine.
+SHELL := bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+CACHE := $(or $(FERRY_CACHE_DIR),$(CURDIR)/.cache)
+STAMP := $(VENV)/.installed
+export PATH := $(CACHE)/bin:$(PATH)
+
+.PHONY: setup run test test-unit test-integration check fmt proto proto-check kafka-jars go-tools \
+        kafka-start kafka-stop chaos bench bench-quick clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	touch $@
+
+kafka-jars: $(STAMP)
+	$(BIN)/python tools/kafka_local.py fetch
+
+go-tools:
+	tools/install_go_tools.sh grpcurl buf
+
+setup: $(STAMP) kafka-jars go-tools
+
+## make run: a local Kafka on 127.0.0.1:9092 (data/kafka) and Ferry on 127.0.0.1:50051 (data/wal)
+run: setup
+	$(BIN)/python tools/kafka_local.py start --dir data/kafka --port 9092 --auto-create-topics
+	$(BIN)/ferry serve --kafka-bootstrap 127.0.0.1:9092 --data-dir data/wal
+
+kafka-stop: $(STAMP)
+	$(BIN)/python tools/kafka_local.py stop --dir data/kafka
+
+## make test: static checks, then every test against one real Kafka
+test: setup check
+	$(BIN)/pytest tests
+
+test-unit: $(STAMP)
+	$(BIN)/pytest tests/unit
+
+test-integration: setup
+	$(BIN)/pytest tests/integration
+
+check: $(STAMP) go-tools
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	$(BIN)/python tools/gen_proto.py --check
+	buf lint
+	$(BIN)/python tools/check_wheel.py
+
+fmt: $(STAMP)
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+proto: $(STAMP)
+	$(BIN)/python tools/gen_proto.py
+
+clean:
+	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

@@ -1,0 +1,254 @@
+"""The ferry.v1.Subscriber servicer: translates messages to and from the subscription registry.
+
+No dispatching logic lives here: the stream handler opens a stream, pumps
+its outbox onto the wire (batching leased records), and feeds acks, nacks
+and extensions from the client to the subscription.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import grpc
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
+from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
+from sidecar.clock import Clock
+from sidecar.errors import InvalidArgument
+from sidecar.subscribe.leases import AckOutcome
+from sidecar.subscribe.records import event_id_of, ferry_event_id, user_headers
+from sidecar.subscribe.registry import SubscriptionRegistry
+from sidecar.subscribe.stream import AckReport, LeasedRecord, Stream, StreamClosed, StreamOptions
+from sidecar.subscribe.subscription import AckResult, Subscription, SubscriptionSettings
+from sidecar.validation import check_subscription, check_topic
+
+DEFAULT_LEASE_S = 30.0
+MIN_LEASE_S, MAX_LEASE_S = 1.0, 600.0
+DEFAULT_MAX_EVENTS, MAX_MAX_EVENTS = 1000, 100_000
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+MAX_TOPICS = 100
+MAX_ACK_IDS = 10_000
+MAX_NACK_DELAY_S = 3600.0
+DELIVERIES_PER_MESSAGE = 500
+
+_STATUS = {
+    AckOutcome.APPLIED: pb.ACK_ID_STATUS_APPLIED,
+    AckOutcome.ALREADY_ACKED: pb.ACK_ID_STATUS_ALREADY_ACKED,
+    AckOutcome.EXPIRED: pb.ACK_ID_STATUS_EXPIRED,
+    AckOutcome.UNKNOWN: pb.ACK_ID_STATUS_UNKNOWN,
+    AckOutcome.REVOKED: pb.ACK_ID_STATUS_REVOKED,
+}
+
+
+def parse_open(
+    message: pb.OpenSubscription,
+) -> tuple[SubscriptionSettings, StreamOptions]:
+    """Validate OpenSubscription; every error names its field."""
+    name = check_subscription(message.subscription, "open.subscription")
+    if not message.topics or len(message.topics) > MAX_TOPICS:
+        raise InvalidArgument("open.topics", f"must list 1-{MAX_TOPICS} topics")
+    topics = tuple(
+        sorted({check_topic(t, f"open.topics[{i}]") for i, t in enumerate(message.topics)})
+    )
+    lease = DEFAULT_LEASE_S
+    if message.HasField("lease_duration"):
+        lease = _seconds(message.lease_duration, "open.lease_duration", MIN_LEASE_S, MAX_LEASE_S)
+    max_events = message.max_outstanding_events or DEFAULT_MAX_EVENTS
+    if not 0 < max_events <= MAX_MAX_EVENTS:
+        raise InvalidArgument("open.max_outstanding_events", f"must be 1-{MAX_MAX_EVENTS}")
+    max_bytes = message.max_outstanding_bytes or DEFAULT_MAX_BYTES
+    if max_bytes <= 0:
+        raise InvalidArgument("open.max_outstanding_bytes", "must be positive")
+    attempts, dlq = message.max_delivery_attempts, message.dead_letter_topic
+    if attempts < 0 or attempts == 1:
+        raise InvalidArgument("open.max_delivery_attempts", "must be 0 (unlimited) or at least 2")
+    if bool(attempts) != bool(dlq):
+        raise InvalidArgument(
+            "open.dead_letter_topic", "max_delivery_attempts and dead_letter_topic go together"
+        )
+    if dlq:
+        check_topic(dlq, "open.dead_letter_topic")
+        if dlq in topics:
+            raise InvalidArgument("open.dead_letter_topic", "must not be a subscribed topic")
+    if message.start_position not in (
+        pb.START_POSITION_UNSPECIFIED, pb.START_POSITION_EARLIEST, pb.START_POSITION_LATEST,
+    ):  # fmt: skip
+        raise InvalidArgument("open.start_position", f"unknown value {message.start_position}")
+    settings = SubscriptionSettings(
+        name, topics, attempts, dlq, message.start_position == pb.START_POSITION_LATEST
+    )
+    return settings, StreamOptions(lease, max_events, max_bytes)
+
+
+def _seconds(value: duration_pb2.Duration, field: str, low: float, high: float) -> float:
+    seconds = value.ToNanoseconds() / 1e9
+    if not low <= seconds <= high:
+        raise InvalidArgument(field, f"must be between {low:g}s and {high:g}s")
+    return seconds
+
+
+def _ack_ids(ids: Sequence[str], field: str) -> list[str]:
+    if not ids or len(ids) > MAX_ACK_IDS:
+        raise InvalidArgument(field, f"must hold 1-{MAX_ACK_IDS} ack ids")
+    return list(ids)
+
+
+class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
+    """Thin adapter of the Subscriber service onto the registry."""
+
+    def __init__(self, registry: SubscriptionRegistry, clock: Clock) -> None:
+        self._registry = registry
+        self._clock = clock
+
+    async def Subscribe(
+        self,
+        request_iterator: AsyncIterator[pb.SubscribeRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.SubscribeResponse]:
+        try:
+            first = await anext(aiter(request_iterator))
+        except StopAsyncIteration:
+            raise InvalidArgument("open", "the stream ended before an open request") from None
+        if first.WhichOneof("request") != "open":
+            raise InvalidArgument("open", "the first request must be open")
+        settings, options = parse_open(first.open)
+        subscription, stream = await self._registry.open_stream(settings, options)
+        reader = asyncio.create_task(self._read(request_iterator, subscription, stream))
+        try:
+            opened = pb.SubscriptionOpened(subscription=settings.name)
+            opened.lease_duration.FromNanoseconds(int(options.lease_duration * 1e9))
+            yield pb.SubscribeResponse(opened=opened)
+            while True:
+                yield await self._next_response(stream, reader)
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+            self._registry.close_stream(subscription, stream)
+
+    async def _next_response(
+        self, stream: Stream, reader: asyncio.Task[None]
+    ) -> pb.SubscribeResponse:
+        """The next message for the client."""
+        getter = asyncio.ensure_future(stream.outbox.get())
+        waiting = {getter} if reader.done() else {getter, reader}
+        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        if getter in done:
+            item = getter.result()
+        else:
+            # The reader ended first: a bad client message ends the stream with its error; a
+            # half-close (grpcurl does that) keeps deliveries flowing, acked with unary Ack.
+            reader.result()
+            item = await getter
+        if isinstance(item, StreamClosed):
+            raise item.error
+        if isinstance(item, AckReport):
+            return pb.SubscribeResponse(
+                ack_results=pb.AckResults(results=self._results(item.results))
+            )
+        leased = [item]
+        while len(leased) < DELIVERIES_PER_MESSAGE and not stream.outbox.empty():
+            nxt = stream.outbox.get_nowait()
+            if not isinstance(nxt, LeasedRecord):
+                stream.outbox.put_nowait(nxt)  # keep it for the next message (order is loose)
+                break
+            leased.append(nxt)
+        stream.taken(len(leased))
+        deliveries = [self._delivery(x) for x in leased]
+        return pb.SubscribeResponse(deliveries=pb.Deliveries(deliveries=deliveries))
+
+    async def _read(
+        self,
+        requests: AsyncIterator[pb.SubscribeRequest],
+        subscription: Subscription,
+        stream: Stream,
+    ) -> None:
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "ack":
+                results = subscription.ack(_ack_ids(request.ack.ack_ids, "ack.ack_ids"))
+            elif kind == "nack":
+                delay = self._nack_delay(request.nack, "nack.redelivery_delay")
+                results = subscription.nack(_ack_ids(request.nack.ack_ids, "nack.ack_ids"), delay)
+            elif kind == "extend":
+                duration = _seconds(
+                    request.extend.lease_duration, "extend.lease_duration", MIN_LEASE_S, MAX_LEASE_S
+                )
+                ids = _ack_ids(request.extend.ack_ids, "extend.ack_ids")
+                results = subscription.extend(ids, duration)
+            elif kind == "open":
+                raise InvalidArgument("open", "only the first request may be open")
+            else:
+                raise InvalidArgument("request", "must set ack, nack or extend")
+            stream.report(AckReport(results))
+
+    async def Ack(
+        self, request: pb.AckRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.AckResponse:
+        subscription = self._find(request.subscription)
+        results = subscription.ack(_ack_ids(request.ack_ids, "ack_ids"))
+        return pb.AckResponse(results=self._results(results))
+
+    async def Nack(
+        self, request: pb.NackRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.NackResponse:
+        subscription = self._find(request.subscription)
+        delay = self._nack_delay(request, "redelivery_delay")
+        results = subscription.nack(_ack_ids(request.ack_ids, "ack_ids"), delay)
+        return pb.NackResponse(results=self._results(results))
+
+    async def ExtendLease(
+        self, request: pb.ExtendLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> pb.ExtendLeaseResponse:
+        subscription = self._find(request.subscription)
+        duration = _seconds(request.lease_duration, "lease_duration", MIN_LEASE_S, MAX_LEASE_S)
+        results = subscription.extend(_ack_ids(request.ack_ids, "ack_ids"), duration)
+        return pb.ExtendLeaseResponse(results=self._results(results))
+
+    def _find(self, name: str) -> Subscription:
+        return self._registry.find(check_subscription(name, "subscription"))
+
+    @staticmethod
+    def _nack_delay(request: pb.NackIds | pb.NackRequest, field: str) -> float:
+        if not request.HasField("redelivery_delay"):
+            return 0.0
+        return _seconds(request.redelivery_delay, field, 0.0, MAX_NACK_DELAY_S)
+
+    def _wall_time(self, deadline: float) -> timestamp_pb2.Timestamp:
+        stamp = timestamp_pb2.Timestamp()
+        stamp.FromNanoseconds(int((time.time() + deadline - self._clock.monotonic()) * 1e9))
+        return stamp
+
+    def _results(self, results: list[AckResult]) -> list[pb.AckIdResult]:
+        out = []
+        for ack_id, outcome, deadline in results:
+            result = pb.AckIdResult(ack_id=ack_id, status=_STATUS[outcome])
+            if deadline is not None:
+                result.lease_deadline.CopyFrom(self._wall_time(deadline))
+            out.append(result)
+        return out
+
+    def _delivery(self, leased: LeasedRecord) -> pb.Delivery:
+        record, lease = leased.record, leased.lease
+        event = pb.ReceivedEvent(
+            event_id=event_id_of(record),
+            topic=record.topic,
+            key=record.key or b"",
+            payload=record.value or b"",
+            headers=user_headers(record),
+            published_by_ferry=ferry_event_id(record) is not None,
+        )
+        event.kafka_time.FromMilliseconds(record.timestamp_ms)
+        return pb.Delivery(
+            ack_id=lease.ack_id,
+            event=event,
+            partition=record.partition,
+            offset=record.offset,
+            delivery_attempt=lease.attempt,
+            lease_deadline=self._wall_time(lease.deadline),
+        )

@@ -1,0 +1,165 @@
+"""The subscriptions open in this sidecar: created with their first stream, closed after the last.
+
+Owns the lifecycle around `Subscription`: starting its Kafka consumer,
+checking that every stream of a subscription agrees on its settings, the
+stream limit, the ticker that drives lease expiry and commits, a linger
+period after the last stream leaves (a reconnecting subscriber finds its
+records still leased here instead of waiting for a rebalance), and shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from typing import Protocol
+
+import structlog
+
+from sidecar.clock import Clock
+from sidecar.errors import FailedPrecondition, NotFound, ShuttingDown, TooManyStreams
+from sidecar.subscribe.stream import Stream, StreamOptions
+from sidecar.subscribe.subscription import (
+    ConsumerControl,
+    DeadLetterSink,
+    Limits,
+    Subscription,
+    SubscriptionSettings,
+)
+
+log = structlog.get_logger(__name__)
+TICK_S = 0.05
+
+
+class ConsumerHandle(ConsumerControl, Protocol):
+    """A subscription's consumer: controls plus start and a blocking stop."""
+
+    def start(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+ConsumerFactory = Callable[[SubscriptionSettings, Subscription], ConsumerHandle]
+
+
+class SubscriptionRegistry:
+    """Subscriptions by name, with their consumers."""
+
+    def __init__(
+        self,
+        consumer_factory: ConsumerFactory,
+        dead_letters: DeadLetterSink,
+        clock: Clock,
+        *,
+        max_streams: int,
+        linger_s: float,
+        limits: Limits | None = None,
+    ) -> None:
+        self._consumer_factory = consumer_factory
+        self._dead_letters = dead_letters
+        self._clock = clock
+        self._max_streams = max_streams
+        self._linger_s = linger_s
+        self._limits = limits or Limits()
+        self._subscriptions: dict[str, Subscription] = {}
+        self._consumers: dict[str, ConsumerHandle] = {}
+        self._lingering: dict[str, asyncio.Task[None]] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._closing = False
+
+    def find(self, name: str) -> Subscription:
+        subscription = self._subscriptions.get(name)
+        if subscription is None:
+            raise NotFound(f"subscription {name!r} has no open stream in this sidecar")
+        return subscription
+
+    def stream_count(self) -> int:
+        return sum(s.stream_count for s in self._subscriptions.values())
+
+    def statuses(self) -> dict[str, dict[str, int]]:
+        return {name: s.status() for name, s in self._subscriptions.items()}
+
+    async def open_stream(
+        self, settings: SubscriptionSettings, options: StreamOptions
+    ) -> tuple[Subscription, Stream]:
+        if self._closing:
+            raise ShuttingDown("Ferry is shutting down; reconnect to another instance")
+        if self.stream_count() >= self._max_streams:
+            raise TooManyStreams(f"this sidecar serves at most {self._max_streams} streams", 5.0)
+        async with self._locks.setdefault(settings.name, asyncio.Lock()):
+            linger = self._lingering.pop(settings.name, None)
+            if linger is not None:
+                linger.cancel()
+            subscription = self._subscriptions.get(settings.name)
+            if subscription is None:
+                subscription = self._start(settings)
+            elif subscription.settings != settings:
+                raise FailedPrecondition(
+                    f"subscription {settings.name!r} is open here with other settings "
+                    f"(topics {list(subscription.settings.topics)}, max_delivery_attempts "
+                    f"{subscription.settings.max_delivery_attempts}, dead_letter_topic "
+                    f"{subscription.settings.dead_letter_topic!r}, start position)"
+                )
+            return subscription, subscription.open_stream(options)
+
+    def close_stream(self, subscription: Subscription, stream: Stream) -> None:
+        subscription.close_stream(stream)
+        name = subscription.settings.name
+        if subscription.stream_count == 0 and not self._closing and name not in self._lingering:
+            self._lingering[name] = asyncio.get_running_loop().create_task(self._linger(name))
+
+    async def shutdown(self) -> None:
+        """Close every stream (UNAVAILABLE), return leases, commit acked offsets, leave groups."""
+        self._closing = True
+        for task in self._lingering.values():
+            task.cancel()
+        for subscription in self._subscriptions.values():
+            subscription.close_all_streams(ShuttingDown("Ferry is shutting down; reconnect"))
+        for name in list(self._subscriptions):
+            await self._stop(name)
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    def _start(self, settings: SubscriptionSettings) -> Subscription:
+        subscription = Subscription(settings, self._clock, self._dead_letters, self._limits)
+        consumer = self._consumer_factory(settings, subscription)
+        subscription.attach(consumer)
+        consumer.start()
+        self._subscriptions[settings.name] = subscription
+        self._consumers[settings.name] = consumer
+        if self._ticker is None:
+            self._ticker = asyncio.get_running_loop().create_task(self._tick_forever())
+        log.info("subscription_started", subscription=settings.name, topics=settings.topics)
+        return subscription
+
+    async def _linger(self, name: str) -> None:
+        await asyncio.sleep(self._linger_s)
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            self._lingering.pop(name, None)
+            subscription = self._subscriptions.get(name)
+            if subscription is not None and subscription.stream_count == 0:
+                await self._stop(name)
+
+    async def _stop(self, name: str) -> None:
+        subscription = self._subscriptions[name]
+        consumer = self._consumers.pop(name)
+        subscription.commit_now()
+        # Leaving the group runs the revoke callback, which commits the acked prefix.
+        await asyncio.to_thread(consumer.stop)
+        await subscription.close()
+        del self._subscriptions[name]
+        log.info("subscription_stopped", subscription=name)
+
+    async def _tick_forever(self) -> None:
+        while True:
+            for subscription in list(self._subscriptions.values()):
+                try:
+                    subscription.tick()
+                except Exception:  # one broken subscription must not stop the others' leases
+                    log.exception(
+                        "subscription_tick_failed", subscription=subscription.settings.name
+                    )
+            await asyncio.sleep(TICK_S)

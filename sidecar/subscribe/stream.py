@@ -1,0 +1,89 @@
+"""One open Subscribe stream as the dispatcher sees it: its limits and its outbox.
+
+The outbox carries domain values (leased records, ack results, the close
+reason) to the servicer, which turns them into messages. A stream that stops
+reading stops receiving: `can_take` counts records not yet written as
+outstanding, so a stuck client holds at most its limit in memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from sidecar.subscribe.leases import AckOutcome, Lease
+
+if TYPE_CHECKING:
+    from sidecar.kafka.consumer import FetchedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class StreamOptions:
+    """Per-stream settings from OpenSubscription, already validated."""
+
+    lease_duration: float
+    max_outstanding_events: int
+    max_outstanding_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedRecord:
+    """A record handed to a stream under `lease`."""
+
+    lease: Lease
+    record: FetchedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class AckReport:
+    """Results of one ack/nack/extend message, in request order."""
+
+    results: list[tuple[str, AckOutcome, float | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamClosed:
+    """The server ends the stream with this error (e.g. ShuttingDown)."""
+
+    error: Exception
+
+
+OutboxItem = LeasedRecord | AckReport | StreamClosed
+
+
+class Stream:
+    """A subscriber connection: limits, the bytes it holds under lease, and its outbox."""
+
+    def __init__(self, stream_id: int, options: StreamOptions) -> None:
+        self.id = stream_id
+        self.options = options
+        self.outbox: asyncio.Queue[OutboxItem] = asyncio.Queue()
+        self.leased_bytes = 0
+        self.unsent = 0
+        self.closed = False
+
+    def can_take(self, outstanding: int, size: int) -> bool:
+        """Whether one more record of `size` bytes fits (one record always fits an empty stream)."""
+        if self.closed or outstanding >= self.options.max_outstanding_events:
+            return False
+        if self.unsent >= self.options.max_outstanding_events:
+            return False
+        return outstanding == 0 or self.leased_bytes + size <= self.options.max_outstanding_bytes
+
+    def deliver(self, item: LeasedRecord) -> None:
+        self.leased_bytes += item.record.size
+        self.unsent += 1
+        self.outbox.put_nowait(item)
+
+    def report(self, report: AckReport) -> None:
+        self.outbox.put_nowait(report)
+
+    def close(self, error: Exception) -> None:
+        if not self.closed:
+            self.closed = True
+            self.outbox.put_nowait(StreamClosed(error))
+
+    def taken(self, count: int) -> None:
+        """The servicer wrote `count` leased records to the wire."""
+        self.unsent -= count

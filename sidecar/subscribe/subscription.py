@@ -1,0 +1,373 @@
+"""One subscription in this sidecar: records from Kafka → leases on streams → acks → commits.
+
+Runs entirely on the event loop and holds the whole per-subscription state:
+records fetched and not yet acked, the fresh queue, leases, redeliveries,
+per-partition ack trackers, and the streams. It never calls Kafka directly:
+it posts commits, pauses and resumes to a `ConsumerControl`, and it hands
+dead letters to the durable publish path. Rules it keeps:
+
+- a record is leased to one stream at a time; every lease that ends without
+  an ack (expiry, nack, closed stream) is redelivered with attempt + 1, or
+  dead-lettered once it used up `max_delivery_attempts`;
+- a partition's commit never passes an unacked record (PartitionAckTracker),
+  and out-of-order acks travel in the commit metadata (ackcodec);
+- on revoke, the partition's leases, queued records and redeliveries are
+  dropped and only the acked prefix is committed;
+- memory is bounded: past `max_held` records the partitions are paused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+import structlog
+
+from sidecar.backoff import backoff_delay
+from sidecar.clock import Clock
+from sidecar.kafka.consumer import AssignedPartition, CommitOffset, FetchedRecord
+from sidecar.model import Accepted, Outcome, OutgoingEvent
+from sidecar.subscribe import ackcodec
+from sidecar.subscribe.acktracker import PartitionAckTracker
+from sidecar.subscribe.deadletter import dead_letter_event
+from sidecar.subscribe.leases import AckOutcome, DeliveryKey, Lease, LeaseTable, TopicPartition
+from sidecar.subscribe.redelivery import RedeliveryQueue
+from sidecar.subscribe.stream import LeasedRecord, Stream, StreamOptions
+
+log = structlog.get_logger(__name__)
+
+COMMIT_EVERY_S = 0.5
+MIN_HELD = 1_000
+DEAD_LETTER_RETRY_S = 1.0
+
+DeadLetterSink = Callable[[list[OutgoingEvent]], Awaitable[list[Outcome]]]
+AckResult = tuple[str, AckOutcome, float | None]
+
+
+class ConsumerControl(Protocol):
+    """What a subscription asks of its Kafka consumer (thread-safe, non-blocking)."""
+
+    def commit(self, offsets: list[CommitOffset]) -> None: ...
+
+    def pause(self, partitions: list[TopicPartition]) -> None: ...
+
+    def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionSettings:
+    """What every stream of a subscription must agree on."""
+
+    name: str
+    topics: tuple[str, ...]
+    max_delivery_attempts: int  # 0: unlimited
+    dead_letter_topic: str
+    start_latest: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Sidecar-wide bounds for one subscription."""
+
+    max_held_records: int = 20_000
+    max_held_bytes: int = 128 * 1024 * 1024
+
+
+class Subscription:
+    """The dispatcher of one subscription (a Kafka consumer group) in this sidecar."""
+
+    def __init__(
+        self,
+        settings: SubscriptionSettings,
+        clock: Clock,
+        dead_letters: DeadLetterSink,
+        limits: Limits | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        self._dead_letters = dead_letters
+        self._limits = limits or Limits()
+        self._consumer: ConsumerControl | None = None
+        self._leases = LeaseTable(clock)
+        self._redelivery = RedeliveryQueue(clock)
+        self._trackers: dict[TopicPartition, PartitionAckTracker] = {}
+        self._records: dict[DeliveryKey, FetchedRecord] = {}
+        self._held_bytes = 0
+        self._fresh: deque[DeliveryKey] = deque()
+        self._streams: dict[int, Stream] = {}
+        self._next_stream_id = 1
+        self._turn = 0
+        self._paused = False
+        self._dirty: set[TopicPartition] = set()
+        self._last_commit = 0.0
+        self._dead_lettering: dict[DeliveryKey, asyncio.Task[None]] = {}
+        self.acked_total = 0
+        self.redelivered_total = 0
+        self.dead_lettered_total = 0
+
+    def attach(self, consumer: ConsumerControl) -> None:
+        self._consumer = consumer
+
+    # -- streams -----------------------------------------------------------------------------
+
+    @property
+    def stream_count(self) -> int:
+        return len(self._streams)
+
+    def open_stream(self, options: StreamOptions) -> Stream:
+        stream = Stream(self._next_stream_id, options)
+        self._next_stream_id += 1
+        self._streams[stream.id] = stream
+        self._dispatch()
+        return stream
+
+    def close_stream(self, stream: Stream, *, count_attempt: bool = True) -> None:
+        """The stream ended: its leases go back for immediate redelivery."""
+        stream.closed = True
+        self._streams.pop(stream.id, None)
+        for lease in self._leases.release_stream(stream.id):
+            self._lease_ended(lease, "subscriber stream closed", delay=0.0, count=count_attempt)
+        self._dispatch()
+
+    def close_all_streams(self, error: Exception) -> None:
+        """Shutdown: end every stream; their leases are returned, not counted as failures."""
+        for stream in list(self._streams.values()):
+            stream.close(error)
+            self.close_stream(stream, count_attempt=False)
+
+    # -- acks --------------------------------------------------------------------------------
+
+    def ack(self, ack_ids: Iterable[str]) -> list[AckResult]:
+        results: list[AckResult] = []
+        for ack_id in ack_ids:
+            lease = self._leases.get(ack_id)
+            outcome = self._leases.ack(ack_id)
+            if outcome is AckOutcome.APPLIED and lease is not None:
+                self._release_bytes(lease)
+                self._settle(lease.key)
+            results.append((ack_id, outcome, None))
+        self._dispatch()
+        return results
+
+    def nack(self, ack_ids: Iterable[str], delay: float) -> list[AckResult]:
+        results: list[AckResult] = []
+        for ack_id in ack_ids:
+            lease = self._leases.get(ack_id)
+            outcome = self._leases.nack(ack_id)
+            if outcome is AckOutcome.APPLIED and lease is not None:
+                self._lease_ended(lease, "nacked by subscriber", delay=delay)
+            results.append((ack_id, outcome, None))
+        self._dispatch()
+        return results
+
+    def extend(self, ack_ids: Iterable[str], duration: float) -> list[AckResult]:
+        return [(ack_id, *self._leases.extend(ack_id, duration)) for ack_id in ack_ids]
+
+    # -- the consumer's side (ConsumerSink) --------------------------------------------------
+
+    def on_assigned(self, partitions: list[AssignedPartition]) -> None:
+        for part in partitions:
+            tp = (part.topic, part.partition)
+            acked: frozenset[int] = frozenset()
+            if part.committed is not None:
+                acked = ackcodec.decode(part.metadata, part.committed)
+            self._trackers[tp] = PartitionAckTracker(part.committed, acked)
+        if self._paused and self._consumer is not None:
+            self._consumer.pause([(p.topic, p.partition) for p in partitions])
+
+    def on_records(self, records: list[FetchedRecord]) -> None:
+        for record in records:
+            tp = (record.topic, record.partition)
+            tracker = self._trackers.get(tp)
+            if tracker is None:
+                continue  # not ours (any more): its owner fetches it again
+            try:
+                deliver = tracker.track(record.offset)
+            except ValueError:
+                continue  # fetched twice (a re-fetch after pause): already tracked
+            if not deliver:
+                self._dirty.add(tp)  # acked before a restart: skipped, but moves the commit
+                continue
+            key = DeliveryKey(record.topic, record.partition, record.offset)
+            self._records[key] = record
+            self._held_bytes += record.size
+            self._fresh.append(key)
+        self._dispatch()
+        self._flow_control()
+
+    async def on_revoked(self, partitions: list[TopicPartition], lost: bool) -> list[CommitOffset]:
+        gone = set(partitions)
+        for lease in self._leases.revoke_partitions(gone):
+            self._release_bytes(lease)
+        self._redelivery.drop_partitions(gone)
+        self._fresh = deque(k for k in self._fresh if k.topic_partition not in gone)
+        for key in [k for k in self._records if k.topic_partition in gone]:
+            self._forget(key)
+        commits = [] if lost else self._commit_offsets(gone)
+        for tp in gone:
+            self._trackers.pop(tp, None)
+            self._dirty.discard(tp)
+        self._flow_control()
+        return commits
+
+    # -- time --------------------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Expire leases, hand out due redeliveries, commit what is committable."""
+        for lease in self._leases.expire():
+            self._lease_ended(lease, "lease expired")
+        self._dispatch()
+        self._flow_control()
+        now = self._clock.monotonic()
+        if self._dirty and now - self._last_commit >= COMMIT_EVERY_S:
+            self.commit_now()
+
+    def commit_now(self) -> None:
+        self._last_commit = self._clock.monotonic()
+        offsets = self._commit_offsets(self._dirty)
+        self._dirty.clear()
+        if offsets and self._consumer is not None:
+            self._consumer.commit(offsets)
+
+    def status(self) -> dict[str, int]:
+        return {
+            "streams": len(self._streams),
+            "held": len(self._records),
+            "leased": len(self._leases),
+            "waiting_redelivery": len(self._redelivery),
+            "acked_total": self.acked_total,
+            "redelivered_total": self.redelivered_total,
+            "dead_lettered_total": self.dead_lettered_total,
+            "paused": int(self._paused),
+        }
+
+    # -- internals ---------------------------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        streams = [s for s in self._streams.values() if not s.closed]
+        if not streams:
+            return
+        while ready := self._redelivery.pop_ready(1):
+            key, attempt = ready[0]
+            if key not in self._records:
+                continue  # settled meanwhile (e.g. dead-lettered)
+            if not self._grant(streams, key, attempt):
+                self._redelivery.schedule(key, attempt, self._clock.monotonic())
+                return
+            self.redelivered_total += 1
+        while self._fresh:
+            if not self._grant(streams, self._fresh[0], 1):
+                return
+            self._fresh.popleft()
+
+    def _grant(self, streams: list[Stream], key: DeliveryKey, attempt: int) -> bool:
+        record = self._records[key]
+        for i in range(len(streams)):
+            stream = streams[(self._turn + i) % len(streams)]
+            if stream.can_take(self._leases.outstanding(stream.id), record.size):
+                self._turn = (self._turn + i + 1) % len(streams)
+                lease = self._leases.grant(key, stream.id, stream.options.lease_duration, attempt)
+                stream.deliver(LeasedRecord(lease, record))
+                return True
+        return False
+
+    def _lease_ended(
+        self, lease: Lease, reason: str, delay: float | None = None, count: bool = True
+    ) -> None:
+        self._release_bytes(lease)
+        if lease.key not in self._records:
+            return
+        limit = self.settings.max_delivery_attempts
+        if count and limit and lease.attempt >= limit:
+            self._dead_letter(lease.key, lease.attempt, reason)
+            return
+        if delay is None:
+            delay = backoff_delay(lease.attempt, base=0.1, cap=10.0)
+        next_attempt = lease.attempt + 1 if count else lease.attempt
+        self._redelivery.schedule(lease.key, next_attempt, self._clock.monotonic() + delay)
+
+    def _release_bytes(self, lease: Lease) -> None:
+        stream = self._streams.get(lease.stream_id)
+        record = self._records.get(lease.key)
+        if stream is not None and record is not None:
+            stream.leased_bytes -= record.size
+
+    def _settle(self, key: DeliveryKey) -> None:
+        tracker = self._trackers.get(key.topic_partition)
+        if tracker is not None:
+            tracker.ack(key.offset)
+            self._dirty.add(key.topic_partition)
+        self._forget(key)
+        self.acked_total += 1
+        self._flow_control()
+
+    def _forget(self, key: DeliveryKey) -> None:
+        record = self._records.pop(key, None)
+        if record is not None:
+            self._held_bytes -= record.size
+        task = self._dead_lettering.pop(key, None)
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    def _dead_letter(self, key: DeliveryKey, attempts: int, reason: str) -> None:
+        event = dead_letter_event(
+            self._records[key],
+            self.settings.name,
+            self.settings.dead_letter_topic,
+            attempts,
+            reason,
+        )
+
+        async def write() -> None:
+            while True:
+                try:
+                    [outcome] = await self._dead_letters([event])
+                    if isinstance(outcome, Accepted):
+                        break
+                    log.error("dead_letter_rejected", error=str(outcome.error))
+                except Exception as exc:  # the log is full or closing: keep the record, retry
+                    log.warning("dead_letter_retry", error=str(exc), topic=event.topic)
+                await asyncio.sleep(DEAD_LETTER_RETRY_S)
+            if key in self._records:
+                self.dead_lettered_total += 1
+                self._settle(key)
+
+        self._dead_lettering[key] = asyncio.get_running_loop().create_task(write())
+
+    def _commit_offsets(self, partitions: Iterable[TopicPartition]) -> list[CommitOffset]:
+        offsets: list[CommitOffset] = []
+        for tp in partitions:
+            tracker = self._trackers.get(tp)
+            position = tracker.committable() if tracker is not None else None
+            if tracker is None or position is None:
+                continue
+            metadata = ackcodec.encode(tracker.sparse_acks(), position)
+            offsets.append(CommitOffset(tp[0], tp[1], position, metadata))
+        return offsets
+
+    def _flow_control(self) -> None:
+        if self._consumer is None:
+            return
+        wanted = sum(s.options.max_outstanding_events for s in self._streams.values())
+        max_held = min(max(2 * wanted, MIN_HELD), self._limits.max_held_records)
+        over = len(self._records) >= max_held or self._held_bytes >= self._limits.max_held_bytes
+        under = len(self._records) <= max_held // 2 and (
+            self._held_bytes <= self._limits.max_held_bytes // 2
+        )
+        if over and not self._paused:
+            self._paused = True
+            self._consumer.pause(list(self._trackers))
+        elif under and self._paused:
+            self._paused = False
+            self._consumer.resume(list(self._trackers))
+
+    async def close(self) -> None:
+        """Cancel pending dead-letter writes (their records stay uncommitted)."""
+        for task in list(self._dead_lettering.values()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

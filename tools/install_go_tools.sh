@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs the pinned Go tools the project uses (grpcurl, buf) into .cache/bin with `go install`.
+# Usage: tools/install_go_tools.sh [tool...]   (default: all)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+bin="${FERRY_CACHE_DIR:-$root/.cache}/bin"
+mkdir -p "$bin"
+declare -A modules=(
+  [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
+  [buf]="github.com/bufbuild/buf/cmd/buf@v1.75.0"
+  [toxiproxy-server]="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
+)
+wanted=("$@")
+[ ${#wanted[@]} -eq 0 ] && wanted=(grpcurl buf)
+for tool in "${wanted[@]}"; do
+  module=${modules[$tool]:?unknown tool $tool}
+  stamp="$bin/.$tool.$(echo "$module" | tr '/@' '__')"
+  if [ -x "$bin/$tool" ] && [ -f "$stamp" ]; then continue; fi
+  echo "installing $tool ($module)"
+  tmp=$(mktemp -d)
+  GOBIN="$tmp" GOFLAGS=-mod=mod go install "$module"
+  mv "$tmp"/* "$bin/$tool"
+  rm -rf "$tmp"
+  touch "$stamp"
+done
