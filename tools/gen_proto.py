@@ -9,8 +9,8 @@ generated modules live inside the package instead of on the top level.
 from __future__ import annotations
 
 import argparse
-import os
 import filecmp
+import os
 import re
 import shutil
 import sys

@@ -1,0 +1,553 @@
+#!/usr/bin/env python3
+"""A real local Apache Kafka (KRaft, combined broker+controller nodes) run from Maven jars,
+for tests, ``make run``, benchmarks and fault tests. Standard library only; ``confluent_kafka``
+is used when importable (readiness probe, topic helpers)::
+
+    with KafkaCluster(tmp_path / "kafka", brokers=3) as cluster:
+        cluster.create_topic("orders", partitions=3)
+        cluster.kill(cluster.leader_of("orders", 0))   # SIGKILL; restart(node) brings it back
+
+Each node has a PLAINTEXT client listener (``node.port``; advertised as ``node.advertised``
+when set, e.g. a toxiproxy address), an INTERNAL one for replication (never proxied) and a
+CONTROLLER one (static ``controller.quorum.voters``). Ports, cluster id and pids are kept in
+``<work_dir>/ferry-kafka.json``: a later run on the same dir keeps its ports and data.
+CLI: ``fetch [--cache DIR]``, ``start --dir DIR [--port 9092] [--brokers 1|3]`` (detached),
+``status --dir DIR``, ``stop --dir DIR``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import atexit
+import base64
+import contextlib
+import ctypes
+import fcntl
+import hashlib
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+KAFKA_VERSION = "4.1.1"  # keep in sync with tools/kafka/pom.xml
+REPO_ROOT = Path(__file__).resolve().parent.parent
+POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+STATE_FILE = "ferry-kafka.json"
+PROBE_TOPIC = "_ferry_probe"
+HOST = "127.0.0.1"
+# C1-only JIT: ~45% less CPU to start a broker, slower at steady state. For test clusters,
+# not for benchmarks: KafkaCluster(..., jvm_opts=FAST_START_JVM_OPTS).
+FAST_START_JVM_OPTS = ("-XX:TieredStopAtLevel=1",)
+_QUIET = {"log_level": 0}  # no librdkafka connection noise from helper clients
+_LIVE: set[KafkaCluster] = set()  # clusters to stop at interpreter exit
+_LOG4J2 = """status = warn
+appender.f.type = File
+appender.f.name = FILE
+appender.f.fileName = {log}
+appender.f.layout.type = PatternLayout
+appender.f.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.f.ref = FILE
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+class KafkaError(RuntimeError):
+    """Fetching, formatting, starting or probing the local Kafka failed."""
+
+
+def default_cache_dir() -> Path:
+    """``$FERRY_CACHE_DIR`` or ``<repo>/.cache``."""
+    env = os.environ.get("FERRY_CACHE_DIR")
+    return Path(env) if env else REPO_ROOT / ".cache"
+
+
+def fetch(cache_dir: Path | str | None = None) -> Path:
+    """Copy Kafka's jars (Maven) into ``<cache_dir>/kafka-<version>/libs`` once; return it.
+
+    Idempotent (a marker holding the pom's hash) and safe when processes race (flock).
+    """
+    home = Path(cache_dir or default_cache_dir()) / f"kafka-{KAFKA_VERSION}"
+    libs, marker = home / "libs", home / ".complete"
+    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
+    if marker.exists() and marker.read_text().strip() == digest:
+        return libs
+    home.mkdir(parents=True, exist_ok=True)
+    with open(home / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if marker.exists() and marker.read_text().strip() == digest:
+            return libs  # another process fetched while we waited
+        mvn = shutil.which("mvn")
+        if mvn is None:
+            raise KafkaError("`mvn` not found on PATH: Maven is needed to fetch Kafka's jars")
+        tmp = home / f"libs.tmp-{os.getpid()}"
+        shutil.rmtree(tmp, ignore_errors=True)
+        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
+               f"-DoutputDirectory={tmp}"]
+        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if res.returncode != 0 or not (tmp / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise KafkaError(f"{' '.join(cmd)} failed:\n{(res.stdout + res.stderr)[-4000:]}")
+        marker.unlink(missing_ok=True)
+        shutil.rmtree(libs, ignore_errors=True)
+        tmp.rename(libs)
+        marker.write_text(digest + "\n")
+    return libs
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+        return True
+
+
+def free_port(exclude: set[int] | None = None) -> int:
+    """A free loopback port *below* the ephemeral range, so that no outgoing connection can
+    take it while its node is down (a restarted node reuses its ports)."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(500):
+        port = random.randint(min(20000, low - 2000), low - 1)
+        if port not in (exclude or set()) and _port_free(port):
+            return port
+    raise KafkaError("no free loopback port found")
+
+
+def _port_open(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
+        return True
+    return False
+
+
+def _tail(path: Path, lines: int = 40, errors_only: bool = False) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(none)"
+    if errors_only:
+        text = [t[:400] for t in text if " ERROR " in t or " FATAL " in t]
+    return "\n".join(text[-lines:])
+
+
+def _cluster_id() -> str:
+    while True:  # Kafka's Uuid text form: url-safe base64 without padding, no leading '-'
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def _pdeathsig() -> None:  # in the child, between fork and exec
+    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class KafkaNode:
+    """One combined broker+controller JVM; its ports stay fixed across restarts."""
+
+    node_id: int
+    port: int  # real PLAINTEXT (client) listener on 127.0.0.1
+    internal_port: int  # INTERNAL listener: inter-broker replication, never proxied
+    controller_port: int
+    directory: Path
+    advertised: str | None = None  # "host:port" advertised to clients instead of the listener
+    pid: int | None = None
+    proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        self.props = self.directory / "server.properties"
+        self.stdout_log = self.directory / "stdout.log"  # JVM stdout/stderr
+        self.server_log = self.directory / "logs" / "server.log"  # log4j2
+
+    @property
+    def address(self) -> str:
+        return f"{HOST}:{self.port}"
+
+    def alive(self) -> bool:
+        """True while this node's JVM runs (also when another process started it)."""
+        if self.proc is not None:
+            return self.proc.poll() is None
+        if self.pid is None:
+            return False
+        try:  # guard against pid reuse: it must be *this* node's JVM
+            cmd = Path(f"/proc/{self.pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            return False
+        return b"kafka.Kafka" in cmd and str(self.props).encode() in cmd
+
+    def log_tail(self, lines: int = 40) -> str:
+        return (f"--- {self.stdout_log} ---\n{_tail(self.stdout_log, lines)}\n"
+                f"--- {self.server_log} (errors) ---\n{_tail(self.server_log, 5, True)}\n"
+                f"--- {self.server_log} ---\n{_tail(self.server_log, lines)}")
+
+
+class KafkaCluster:
+    """A KRaft cluster of ``brokers`` nodes (ids 1..n, 127.0.0.1 only) under ``work_dir``.
+
+    ``brokers``: 1 or 3 (default: as saved in work_dir, else 1). ``port``: fixed client port
+    of node 1 (node i: port+i-1); otherwise free ports (reused from an earlier run in the
+    same work_dir). ``advertised``: node id -> "host:port" for clients (e.g. a proxy); also
+    settable as ``nodes[i].advertised`` before start/restart. The readiness probe then goes
+    through those addresses, so start the proxy first. ``config``: extra server.properties.
+    ``jvm_opts``: extra JVM flags (e.g. ``FAST_START_JVM_OPTS``); heap is ``-Xmx<heap>``.
+    ``detached``: JVMs outlive this process (CLI); otherwise atexit stops them, and they get
+    SIGTERM if the thread that started them dies.
+    """
+
+    def __init__(self, work_dir: Path | str, brokers: int | None = None, *,
+                 port: int | None = None, advertised: Mapping[int, str] | None = None,
+                 auto_create_topics: bool = False, config: Mapping[str, object] | None = None,
+                 heap: str = "512m", cache_dir: Path | str | None = None,
+                 jvm_opts: Sequence[str] = (), start_timeout: float = 90.0,
+                 detached: bool = False) -> None:
+        self.work_dir = Path(work_dir).resolve()
+        self.auto_create_topics, self.heap, self.detached = auto_create_topics, heap, detached
+        self.config, self.cache_dir = dict(config or {}), cache_dir
+        self.start_timeout, self.jvm_opts = start_timeout, list(jvm_opts)
+        path = self.work_dir / STATE_FILE
+        state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": []}
+        n = brokers or len(state["nodes"]) or 1
+        if state["nodes"] and len(state["nodes"]) != n:
+            raise KafkaError(f"{self.work_dir} holds a {len(state['nodes'])}-node cluster, not {n}")
+        self.cluster_id: str = state.get("cluster_id") or _cluster_id()
+        used: set[int] = set()
+
+        def pick(want: int | None, keep: bool) -> int:
+            ok = want is not None and want not in used and (keep or _port_free(want))
+            port = want if ok and want is not None else free_port(used)
+            used.add(port)
+            return port
+
+        self.nodes: list[KafkaNode] = []
+        for i in range(1, n + 1):
+            s: dict[str, Any] = next((x for x in state["nodes"] if x["id"] == i), {})
+            node = KafkaNode(i, 0, 0, 0, self.work_dir / f"node-{i}",
+                             (advertised or {}).get(i), s.get("pid"))
+            up = node.alive()  # a running node (status/stop from the CLI) holds its ports
+            node.port = pick(port + i - 1 if port else s.get("port"), up or bool(port))
+            node.internal_port = pick(s.get("internal_port"), up)
+            node.controller_port = pick(s.get("controller_port"), up)
+            self.nodes.append(node)
+
+    @property
+    def bootstrap(self) -> str:
+        """The real listeners: "127.0.0.1:p1,127.0.0.1:p2,..."."""
+        return ",".join(n.address for n in self.nodes)
+
+    def node(self, node: int | KafkaNode) -> KafkaNode:
+        return node if isinstance(node, KafkaNode) else self.nodes[node - 1]
+
+    def running(self) -> bool:
+        return all(n.alive() for n in self.nodes)
+
+    def _write_state(self) -> None:
+        nodes = [{"id": n.node_id, "port": n.port, "internal_port": n.internal_port,
+                  "controller_port": n.controller_port, "advertised": n.advertised,
+                  "pid": n.pid if n.alive() else None} for n in self.nodes]
+        data = {"kafka_version": KAFKA_VERSION, "cluster_id": self.cluster_id,
+                "bootstrap": self.bootstrap, "nodes": nodes}
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.work_dir / f"{STATE_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(data, indent=2) + "\n")
+        tmp.replace(self.work_dir / STATE_FILE)
+
+    def server_properties(self, node: KafkaNode) -> dict[str, object]:
+        n, rf = len(self.nodes), min(3, len(self.nodes))
+        isr = 2 if n >= 3 else 1
+        return {
+            "process.roles": "broker,controller", "node.id": node.node_id,
+            "controller.quorum.voters": ",".join(
+                f"{m.node_id}@{HOST}:{m.controller_port}" for m in self.nodes),
+            "listeners": f"PLAINTEXT://{node.address},INTERNAL://{HOST}:{node.internal_port},"
+                         f"CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://{node.advertised or node.address},"
+                                    f"INTERNAL://{HOST}:{node.internal_port}",
+            "listener.security.protocol.map":
+                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "INTERNAL", "controller.listener.names": "CONTROLLER",
+            "log.dirs": node.directory / "data", "num.partitions": 1,
+            "default.replication.factor": rf, "min.insync.replicas": isr,
+            "offsets.topic.replication.factor": rf,
+            "transaction.state.log.replication.factor": rf, "transaction.state.log.min.isr": isr,
+            "share.coordinator.state.topic.replication.factor": rf,
+            "share.coordinator.state.topic.min.isr": isr,
+            "unclean.leader.election.enable": "false", "group.initial.rebalance.delay.ms": 0,
+            "auto.create.topics.enable": str(self.auto_create_topics).lower(),
+            # Kafka: 9000/2000. Fence a dead broker (and let a SIGKILLed node re-register on
+            # restart) sooner; quicker unfencing at startup.
+            "broker.session.timeout.ms": 4000, "broker.heartbeat.interval.ms": 500,
+            **self.config,
+        }
+
+    def _java(self, libs: Path, node: KafkaNode, *args: str) -> list[str]:
+        home = os.environ.get("JAVA_HOME")
+        java = str(Path(home) / "bin" / "java") if home else shutil.which("java") or "java"
+        return [java, "-Djava.awt.headless=true", "-Dlog4j2.shutdownHookEnabled=false",
+                f"-Dlog4j2.configurationFile={node.directory / 'log4j2.properties'}",
+                f"-Dkafka.logs.dir={node.directory / 'logs'}", "-cp", f"{libs}/*", *args]
+
+    def _launch(self, libs: Path, nodes: list[KafkaNode]) -> None:
+        """Write configs, format storage where needed (in parallel), start the JVMs."""
+        for node in nodes:
+            if node.alive():
+                raise KafkaError(f"kafka node {node.node_id} already runs (pid {node.pid})")
+            busy = [p for p in (node.port, node.internal_port, node.controller_port)
+                    if not _port_free(p)]
+            if busy:
+                raise KafkaError(f"port(s) {busy} of kafka node {node.node_id} already in use")
+        formats = []
+        for node in nodes:
+            (node.directory / "logs").mkdir(parents=True, exist_ok=True)
+            node.props.write_text("".join(f"{k}={v}\n"
+                                          for k, v in self.server_properties(node).items()))
+            (node.directory / "log4j2.properties").write_text(_LOG4J2.format(log=node.server_log))
+            if not (node.directory / "data" / "meta.properties").exists():
+                cmd = self._java(libs, node, "kafka.tools.StorageTool", "format",
+                                 "--ignore-formatted", "-t", self.cluster_id, "-c", str(node.props))
+                formats.append((node, subprocess.Popen(cmd, stdout=subprocess.PIPE,
+                                                       stderr=subprocess.STDOUT)))
+        for node, proc in formats:
+            out = proc.communicate()[0].decode(errors="replace")
+            if proc.returncode != 0:
+                raise KafkaError(f"storage format of kafka node {node.node_id} failed:\n{out}")
+        jvm = [f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+               "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
+               *self.jvm_opts]
+        in_main = threading.current_thread() is threading.main_thread()
+        for node in nodes:
+            cmd = self._java(libs, node, "kafka.Kafka", str(node.props))
+            with open(node.stdout_log, "ab") as out_file:
+                node.proc = subprocess.Popen(
+                    [cmd[0], *jvm, *cmd[1:]], stdin=subprocess.DEVNULL, stdout=out_file,
+                    stderr=subprocess.STDOUT, cwd=node.directory, start_new_session=True,
+                    preexec_fn=None if self.detached or not in_main else _pdeathsig)
+            node.pid = node.proc.pid
+        if not self.detached:
+            _LIVE.add(self)
+        self._write_state()
+
+    def start(self, timeout: float | None = None) -> KafkaCluster:
+        """Fetch jars, format storage (first run), start all nodes and wait until a message
+        is produced with acks=all (at most ``timeout``, default ``start_timeout``)."""
+        libs = fetch(self.cache_dir)
+        try:
+            self._launch(libs, self.nodes)
+            self._wait_ready(self.nodes, timeout or self.start_timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def restart(self, node: int | KafkaNode, timeout: float | None = None) -> None:
+        """(Stop and) start one node on its ports and data dir; wait until it is back."""
+        nd = self.node(node)
+        if nd.alive():
+            self.stop(nd)
+        self._launch(fetch(self.cache_dir), [nd])
+        self._wait_ready([nd], timeout or self.start_timeout)
+
+    def _signal(self, node: KafkaNode, sig: signal.Signals) -> None:
+        if node.alive() and node.pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(node.pid, sig)
+
+    def stop(self, node: int | KafkaNode | None = None, timeout: float = 30.0) -> None:
+        """SIGTERM (controlled shutdown), wait up to ``timeout``, then SIGKILL. Without
+        ``node``, all nodes are stopped in parallel. Once fewer than a controller quorum of
+        nodes is alive, a controlled shutdown cannot finish: those get SIGKILL after 3 s."""
+        nodes = self.nodes if node is None else [self.node(node)]
+        for nd in nodes:
+            self._signal(nd, signal.SIGCONT)  # a paused JVM cannot act on SIGTERM
+            self._signal(nd, signal.SIGTERM)
+        deadline, no_quorum = time.monotonic() + timeout, float("inf")
+        while any(nd.alive() for nd in nodes):
+            now = time.monotonic()
+            if sum(n.alive() for n in self.nodes) <= len(self.nodes) // 2:
+                no_quorum = min(no_quorum, now)
+            if now > min(deadline, no_quorum + 3.0):
+                for nd in nodes:
+                    self.kill(nd)
+            time.sleep(0.05)
+        if not any(n.alive() for n in self.nodes):
+            _LIVE.discard(self)
+        self._write_state()
+
+    def kill(self, node: int | KafkaNode) -> None:
+        """SIGKILL one node (no controlled shutdown) and reap it."""
+        nd, deadline = self.node(node), time.monotonic() + 10.0
+        self._signal(nd, signal.SIGKILL)
+        while nd.alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+
+    def pause(self, node: int | KafkaNode) -> None:
+        """SIGSTOP: the node hangs with its sockets open (sessions time out)."""
+        self._signal(self.node(node), signal.SIGSTOP)
+
+    def resume(self, node: int | KafkaNode) -> None:
+        self._signal(self.node(node), signal.SIGCONT)
+
+    def detach(self) -> None:
+        """Let the JVMs outlive this process (no stop at exit)."""
+        _LIVE.discard(self)
+
+    def __enter__(self) -> KafkaCluster:
+        return self if self.running() else self.start()
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    def _wait_ready(self, nodes: list[KafkaNode], timeout: float) -> None:
+        deadline, last, waiting = time.monotonic() + timeout, "listener not open", list(nodes)
+        while True:
+            dead = [n for n in nodes if not n.alive()]
+            if dead:
+                raise KafkaError(f"kafka node {dead[0].node_id} exited during startup\n"
+                                 + dead[0].log_tail())
+            waiting = [n for n in waiting if not _port_open(n.port)]
+            if not waiting:
+                try:
+                    _probe(self.bootstrap, {n.node_id for n in nodes}, min(3, len(self.nodes)))
+                    return
+                except Exception as exc:  # any probe failure means: not yet
+                    last = f"{type(exc).__name__}: {exc}"
+            if time.monotonic() > deadline:
+                raise KafkaError(f"kafka in {self.work_dir} not ready after {timeout:.0f}s "
+                                 f"({last})\n" + "\n".join(n.log_tail() for n in nodes))
+            time.sleep(0.3)
+
+    def create_topic(self, name: str, partitions: int = 1, replication: int | None = None,
+                     config: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+        """Create a topic (replication default min(3, brokers)); wait until it has leaders."""
+        create_topic(self.bootstrap, name, partitions, replication or min(3, len(self.nodes)),
+                     config, timeout)
+
+    def leader_of(self, topic: str, partition: int = 0) -> int:
+        """Node id of the partition's current leader."""
+        return partition_leader(self.bootstrap, topic, partition)
+
+
+def _probe(bootstrap: str, node_ids: set[int], rf: int) -> None:
+    """Raise unless ``node_ids`` are registered brokers and a probe message gets acked."""
+    try:
+        from confluent_kafka import KafkaException, Producer
+        from confluent_kafka.admin import AdminClient
+    except ImportError:
+        return  # only the listener check is possible
+    md = AdminClient({"bootstrap.servers": bootstrap, **_QUIET}).list_topics(timeout=5)
+    if not node_ids <= set(md.brokers):
+        raise KafkaError(f"registered brokers {sorted(md.brokers)}, want {sorted(node_ids)}")
+    if PROBE_TOPIC not in md.topics:
+        with contextlib.suppress(KafkaException):  # e.g. created concurrently
+            create_topic(bootstrap, PROBE_TOPIC, 1, rf, None, 10.0)
+    errors: list[object] = []
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
+                         "enable.idempotence": True, "message.timeout.ms": 10000, **_QUIET})
+    producer.produce(PROBE_TOPIC, b"probe", on_delivery=lambda err, _msg: errors.append(err))
+    producer.flush(12)
+    if errors != [None]:
+        raise KafkaError(f"probe produce failed: {errors or 'timeout'}")
+
+
+def create_topic(bootstrap: str, name: str, partitions: int = 1, replication: int = -1,
+                 config: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+    """Create a topic with AdminClient (replication -1: broker default) and wait until every
+    partition has a leader. Raises ``confluent_kafka.KafkaException`` if creation fails."""
+    from confluent_kafka.admin import AdminClient
+    from confluent_kafka.cimpl import NewTopic
+
+    admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
+    new = NewTopic(name, num_partitions=partitions, replication_factor=replication,
+                   config=dict(config or {}))
+    admin.create_topics([new], operation_timeout=timeout)[name].result(timeout)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        t = admin.list_topics(name, timeout=5).topics.get(name)
+        if (t is not None and t.error is None and len(t.partitions) == partitions
+                and all(p.leader >= 0 for p in t.partitions.values())):
+            return
+        time.sleep(0.2)
+    raise KafkaError(f"topic {name} has no leaders after {timeout}s")
+
+
+def partition_leader(bootstrap: str, topic: str, partition: int = 0) -> int:
+    """Broker id leading ``topic``/``partition`` (-1: none)."""
+    from confluent_kafka.admin import AdminClient
+
+    md = AdminClient({"bootstrap.servers": bootstrap, **_QUIET}).list_topics(topic, timeout=10)
+    return int(md.topics[topic].partitions[partition].leader)
+
+
+@atexit.register
+def _stop_all() -> None:
+    for cluster in list(_LIVE):
+        with contextlib.suppress(Exception):
+            cluster.stop(timeout=15.0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="kafka_local", description="Local Kafka (KRaft) from jars.")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("fetch", help="download Kafka's jars").add_argument("--cache", type=Path)
+    p_start = sub.add_parser("start", help="start a detached cluster, wait until ready")
+    for p in (p_start, sub.add_parser("stop"), sub.add_parser("status")):
+        p.add_argument("--dir", type=Path, required=True, help="cluster work/data dir")
+    p_start.add_argument("--port", type=int, help="client port of node 1 (node i: +i-1)")
+    p_start.add_argument("--brokers", type=int, choices=(1, 3))
+    p_start.add_argument("--cache", type=Path)
+    p_start.add_argument("--timeout", type=float, default=90.0)
+    p_start.add_argument("--auto-create-topics", action="store_true")
+    args = ap.parse_args(argv)
+    t0 = time.monotonic()
+    if args.cmd == "fetch":
+        print(f"{fetch(args.cache)} ({time.monotonic() - t0:.1f}s)")
+        return 0
+    if args.cmd != "start" and not (args.dir / STATE_FILE).exists():
+        print(f"no kafka cluster in {args.dir}", file=sys.stderr)
+        return 0 if args.cmd == "stop" else 1
+    try:
+        cluster = KafkaCluster(args.dir) if (args.dir / STATE_FILE).exists() else None
+        if args.cmd == "start" and cluster is not None and cluster.running():
+            print(f"kafka already running from {args.dir}", file=sys.stderr)
+            print(cluster.bootstrap)
+            return 0
+        if args.cmd == "start" or cluster is None:
+            cluster = KafkaCluster(args.dir, args.brokers, port=args.port, cache_dir=args.cache,
+                                   auto_create_topics=args.auto_create_topics, detached=True)
+            cluster.start(args.timeout)
+            print(f"kafka ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
+            print(cluster.bootstrap)
+            return 0
+    except KafkaError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.cmd == "stop":
+        cluster.stop()
+        print(f"stopped kafka in {args.dir}", file=sys.stderr)
+        return 0
+    alive = {str(n.node_id): n.alive() for n in cluster.nodes}
+    print(json.dumps({"running": all(alive.values()), "bootstrap": cluster.bootstrap,
+                      "nodes": alive}))
+    return 0 if all(alive.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
