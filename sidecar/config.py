@@ -50,17 +50,17 @@ class Settings(BaseSettings):
     )
     wal_max_bytes: int = Field(1024 * MIB, description="log size cap in event bytes")
     wal_max_rows: int = Field(5_000_000, description="log size cap in events")
-    dedupe_window_s: float = Field(86_400.0, description="how long delivered event ids are kept")
-    kafka_wait_s: float = Field(30.0, description="default wait for ACK_LEVEL_KAFKA")
-    drain_grace_s: float = Field(10.0, description="forwarder drain time on SIGTERM")
+    dedupe_window_s: float = Field(86_400.0, ge=0, description="how long delivered event ids are kept")
+    kafka_wait_s: float = Field(30.0, gt=0, description="default wait for ACK_LEVEL_KAFKA")
+    drain_grace_s: float = Field(10.0, ge=0, description="forwarder drain time on SIGTERM")
     message_timeout_ms: int = Field(
         60_000, description="librdkafka message.timeout.ms before a send counts as failed"
     )
     forwarder_max_in_flight: int = Field(20_000, description="most events being sent at once")
-    retry_max_backoff_s: float = Field(30.0, description="cap of the per-topic retry backoff")
+    retry_max_backoff_s: float = Field(30.0, gt=0, description="cap of the per-topic retry backoff")
     max_streams: int = Field(1000, description="most Subscribe streams at once")
     subscription_linger_s: float = Field(
-        30.0, description="how long a subscription stays joined after its last stream closes"
+        30.0, ge=0, description="how long a subscription stays joined after its last stream closes"
     )
     group_prefix: str = Field("", description="prefix of the Kafka consumer group names")
     consumer_session_timeout_ms: int = Field(
@@ -126,8 +126,6 @@ class Settings(BaseSettings):
                 f"listen: {host} is not a loopback address; Ferry has no TLS yet, "
                 "so pass --insecure-bind-all to expose it"
             )
-        if self.dedupe_window_s < 0 or self.kafka_wait_s <= 0 or self.drain_grace_s < 0:
-            raise ValueError("dedupe_window_s, kafka_wait_s and drain_grace_s must be >= 0")
         for key in ("enable.idempotence", "acks", "bootstrap.servers"):
             if key in self.kafka_options:
                 raise ValueError(f"kafka_options may not override {key}")

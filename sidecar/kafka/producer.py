@@ -17,12 +17,22 @@ from sidecar.errors import ConfigError
 from sidecar.kafka.ports import ProducerPort
 
 REQUIRED = {"enable.idempotence": "true", "acks": "all"}
+#: Values equivalent to the required ones, and librdkafka's other names for the required keys.
+_EQUIVALENT = {"enable.idempotence": {"true"}, "acks": {"all", "-1"}}
+_ALIASES = {"request.required.acks": "acks"}
 
 
 def producer_config(
     bootstrap: str, message_timeout_ms: int, extra: Mapping[str, str]
 ) -> dict[str, Any]:
     """Build the producer settings; user extras may add (e.g. SASL) but not weaken."""
+    for key, value in extra.items():
+        required = _ALIASES.get(key, key)
+        if required in REQUIRED and str(value).strip().lower() not in _EQUIVALENT[required]:
+            raise ConfigError(
+                f"kafka option {key}={value} would weaken delivery; "
+                f"the producer needs {required}={REQUIRED[required]}"
+            )
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "linger.ms": 2,

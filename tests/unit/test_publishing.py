@@ -1,0 +1,188 @@
+"""The publish use case: log, optionally wait for Kafka, refuse work while draining."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from sidecar.errors import EventIdConflict, KafkaWaitTimeout, ShuttingDown, WalFull
+from sidecar.forward.waiters import DeliveryWaiters
+from sidecar.model import Accepted, AckLevel, Delivered, KafkaPosition, OutgoingEvent, Rejected
+from sidecar.publishing import Publishing
+from sidecar.wal.writer import WalLimits, WalWriter
+
+LIMITS = WalLimits(max_rows=10, max_bytes=1 << 20, dedupe_window_s=3600.0)
+
+
+def ev(event_id: str, payload: bytes = b"p", topic: str = "orders") -> OutgoingEvent:
+    return OutgoingEvent(event_id, topic, None, payload, ())
+
+
+@dataclass
+class Rig:
+    writer: WalWriter
+    waiters: DeliveryWaiters
+    publishing: Publishing
+    commits: list[dict[str, int]]
+    #: called on the writer thread right after each commit, before the append is answered
+    hooks: list[Callable[[dict[str, int]], None]]
+
+    def deliver_from_another_thread(self, *delivered: Delivered) -> None:
+        """As the forwarder thread does."""
+        thread = threading.Thread(target=self.waiters.delivered, args=(list(delivered),))
+        thread.start()
+        thread.join()
+
+    async def retire(self, *delivered: Delivered) -> None:
+        await asyncio.wrap_future(self.writer.retire(list(delivered)))
+
+
+@pytest.fixture
+async def rig(data_dir: Path) -> AsyncIterator[Rig]:
+    waiters = DeliveryWaiters(asyncio.get_running_loop())
+    commits: list[dict[str, int]] = []
+    hooks: list[Callable[[dict[str, int]], None]] = []
+
+    def on_commit(topics: dict[str, int]) -> None:
+        commits.append(topics)
+        for hook in hooks:
+            hook(topics)
+
+    writer = WalWriter(data_dir, LIMITS, on_commit=on_commit)
+    yield Rig(writer, waiters, Publishing(writer, waiters), commits, hooks)
+    await asyncio.to_thread(writer.close)
+
+
+def waiting_count(waiters: DeliveryWaiters) -> int:
+    return sum(len(v) for v in waiters._waiting.values())
+
+
+async def test_durable_answers_once_logged(rig: Rig) -> None:
+    outcomes = await rig.publishing.publish([ev("a"), ev("b")], AckLevel.DURABLE, 0.01)
+    assert outcomes == [Accepted("a", 1, False), Accepted("b", 2, False)]
+    assert rig.writer.pending_rows == 2
+    assert rig.publishing.in_progress == 0
+
+
+async def test_shutting_down_after_stop_accepting(rig: Rig) -> None:
+    rig.publishing.stop_accepting()
+    for level in AckLevel:
+        with pytest.raises(ShuttingDown):
+            await rig.publishing.publish([ev("a")], level, 1.0)
+    assert rig.writer.pending_rows == 0
+    assert rig.commits == []
+    assert rig.publishing.in_progress == 0
+
+
+async def test_kafka_level_waits_for_the_delivery(rig: Rig) -> None:
+    task = asyncio.create_task(rig.publishing.publish([ev("a"), ev("b")], AckLevel.KAFKA, 5.0))
+    await asyncio.sleep(0.05)
+    assert not task.done()  # logged, but Kafka has not answered
+    assert rig.writer.pending_rows == 2
+    assert rig.publishing.in_progress == 1
+    rig.deliver_from_another_thread(Delivered(1, "a", KafkaPosition(3, 30)))
+    await asyncio.sleep(0.02)
+    assert not task.done()  # one of two is not enough
+    rig.deliver_from_another_thread(Delivered(2, "b", KafkaPosition(1, 10)))
+    outcomes = await asyncio.wait_for(task, 2)
+    assert outcomes == [
+        Accepted("a", 1, False, KafkaPosition(3, 30)),
+        Accepted("b", 2, False, KafkaPosition(1, 10)),
+    ]
+    assert waiting_count(rig.waiters) == 0
+    assert rig.publishing.in_progress == 0
+
+
+async def test_kafka_wait_times_out_but_the_event_stays_logged(rig: Rig) -> None:
+    with pytest.raises(KafkaWaitTimeout) as info:
+        await rig.publishing.publish([ev("a"), ev("b")], AckLevel.KAFKA, 0.05)
+    message = str(info.value)
+    assert "will still be delivered" in message
+    assert "2 of 2" in message
+    assert rig.writer.pending_rows == 2
+    assert waiting_count(rig.waiters) == 0  # no leaked waiters
+    assert rig.publishing.in_progress == 0
+
+
+async def test_partial_delivery_still_times_out_naming_what_is_missing(rig: Rig) -> None:
+    task = asyncio.create_task(rig.publishing.publish([ev("a"), ev("b")], AckLevel.KAFKA, 0.2))
+    await asyncio.sleep(0.02)
+    rig.deliver_from_another_thread(Delivered(1, "a", KafkaPosition(0, 0)))
+    with pytest.raises(KafkaWaitTimeout, match="1 of 2"):
+        await task
+
+
+async def test_a_delivery_right_after_commit_is_not_missed(rig: Rig) -> None:
+    # The forwarder may report the delivery before publish() even resumes after the append:
+    # the waiter must already be registered by then.
+    rig.hooks.append(
+        lambda topics: rig.waiters.delivered([Delivered(1, "fast", KafkaPosition(2, 9))])
+    )
+    outcomes = await rig.publishing.publish([ev("fast")], AckLevel.KAFKA, 1.0)
+    assert outcomes == [Accepted("fast", 1, False, KafkaPosition(2, 9))]
+
+
+async def test_duplicate_already_delivered_returns_its_position_without_waiting(
+    rig: Rig,
+) -> None:
+    await rig.publishing.publish([ev("a")], AckLevel.DURABLE, 1.0)
+    await rig.retire(Delivered(1, "a", KafkaPosition(4, 44)))
+    # A wait this short would time out if publish() waited for anything.
+    outcomes = await rig.publishing.publish([ev("a")], AckLevel.KAFKA, 0.001)
+    assert outcomes == [Accepted("a", 1, True, KafkaPosition(4, 44))]
+    assert waiting_count(rig.waiters) == 0
+
+
+async def test_mixed_batch_waits_only_for_what_is_not_delivered(rig: Rig) -> None:
+    await rig.publishing.publish([ev("old")], AckLevel.DURABLE, 1.0)
+    await rig.retire(Delivered(1, "old", KafkaPosition(0, 1)))
+    task = asyncio.create_task(rig.publishing.publish([ev("old"), ev("new")], AckLevel.KAFKA, 5.0))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    rig.deliver_from_another_thread(Delivered(2, "new", KafkaPosition(0, 2)))
+    assert await asyncio.wait_for(task, 2) == [
+        Accepted("old", 1, True, KafkaPosition(0, 1)),
+        Accepted("new", 2, False, KafkaPosition(0, 2)),
+    ]
+
+
+async def test_duplicate_still_pending_waits_for_the_delivery(rig: Rig) -> None:
+    await rig.publishing.publish([ev("a")], AckLevel.DURABLE, 1.0)
+    task = asyncio.create_task(rig.publishing.publish([ev("a")], AckLevel.KAFKA, 5.0))
+    await asyncio.sleep(0.05)
+    assert not task.done()
+    rig.deliver_from_another_thread(Delivered(1, "a", KafkaPosition(0, 7)))
+    assert await asyncio.wait_for(task, 2) == [Accepted("a", 1, True, KafkaPosition(0, 7))]
+
+
+async def test_rejected_events_are_not_waited_for(rig: Rig) -> None:
+    await rig.publishing.publish([ev("a")], AckLevel.DURABLE, 1.0)
+    [outcome] = await rig.publishing.publish([ev("a", payload=b"other")], AckLevel.KAFKA, 0.001)
+    assert isinstance(outcome, Rejected)
+    assert isinstance(outcome.error, EventIdConflict)
+    assert waiting_count(rig.waiters) == 0
+
+
+async def test_wal_full_propagates_and_leaves_no_waiters(rig: Rig) -> None:
+    with pytest.raises(WalFull):
+        await rig.publishing.publish([ev(f"e{i}") for i in range(11)], AckLevel.KAFKA, 1.0)
+    assert waiting_count(rig.waiters) == 0
+    assert rig.writer.pending_rows == 0
+    assert rig.publishing.in_progress == 0
+
+
+async def test_cancelled_wait_leaves_no_waiters(rig: Rig) -> None:
+    task = asyncio.create_task(rig.publishing.publish([ev("a")], AckLevel.KAFKA, 5.0))
+    await asyncio.sleep(0.05)
+    assert waiting_count(rig.waiters) == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert waiting_count(rig.waiters) == 0
+    assert rig.writer.pending_rows == 1  # the event stays logged
+    assert rig.publishing.in_progress == 0
