@@ -50,7 +50,9 @@ class Settings(BaseSettings):
     )
     wal_max_bytes: int = Field(1024 * MIB, description="log size cap in event bytes")
     wal_max_rows: int = Field(5_000_000, description="log size cap in events")
-    dedupe_window_s: float = Field(86_400.0, ge=0, description="how long delivered event ids are kept")
+    dedupe_window_s: float = Field(
+        86_400.0, ge=0, description="how long delivered event ids are kept"
+    )
     kafka_wait_s: float = Field(30.0, gt=0, description="default wait for ACK_LEVEL_KAFKA")
     drain_grace_s: float = Field(10.0, ge=0, description="forwarder drain time on SIGTERM")
     message_timeout_ms: int = Field(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from sidecar.backoff import backoff_delay
 
@@ -67,3 +69,13 @@ def test_delay_is_never_negative(jitter: float) -> None:
 
 def test_result_is_a_float() -> None:
     assert isinstance(backoff_delay(1, base=1, cap=10, jitter=0), float)
+
+
+@given(st.integers(1, 5_000), st.floats(0.001, 10.0), st.floats(0.001, 1_000.0))
+def test_backoff_never_shrinks_and_never_exceeds_the_cap(
+    attempt: int, base: float, cap: float
+) -> None:
+    delay = backoff_delay(attempt, base=base, cap=cap, jitter=0)
+    assert delay <= cap
+    assert delay >= min(base, cap)
+    assert backoff_delay(attempt + 1, base=base, cap=cap, jitter=0) >= delay
