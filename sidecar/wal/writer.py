@@ -92,6 +92,8 @@ class WalWriter:
         self._conn = connect(data_dir)
         self._sql = Statements(self._conn)
         self.pending_rows, self.pending_bytes = self._sql.totals()
+        # Closing and queueing are one step under this lock, so nothing is queued after _STOP.
+        self._gate = threading.Lock()
         self._closed = False
         self._last_prune = 0.0
         self.commits = 0
@@ -104,25 +106,31 @@ class WalWriter:
 
     async def append(self, events: Sequence[OutgoingEvent]) -> list[Outcome]:
         """Log `events` in one transaction; answer once it committed (or failed)."""
-        if self._closed:
-            raise ShuttingDown("Ferry is shutting down")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Outcome]] = loop.create_future()
-        self._queue.put(_Append(events, future, loop))
+        with self._gate:
+            if self._closed:
+                raise ShuttingDown("Ferry is shutting down")
+            self._queue.put(_Append(events, future, loop))
         return await future
 
     def retire(self, delivered: Sequence[Delivered]) -> concurrent.futures.Future[None]:
         """Queue the removal of rows Kafka acknowledged; the future resolves at commit."""
         item = _Retire(delivered)
-        self._queue.put(item)
+        with self._gate:
+            if self._closed:
+                item.future.set_exception(ShuttingDown("the write-ahead log is closed"))
+            else:
+                self._queue.put(item)
         return item.future
 
     def close(self) -> None:
         """Finish queued work, then close the log and release the directory lock."""
-        if self._thread.is_alive():
-            self._closed = True
-            self._queue.put(_STOP)
-            self._thread.join()
+        with self._gate:
+            already, self._closed = self._closed, True
+            if not already:
+                self._queue.put(_STOP)
+        self._thread.join()
         self._conn.close()
         self._lock_handle.close()
 
@@ -145,20 +153,18 @@ class WalWriter:
             if _STOP in batch:
                 stop = True
                 batch = [b for b in batch if b is not _STOP]
-            self._commit(batch)
-        self._closed = True
-        self._drain_after_stop()
-
-    def _drain_after_stop(self) -> None:
-        while True:
             try:
-                item = self._queue.get_nowait()
-            except queue.Empty:
-                return
+                self._commit(batch)
+            except Exception as exc:  # a bug must fail this batch, not hang every later append
+                log.exception("wal_writer_error")
+                self._fail(batch, StorageFailure(f"the write-ahead log failed: {exc}"))
+
+    def _fail(self, batch: list[object], error: FerryError) -> None:
+        for item in batch:
             if isinstance(item, _Append):
-                _resolve_all([(item, ShuttingDown("Ferry is shutting down"))])
-            elif isinstance(item, _Retire):
-                item.future.set_exception(ShuttingDown("Ferry is shutting down"))
+                _resolve_all([(item, error)])
+            elif isinstance(item, _Retire) and not item.future.done():
+                item.future.set_exception(error)
 
     def _commit(self, batch: list[object]) -> None:
         appends = [b for b in batch if isinstance(b, _Append)]
@@ -186,18 +192,18 @@ class WalWriter:
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
-            error = _storage_error(exc)
             log.error("wal_commit_failed", error=str(exc), requests=len(appends))
-            _resolve_all([(item, error) for item in appends])
-            for r in retires:
-                r.future.set_exception(error)
+            self._fail(batch, _storage_error(exc))
             return
         if prune:
             self._last_prune = now
         self.commits += 1
         self.pending_rows, self.pending_bytes = rows, size
         if topic_max:
-            self._on_commit(topic_max)
+            try:
+                self._on_commit(topic_max)
+            except Exception:  # the rows are committed: answer the appends all the same
+                log.exception("on_commit_failed")
         _resolve_all(list(zip(appends, results, strict=True)))
         for r in retires:
             r.future.set_result(None)
@@ -211,7 +217,19 @@ class WalWriter:
         size: int,
     ) -> tuple[list[Outcome] | FerryError, int, int]:
         added = sum(e.size for e in events)
-        if rows + len(events) > self._limits.max_rows or size + added > self._limits.max_bytes:
+        over = rows + len(events) > self._limits.max_rows or size + added > self._limits.max_bytes
+        if over:
+            # Repeats of known events write nothing: only new ones need room under the cap.
+            fresh = {
+                e.event_id: e.size
+                for e in events
+                if e.assigned_id or self._known(e.event_id, seen) is None
+            }
+            added = sum(fresh.values())
+            over = bool(fresh) and (
+                rows + len(fresh) > self._limits.max_rows or size + added > self._limits.max_bytes
+            )
+        if over:
             return (
                 WalFull(
                     f"the write-ahead log is at its cap ({rows} events, {size} bytes pending); "
@@ -277,7 +295,7 @@ class WalWriter:
 
 
 def _storage_error(exc: sqlite3.Error) -> FerryError:
-    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "full" in str(exc).lower():
+    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc):
         return DiskFull("the disk under the write-ahead log is full; nothing was written", 5.0)
     return StorageFailure(f"the write-ahead log could not be written: {exc}")
 

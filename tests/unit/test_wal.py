@@ -384,11 +384,6 @@ async def test_append_after_close_is_shutting_down(make_writer: MakeWriter) -> N
         await writer.append([ev("a")])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WalWriter.retire() after close() queues onto a stopped thread; its future "
-    "never resolves (append raises ShuttingDown, retire should fail the same way)",
-)
 async def test_retire_after_close_fails_fast(make_writer: MakeWriter) -> None:
     writer = make_writer()
     await writer.append([ev("a")])
@@ -398,12 +393,6 @@ async def test_retire_after_close_fails_fast(make_writer: MakeWriter) -> None:
         future.result(timeout=0.5)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: WalWriter._commit catches only sqlite3.Error; any other exception on the "
-    "writer thread (here: the on_commit callback raising) kills the thread after COMMIT, the "
-    "append is never answered and every later append hangs forever",
-)
 async def test_a_failing_on_commit_callback_does_not_hang_appends(
     make_writer: MakeWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
