@@ -23,7 +23,14 @@ from sidecar.errors import InvalidArgument
 from sidecar.subscribe.leases import AckOutcome
 from sidecar.subscribe.records import event_id_of, ferry_event_id, user_headers
 from sidecar.subscribe.registry import SubscriptionRegistry
-from sidecar.subscribe.stream import AckReport, LeasedRecord, Stream, StreamClosed, StreamOptions
+from sidecar.subscribe.stream import (
+    AckReport,
+    LeasedRecord,
+    OutboxItem,
+    Stream,
+    StreamClosed,
+    StreamOptions,
+)
 from sidecar.subscribe.subscription import AckResult, Subscription, SubscriptionSettings
 from sidecar.validation import check_subscription, check_topic
 
@@ -119,12 +126,15 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         settings, options = parse_open(first.open)
         subscription, stream = await self._registry.open_stream(settings, options)
         reader = asyncio.create_task(self._read(request_iterator, subscription, stream))
+        # An outbox item read ahead while batching deliveries; it goes out next, so ack
+        # results keep the order of the requests that caused them.
+        carry: list[OutboxItem] = []
         try:
             opened = pb.SubscriptionOpened(subscription=settings.name)
             opened.lease_duration.FromNanoseconds(int(options.lease_duration * 1e9))
             yield pb.SubscribeResponse(opened=opened)
             while True:
-                yield await self._next_response(stream, reader)
+                yield await self._next_response(stream, reader, carry)
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -132,19 +142,10 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             self._registry.close_stream(subscription, stream)
 
     async def _next_response(
-        self, stream: Stream, reader: asyncio.Task[None]
+        self, stream: Stream, reader: asyncio.Task[None], carry: list[OutboxItem]
     ) -> pb.SubscribeResponse:
         """The next message for the client."""
-        getter = asyncio.ensure_future(stream.outbox.get())
-        waiting = {getter} if reader.done() else {getter, reader}
-        done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        if getter in done:
-            item = getter.result()
-        else:
-            # The reader ended first: a bad client message ends the stream with its error; a
-            # half-close (grpcurl does that) keeps deliveries flowing, acked with unary Ack.
-            reader.result()
-            item = await getter
+        item = carry.pop() if carry else await self._next_item(stream, reader)
         if isinstance(item, StreamClosed):
             raise item.error
         if isinstance(item, AckReport):
@@ -155,12 +156,26 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         while len(leased) < DELIVERIES_PER_MESSAGE and not stream.outbox.empty():
             nxt = stream.outbox.get_nowait()
             if not isinstance(nxt, LeasedRecord):
-                stream.outbox.put_nowait(nxt)  # keep it for the next message (order is loose)
+                carry.append(nxt)  # the next message, ahead of anything queued after it
                 break
             leased.append(nxt)
         stream.taken(len(leased))
         deliveries = [self._delivery(x) for x in leased]
         return pb.SubscribeResponse(deliveries=pb.Deliveries(deliveries=deliveries))
+
+    @staticmethod
+    async def _next_item(stream: Stream, reader: asyncio.Task[None]) -> OutboxItem:
+        getter = asyncio.ensure_future(stream.outbox.get())
+        try:
+            waiting = {getter} if reader.done() else {getter, reader}
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            if getter not in done:
+                # The reader ended first: a bad client message ends the stream with its error;
+                # a half-close (grpcurl does that) keeps deliveries flowing, acked with unary Ack.
+                reader.result()
+            return await getter
+        finally:
+            getter.cancel()  # no-op once done; else no orphan task waits on a closed outbox
 
     async def _read(
         self,

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from sidecar.forward.forwarder import EVENT_ID_HEADER
 from sidecar.kafka.consumer import FetchedRecord
-from sidecar.validation import RESERVED_HEADER_PREFIX
 
 
 def ferry_event_id(record: FetchedRecord) -> str | None:
@@ -24,10 +23,14 @@ def event_id_of(record: FetchedRecord) -> str:
 
 
 def user_headers(record: FetchedRecord) -> dict[str, str]:
-    """Headers without Ferry's own; values that are not UTF-8 are left out (last one wins)."""
+    """Headers but the event id (carried as event_id); values that are not UTF-8 are left out.
+
+    Ferry's other headers stay visible: a dead letter's `ferry-dead-letter-*` headers tell its
+    reader where it came from.
+    """
     headers: dict[str, str] = {}
     for name, value in record.headers:
-        if name.lower().startswith(RESERVED_HEADER_PREFIX):
+        if name == EVENT_ID_HEADER:
             continue
         try:
             headers[name] = (value or b"").decode()

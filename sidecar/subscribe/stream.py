@@ -87,3 +87,13 @@ class Stream:
     def taken(self, count: int) -> None:
         """The servicer wrote `count` leased records to the wire."""
         self.unsent -= count
+
+    def drop_unsent(self) -> set[str]:
+        """Empty the outbox of a closed stream; return the ack ids the client never saw."""
+        never_sent: set[str] = set()
+        while not self.outbox.empty():
+            item = self.outbox.get_nowait()
+            if isinstance(item, LeasedRecord):
+                never_sent.add(item.lease.ack_id)
+        self.unsent = 0
+        return never_sent

@@ -129,8 +129,11 @@ class Subscription:
         """The stream ended: its leases go back for immediate redelivery."""
         stream.closed = True
         self._streams.pop(stream.id, None)
+        # A record still in the outbox never reached the client: that was no delivery attempt.
+        never_sent = stream.drop_unsent()
         for lease in self._leases.release_stream(stream.id):
-            self._lease_ended(lease, "subscriber stream closed", delay=0.0, count=count_attempt)
+            count = count_attempt and lease.ack_id not in never_sent
+            self._lease_ended(lease, "subscriber stream closed", delay=0.0, count=count)
         self._dispatch()
 
     def close_all_streams(self, error: Exception) -> None:
@@ -176,8 +179,14 @@ class Subscription:
             if part.committed is not None:
                 acked = ackcodec.decode(part.metadata, part.committed)
             self._trackers[tp] = PartitionAckTracker(part.committed, acked)
-        if self._paused and self._consumer is not None:
-            self._consumer.pause([(p.topic, p.partition) for p in partitions])
+        if self._consumer is not None:
+            # librdkafka keeps a partition paused across revoke and re-assign, and a pause posted
+            # before a rebalance may run after it: say explicitly what every new partition does.
+            assigned = [(p.topic, p.partition) for p in partitions]
+            if self._paused:
+                self._consumer.pause(assigned)
+            else:
+                self._consumer.resume(assigned)
 
     def on_records(self, records: list[FetchedRecord]) -> None:
         for record in records:

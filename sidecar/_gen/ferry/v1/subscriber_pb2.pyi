@@ -467,8 +467,9 @@ class ReceivedEvent(_message.Message):
     """Output only. True when the record was published through Ferry."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Output only. The record headers, without Ferry's own "ferry-" headers
-        (headers that are not valid UTF-8 are left out).
+        """Output only. The record headers, without "ferry-event-id" (it is
+        event_id); a dead letter's "ferry-dead-letter-*" headers are kept.
+        Headers that are not valid UTF-8 are left out.
         """
 
     @_builtins.property

@@ -1,0 +1,211 @@
+"""The dispatcher (Subscription) with a fake consumer and a manual clock: no Kafka, no threads."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from sidecar.clock import ManualClock
+from sidecar.kafka.consumer import AssignedPartition, CommitOffset, FetchedRecord
+from sidecar.model import Accepted, Outcome, OutgoingEvent
+from sidecar.subscribe import ackcodec
+from sidecar.subscribe.leases import AckOutcome, TopicPartition
+from sidecar.subscribe.records import event_id_of, user_headers
+from sidecar.subscribe.stream import LeasedRecord, Stream, StreamOptions
+from sidecar.subscribe.subscription import Limits, Subscription, SubscriptionSettings
+
+TOPIC = "orders"
+
+
+@dataclass
+class FakeConsumer:
+    commits: list[list[CommitOffset]] = field(default_factory=list)
+    paused: set[TopicPartition] = field(default_factory=set)
+
+    def commit(self, offsets: list[CommitOffset]) -> None:
+        self.commits.append(offsets)
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.paused.update(partitions)
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.paused.difference_update(partitions)
+
+
+@dataclass
+class DeadLetters:
+    written: list[OutgoingEvent] = field(default_factory=list)
+
+    async def __call__(self, events: list[OutgoingEvent]) -> list[Outcome]:
+        self.written.extend(events)
+        return [Accepted(e.event_id, len(self.written), False) for e in events]
+
+
+def record(offset: int, partition: int = 0, headers: tuple = ()) -> FetchedRecord:
+    return FetchedRecord(TOPIC, partition, offset, b"k", b"v%d" % offset, headers, 0)
+
+
+def make(
+    attempts: int = 0, dlq: str = "", limits: Limits | None = None
+) -> tuple[Subscription, FakeConsumer, ManualClock, DeadLetters]:
+    clock = ManualClock()
+    dead = DeadLetters()
+    sub = Subscription(
+        SubscriptionSettings("s", (TOPIC,), attempts, dlq, False), clock, dead, limits
+    )
+    consumer = FakeConsumer()
+    sub.attach(consumer)
+    sub.on_assigned([AssignedPartition(TOPIC, 0, None, ""), AssignedPartition(TOPIC, 1, None, "")])
+    return sub, consumer, clock, dead
+
+
+def options(max_events: int = 100, lease: float = 10.0) -> StreamOptions:
+    return StreamOptions(lease, max_events, 1 << 30)
+
+
+def drain(stream: Stream) -> list[LeasedRecord]:
+    out = []
+    while not stream.outbox.empty():
+        item = stream.outbox.get_nowait()
+        if isinstance(item, LeasedRecord):
+            out.append(item)
+    stream.taken(len(out))
+    return out
+
+
+def committed(consumer: FakeConsumer) -> dict[TopicPartition, int]:
+    last: dict[TopicPartition, int] = {}
+    for batch in consumer.commits:
+        for c in batch:
+            last[(c.topic, c.partition)] = c.offset
+    return last
+
+
+async def test_acked_prefix_is_committed_never_past_an_unacked_record() -> None:
+    sub, consumer, clock, _ = make()
+    stream = sub.open_stream(options())
+    sub.on_records([record(o) for o in range(5)])
+    leased = {x.record.offset: x.lease.ack_id for x in drain(stream)}
+    assert sub.ack([leased[0], leased[1], leased[3]]) == [
+        (leased[0], AckOutcome.APPLIED, None),
+        (leased[1], AckOutcome.APPLIED, None),
+        (leased[3], AckOutcome.APPLIED, None),
+    ]
+    clock.advance(1)
+    sub.tick()
+    assert committed(consumer)[(TOPIC, 0)] == 2
+    metadata = consumer.commits[-1][0].metadata
+    assert ackcodec.decode(metadata, 2) == {3}
+
+
+async def test_streams_share_records_and_respect_their_limits() -> None:
+    sub, _, _, _ = make()
+    a, b = sub.open_stream(options(max_events=3)), sub.open_stream(options(max_events=3))
+    sub.on_records([record(o) for o in range(10)])
+    got_a, got_b = drain(a), drain(b)
+    assert len(got_a) == 3
+    assert len(got_b) == 3
+    offsets = [x.record.offset for x in got_a + got_b]
+    assert sorted(offsets) == list(range(6))  # each record leased to one stream only
+
+
+async def test_expired_lease_is_redelivered_with_the_next_attempt() -> None:
+    sub, _, clock, _ = make()
+    stream = sub.open_stream(options(lease=2.0))
+    sub.on_records([record(0)])
+    [first] = drain(stream)
+    clock.advance(2.0)
+    sub.tick()
+    clock.advance(1.0)  # past the redelivery backoff
+    sub.tick()
+    [again] = drain(stream)
+    assert again.record.offset == 0
+    assert again.lease.attempt == 2
+    assert again.lease.ack_id != first.lease.ack_id
+    assert sub.ack([first.lease.ack_id])[0][1] is AckOutcome.EXPIRED
+
+
+async def test_closed_stream_counts_an_attempt_only_for_records_the_client_saw() -> None:
+    sub, _, _, _ = make()
+    seen = sub.open_stream(options(max_events=1))
+    unseen = sub.open_stream(options(max_events=1))
+    sub.on_records([record(0), record(1)])
+    drain(seen)  # the client of `seen` received its record; `unseen` never wrote its one out
+    sub.close_stream(seen)
+    sub.close_stream(unseen)
+    fresh = sub.open_stream(options())
+    attempts = {x.record.offset: x.lease.attempt for x in drain(fresh)}
+    assert sorted(attempts.values()) == [1, 2]
+
+
+async def test_poison_record_goes_to_the_dead_letter_topic_and_then_counts_as_acked() -> None:
+    sub, consumer, clock, dead = make(attempts=2, dlq="orders.dlq")
+    stream = sub.open_stream(options())
+    sub.on_records([record(0)])
+    for _ in range(2):
+        [leased] = drain(stream)
+        sub.nack([leased.lease.ack_id], delay=0.0)
+    for _ in range(5):  # let the dead-letter write task run
+        await asyncio.sleep(0)
+    assert [e.topic for e in dead.written] == ["orders.dlq"]
+    headers = dict(dead.written[0].headers)
+    assert headers["ferry-dead-letter-original-offset"] == "0"
+    assert headers["ferry-dead-letter-delivery-attempts"] == "2"
+    clock.advance(1)
+    sub.tick()
+    assert committed(consumer)[(TOPIC, 0)] == 1
+    assert drain(stream) == []
+
+
+async def test_partitions_pause_when_too_much_is_held_and_resume_when_drained() -> None:
+    sub, consumer, _, _ = make(limits=Limits(max_held_records=10))
+    stream = sub.open_stream(options(max_events=2))
+    sub.on_records([record(o) for o in range(10)])
+    assert consumer.paused == {(TOPIC, 0), (TOPIC, 1)}
+    for _ in range(5):
+        sub.ack([x.lease.ack_id for x in drain(stream)])
+    assert consumer.paused == set()
+
+
+async def test_revoke_drops_leases_and_commits_only_the_acked_prefix() -> None:
+    sub, _, _, _ = make()
+    stream = sub.open_stream(options())
+    sub.on_records([record(0), record(1), record(0, partition=1)])
+    leased = {(x.record.partition, x.record.offset): x.lease.ack_id for x in drain(stream)}
+    sub.ack([leased[(0, 0)]])
+    commits = await sub.on_revoked([(TOPIC, 0)], lost=False)
+    assert [(c.partition, c.offset) for c in commits] == [(0, 1)]
+    assert sub.ack([leased[(0, 1)]])[0][1] is AckOutcome.REVOKED
+    assert sub.ack([leased[(1, 0)]])[0][1] is AckOutcome.APPLIED
+
+
+async def test_restored_sparse_acks_are_not_delivered_again() -> None:
+    clock = ManualClock()
+    sub = Subscription(SubscriptionSettings("s", (TOPIC,), 0, "", False), clock, DeadLetters())
+    sub.attach(FakeConsumer())
+    sub.on_assigned([AssignedPartition(TOPIC, 0, 5, ackcodec.encode({6, 8}, 5))])
+    stream = sub.open_stream(options())
+    sub.on_records([record(o) for o in range(5, 10)])
+    assert [x.record.offset for x in drain(stream)] == [5, 7, 9]
+
+
+@pytest.mark.parametrize(
+    ("headers", "event_id", "shown"),
+    [
+        ((("ferry-event-id", b"e-1"), ("a", b"1")), "e-1", {"a": "1"}),
+        ((("b", b"\xff"),), "orders/0/3", {}),
+        (
+            (("ferry-dead-letter-reason", b"nacked"),),
+            "orders/0/3",
+            {"ferry-dead-letter-reason": "nacked"},
+        ),
+    ],
+)
+def test_event_id_and_headers_seen_by_subscribers(
+    headers: tuple, event_id: str, shown: dict[str, str]
+) -> None:
+    rec = FetchedRecord(TOPIC, 0, 3, None, b"", headers, 0)
+    assert event_id_of(rec) == event_id
+    assert user_headers(rec) == shown
