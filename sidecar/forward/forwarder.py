@@ -33,6 +33,8 @@ EVENT_ID_HEADER = "ferry-event-id"
 UNKNOWN_END = 2**63 - 1
 PAGE = 500
 IDLE_WAIT_S = 0.2
+PROBE_EVERY_S = 5.0
+PROBE_TIMEOUT_S = 2.0  # while Kafka looks reachable: a slow answer is not an outage
 
 
 @dataclass(slots=True)
@@ -141,8 +143,11 @@ class Forwarder:
             self._lanes[topic] = Lane(topic)
         producer = self._new_producer()
         try:
-            while not self._finished():
+            while True:
+                # Notifications first: rows committed just before stop() still count as work.
                 self._take_notifications()
+                if self._finished():
+                    break
                 if self._fatal is not None:
                     producer = self._replace_producer(producer)
                 self._restart_due_lanes()
@@ -163,7 +168,10 @@ class Forwarder:
     def _finished(self) -> bool:
         if not self._stopping.is_set():
             return False
-        idle = self._in_flight == 0 and not any(lane.has_work for lane in self._lanes.values())
+        # A failed lane waiting out its backoff still holds rows: keep retrying until the deadline.
+        idle = self._in_flight == 0 and not any(
+            lane.has_work or lane.failed for lane in self._lanes.values()
+        )
         return idle or self._clock() >= self._drain_deadline
 
     def _take_notifications(self) -> None:
@@ -179,6 +187,11 @@ class Forwarder:
     def _fill(self, producer: ProducerPort, reader: Statements) -> int:
         sent = 0
         for lane in list(self._lanes.values()):
+            if lane.in_flight:
+                # One wave per lane: rows in flight together were handed over together and time
+                # out together, so a newer row can never get through while an older one failed
+                # and is resent after it (that would break per-key order).
+                continue
             while lane.has_work and self._in_flight < self._max_in_flight:
                 room = min(
                     PAGE, self._lane_cap - lane.in_flight, self._max_in_flight - self._in_flight
@@ -191,6 +204,8 @@ class Forwarder:
                     lane.known_end = rows[-1].sequence if rows else lane.cursor
                 produced = self._produce(producer, lane, rows)
                 sent += produced
+                if lane.failed:
+                    break  # produce() refused a row: only this lane stops
                 if produced < len(rows):
                     lane.known_end = max(lane.known_end, rows[-1].sequence)
                     return sent  # the producer's queue is full: poll before sending more
@@ -211,6 +226,12 @@ class Forwarder:
                 )
             except BufferError:
                 return count  # backpressure, not failure: the row is sent on the next round
+            except Exception as exc:
+                # produce() also refuses synchronously (KafkaException: _UNKNOWN_TOPIC once Kafka
+                # said the topic does not exist, _MSG_SIZE_TOO_LARGE, ...). Like a failed
+                # delivery, that stops this lane only; escaping would kill the forwarder thread.
+                self._fail_lane(lane, str(exc))
+                return count
             lane.cursor = row.sequence
             lane.in_flight += 1
             self._in_flight += 1
@@ -276,14 +297,19 @@ class Forwarder:
         self._on_delivered(delivered)
 
     def _probe_kafka(self, producer: ProducerPort) -> None:
-        """While Kafka seems down and nothing is in flight, ask it for metadata now and then."""
+        """While nothing is in flight, ask Kafka for metadata now and then.
+
+        Sends reveal an outage (error_cb, failed deliveries), but an idle producer reports
+        nothing: without the probe a Kafka that went away while idle would look reachable.
+        """
         now = self._clock()
-        if self._kafka_reachable or self._in_flight or now < self._next_probe:
+        if self._in_flight or now < self._next_probe:
             return
-        self._next_probe = now + 5.0
+        self._next_probe = now + PROBE_EVERY_S
         try:
-            producer.list_topics(timeout=0.5)
+            producer.list_topics(timeout=PROBE_TIMEOUT_S if self._kafka_reachable else 0.5)
         except Exception:
+            self._kafka_reachable = False
             return
         self._kafka_reachable = True
 

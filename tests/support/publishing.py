@@ -101,12 +101,29 @@ def integrity_check(data_dir: Path) -> str:
         conn.close()
 
 
+def restart_kafka(cluster: KafkaCluster, attempts: int = 3) -> None:
+    """Start every stopped node again, retrying a JVM that dies at once.
+
+    kafka_local starts the JVM with a preexec_fn, so Python must fork() the test process;
+    with gRPC loaded, about 1 fork in 150 aborts in gRPC's fork handler before exec
+    ("epoll_wait error: Bad file descriptor"; GRPC_ENABLE_FORK_SUPPORT=0 avoids it).
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            for node in cluster.nodes:
+                if not node.alive():
+                    cluster.restart(node)
+            return
+        except RuntimeError as exc:  # kafka_local.KafkaError
+            if attempt == attempts or "exited during startup" not in str(exc):
+                raise
+
+
 def ensure_kafka_running(cluster: KafkaCluster) -> None:
     """Bring the session Kafka back (resumed, restarted) if a test left it down."""
     for node in cluster.nodes:
         cluster.resume(node)
-        if not node.alive():
-            cluster.restart(node)
+    restart_kafka(cluster)
 
 
 @contextlib.contextmanager

@@ -454,13 +454,6 @@ async def test_non_fatal_errors_only_change_reachability(make_rig: RigFactory) -
     await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable again")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Forwarder._produce catches only BufferError; confluent-kafka's produce() "
-    "raises KafkaException synchronously (e.g. _UNKNOWN_TOPIC for a topic Kafka reports as "
-    "non-existent, TOPIC_AUTHORIZATION_FAILED, _MSG_SIZE_TOO_LARGE), which escapes _run, kills "
-    "the forwarder thread and silently stops delivery for every topic",
-)
 async def test_a_produce_exception_fails_only_its_lane(
     make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -511,13 +504,6 @@ async def test_stop_waits_for_acknowledgements_within_grace(make_rig: RigFactory
     assert rig.broker.ids("alpha") == ids("alpha", range(30))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: Forwarder._finished() is checked before _take_notifications(); when stop() "
-    "comes while a commit notification is still queued (events committed just before drain), "
-    "the forwarder counts itself idle and exits at once, leaving those events unsent although "
-    "the grace period has not even started to run",
-)
 async def test_stop_drains_events_committed_just_before_it(make_rig: RigFactory) -> None:
     rig = make_rig()
     rig.broker.policy = lambda sent: HOLD
