@@ -144,8 +144,10 @@ class FerryApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.subscriptions.shutdown()
-        await self.server.stop(RPC_GRACE_S)
+        # The server keeps answering (UNAVAILABLE for new publishes) while the forwarder drains,
+        # so calls that already reached it are refused cleanly instead of cancelled.
         await asyncio.to_thread(self.forwarder.stop, self.settings.drain_grace_s)
+        await self.server.stop(RPC_GRACE_S)
         await asyncio.to_thread(self.writer.close)
         log.info("drain_finished", pending_events=self.writer.pending_rows)
 

@@ -2,6 +2,12 @@
 
 from __future__ import annotations
 
+import os
+
+# Tests fork Kafka brokers (tools/kafka_local.py) from a process that has gRPC loaded; gRPC's
+# fork handlers abort such a fork now and then. This must be set before grpc is imported.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
+
 from collections.abc import Iterator
 from pathlib import Path
 
