@@ -60,7 +60,12 @@ class FerryApp:
         forwarder_ref: list[Forwarder] = []
         writer = WalWriter(
             settings.data_dir,
-            WalLimits(settings.wal_max_rows, settings.wal_max_bytes, settings.dedupe_window_s),
+            WalLimits(
+                settings.wal_max_rows,
+                settings.wal_max_bytes,
+                settings.dedupe_window_s,
+                settings.disk_reserve_bytes,
+            ),
             on_commit=lambda topics: forwarder_ref[0].notify_committed(topics),
         )
         forwarder = Forwarder(

@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     )
     wal_max_bytes: int = Field(1024 * MIB, description="log size cap in event bytes")
     wal_max_rows: int = Field(5_000_000, description="log size cap in events")
+    disk_reserve_bytes: int = Field(
+        8 * MIB,
+        ge=0,
+        description="space held back beside the log (at most 25% of the disk) so that a full "
+        "disk can be recovered from; 0 disables",
+    )
     dedupe_window_s: float = Field(
         86_400.0, ge=0, description="how long delivered event ids are kept"
     )

@@ -79,6 +79,13 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     finally:
         os.umask(old_umask)
     conn.execute("PRAGMA busy_timeout = 10000")
+    if not readonly:
+        # Incremental vacuum lets a drained log hand its pages back to the filesystem, which is
+        # how a disk that filled up gets room again. It only takes on a new, empty file.
+        conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+    # Some builds zero every freed page (secure_delete=ON): retiring a row would write its whole
+    # payload again, doubling I/O and failing outright on a full disk. FAST zeroes in place only.
+    conn.execute("PRAGMA secure_delete = FAST")
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
     conn.execute("PRAGMA synchronous = FULL")
     sync = conn.execute("PRAGMA synchronous").fetchone()[0]

@@ -31,6 +31,7 @@ from sidecar.errors import (
     WalFull,
 )
 from sidecar.model import Accepted, Delivered, KafkaPosition, Outcome, OutgoingEvent, Rejected
+from sidecar.wal.reserve import DiskReserve
 from sidecar.wal.store import Statements, connect, encode_headers, lock_directory
 
 log = structlog.get_logger(__name__)
@@ -71,6 +72,7 @@ class WalLimits:
     max_rows: int
     max_bytes: int
     dedupe_window_s: float
+    disk_reserve_bytes: int = 8 * 1024 * 1024
 
 
 class WalWriter:
@@ -92,6 +94,9 @@ class WalWriter:
         self._conn = connect(data_dir)
         self._sql = Statements(self._conn)
         self.pending_rows, self.pending_bytes = self._sql.totals()
+        self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
+        self._reserve.ensure()
+        self._disk_full = False
         # Closing and queueing are one step under this lock, so nothing is queued after _STOP.
         self._gate = threading.Lock()
         self._closed = False
@@ -138,7 +143,7 @@ class WalWriter:
         stop = False
         while not stop:
             try:
-                first = self._queue.get(timeout=PRUNE_EVERY_S)
+                first = self._queue.get(timeout=1.0 if self._disk_full else PRUNE_EVERY_S)
             except queue.Empty:
                 first = None
             batch: list[object] = [] if first is None else [first]
@@ -155,11 +160,13 @@ class WalWriter:
                 batch = [b for b in batch if b is not _STOP]
             try:
                 self._commit(batch)
+                if self._disk_full:
+                    self._recover_space()
             except Exception as exc:  # a bug must fail this batch, not hang every later append
                 log.exception("wal_writer_error")
                 self._fail(batch, StorageFailure(f"the write-ahead log failed: {exc}"))
 
-    def _fail(self, batch: list[object], error: FerryError) -> None:
+    def _fail(self, batch: Sequence[object], error: FerryError) -> None:
         for item in batch:
             if isinstance(item, _Append):
                 _resolve_all([(item, error)])
@@ -169,6 +176,10 @@ class WalWriter:
     def _commit(self, batch: list[object]) -> None:
         appends = [b for b in batch if isinstance(b, _Append)]
         retires = [b for b in batch if isinstance(b, _Retire)]
+        if self._disk_full:
+            # Publishes wait until retirements have made room; they must not take it first.
+            _resolve_all([(item, _disk_full_error()) for item in appends])
+            batch, appends = list(retires), []
         now = self._wall_clock()
         prune = self._limits.dedupe_window_s >= 0 and now - self._last_prune >= PRUNE_EVERY_S
         if not appends and not retires and not prune:
@@ -193,7 +204,14 @@ class WalWriter:
         except sqlite3.Error as exc:
             self._rollback()
             log.error("wal_commit_failed", error=str(exc), requests=len(appends))
-            self._fail(batch, _storage_error(exc))
+            error = _storage_error(exc)
+            if isinstance(error, DiskFull) and self._on_disk_full():
+                # The reserve is free now: retirements get another go on the next round.
+                self._fail(appends, error)
+                for retire in retires:
+                    self._queue.put(retire)
+            else:
+                self._fail(batch, error)
             return
         if prune:
             self._last_prune = now
@@ -207,6 +225,26 @@ class WalWriter:
         _resolve_all(list(zip(appends, results, strict=True)))
         for r in retires:
             r.future.set_result(None)
+
+    def _on_disk_full(self) -> bool:
+        """Enter disk-full mode; True if the reserve was released just now."""
+        self._disk_full = True
+        released = self._reserve.release()
+        if released:
+            # Move the WAL file's frames into the database and truncate it, while there is room.
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        return released
+
+    def _recover_space(self) -> None:
+        """Leave disk-full mode once the reserve fits again, with as much to spare."""
+        with contextlib.suppress(sqlite3.Error):
+            # executescript steps the pragma to the end; execute() would free a single page.
+            self._conn.executescript("PRAGMA incremental_vacuum;")
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        if self._reserve.room_to_restore() and self._reserve.ensure():
+            self._disk_full = False
+            log.info("disk_space_recovered", pending_events=self.pending_rows)
 
     def _insert(
         self,
@@ -294,9 +332,17 @@ class WalWriter:
             self._conn.execute("ROLLBACK")
 
 
+def _disk_full_error() -> DiskFull:
+    return DiskFull(
+        "the disk under the write-ahead log is full; nothing was written. Publishing resumes "
+        "once delivered events have freed space",
+        5.0,
+    )
+
+
 def _storage_error(exc: sqlite3.Error) -> FerryError:
     if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc):
-        return DiskFull("the disk under the write-ahead log is full; nothing was written", 5.0)
+        return _disk_full_error()
     return StorageFailure(f"the write-ahead log could not be written: {exc}")
 
 
