@@ -64,6 +64,9 @@ class DiskReserve:
         log.warning("disk_reserve_released", bytes=self.size)
         return True
 
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.path.parent).free
+
     def room_to_restore(self) -> bool:
-        """Whether the disk has room for the reserve again, with as much to spare."""
-        return shutil.disk_usage(self.path.parent).free >= 2 * self.size
+        """Whether the disk has room for the reserve again, and half as much to spare."""
+        return self.free_bytes() >= self.size + self.size // 2

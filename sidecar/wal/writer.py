@@ -97,6 +97,7 @@ class WalWriter:
         self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
         self._reserve.ensure()
         self._disk_full = False
+        self._next_full_report = 0.0
         # Closing and queueing are one step under this lock, so nothing is queued after _STOP.
         self._gate = threading.Lock()
         self._closed = False
@@ -237,14 +238,26 @@ class WalWriter:
         return released
 
     def _recover_space(self) -> None:
-        """Leave disk-full mode once the reserve fits again, with as much to spare."""
-        with contextlib.suppress(sqlite3.Error):
+        """Leave disk-full mode once the reserve fits again, with half as much to spare."""
+        try:
             # executescript steps the pragma to the end; execute() would free a single page.
             self._conn.executescript("PRAGMA incremental_vacuum;")
             self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        except sqlite3.Error as exc:
+            log.warning("wal_vacuum_failed", error=str(exc))
         if self._reserve.room_to_restore() and self._reserve.ensure():
             self._disk_full = False
             log.info("disk_space_recovered", pending_events=self.pending_rows)
+            return
+        now = time.monotonic()
+        if now >= self._next_full_report:
+            self._next_full_report = now + 10.0
+            log.warning(
+                "disk_full_waiting",
+                pending_events=self.pending_rows,
+                free_bytes=self._reserve.free_bytes(),
+                reserve_bytes=self._reserve.size,
+            )
 
     def _insert(
         self,

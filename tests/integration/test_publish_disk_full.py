@@ -114,7 +114,11 @@ def test_disk_full_refuses_and_loses_nothing(
         after = event(topic, "d-after-recovery", payload=b"x")
         deadline = time.monotonic() + 30
         while not publish_ok(stub, after):
-            assert time.monotonic() < deadline, "publishing never resumed after the disk drained"
+            assert time.monotonic() < deadline, (
+                "publishing never resumed after the disk drained: "
+                f"{[(f.name, f.stat().st_size) for f in data_dir.iterdir()]}, "
+                f"{os.statvfs(data_dir).f_bavail * os.statvfs(data_dir).f_frsize} bytes free"
+            )
             time.sleep(0.5)
         assert ferry.proc.poll() is None
         assert ferry.terminate() == 0

@@ -134,7 +134,8 @@ def test_foreign_records_get_coordinates_as_event_id(kafka: KafkaHandle, ferries
     assert len(got) == 3
     got.sort(key=lambda r: r.delivery.offset)
     expected = [
-        (b"k1", b"v1", {"trace": "abc"}),
+        # Only ferry-event-id is Ferry's to hide (it is event_id); other headers pass as they are.
+        (b"k1", b"v1", {"trace": "abc", "ferry-spoof": "x"}),
         (b"", b"v2", {}),
         (b"k3", b"", {"trace": "def"}),
     ]
