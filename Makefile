@@ -20,7 +20,7 @@ kafka-jars: $(STAMP)
 	$(BIN)/python tools/kafka_local.py fetch
 
 go-tools:
-	tools/install_go_tools.sh grpcurl buf
+	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli
 
 setup: $(STAMP) kafka-jars go-tools
 
@@ -32,9 +32,11 @@ run: setup
 kafka-stop: $(STAMP)
 	$(BIN)/python tools/kafka_local.py stop --dir data/kafka
 
-## make test: static checks, then every test against one real Kafka
+## make test: static checks, every test against one real Kafka (with the short fault suite),
+## then the quick benchmark subset so that the harness keeps working (no thresholds)
 test: setup check
 	$(BIN)/pytest tests
+	$(MAKE) bench-quick
 
 test-unit: $(STAMP)
 	$(BIN)/pytest tests/unit
@@ -59,3 +61,6 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
+
+include bench/bench.mk
+include chaos/chaos.mk

@@ -29,8 +29,9 @@ from kafka_local import KafkaCluster  # noqa: E402
 __all__ = ["KafkaCluster", "create_topic", "kafka_for_session", "unique_topic"]
 
 
-def kafka_for_session(tmp_root: Path, brokers: int = 1,
-                      fast_start: bool = True) -> tuple[str, KafkaCluster | None]:
+def kafka_for_session(
+    tmp_root: Path, brokers: int = 1, fast_start: bool = True
+) -> tuple[str, KafkaCluster | None]:
     """``($KAFKA_BOOTSTRAP, None)`` when that variable is set (reuse that cluster), else start
     a local cluster under ``tmp_root`` and return ``(bootstrap, cluster)``; the caller stops it
     (it is also stopped when the interpreter exits). ``fast_start``: C1-only JIT, which starts
@@ -38,8 +39,11 @@ def kafka_for_session(tmp_root: Path, brokers: int = 1,
     env = os.environ.get("KAFKA_BOOTSTRAP", "").strip()
     if env:
         return env, None
-    cluster = KafkaCluster(Path(tmp_root) / "kafka", brokers=brokers,
-                           jvm_opts=kafka_local.FAST_START_JVM_OPTS if fast_start else ())
+    cluster = KafkaCluster(
+        Path(tmp_root) / "kafka",
+        brokers=brokers,
+        jvm_opts=kafka_local.FAST_START_JVM_OPTS if fast_start else (),
+    )
     cluster.start()
     return cluster.bootstrap, cluster
 
@@ -49,8 +53,14 @@ def unique_topic(prefix: str = "test") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, replication: int = -1,
-                 config: Mapping[str, str] | None = None, timeout: float = 30.0) -> str:
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    replication: int = -1,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> str:
     """Create ``name`` (replication -1: the cluster's default.replication.factor), wait until
     every partition has a leader, and return the name."""
     kafka_local.create_topic(bootstrap, name, partitions, replication, config, timeout)

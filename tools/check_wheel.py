@@ -21,8 +21,18 @@ REQUIRED = [
 def main() -> int:
     with tempfile.TemporaryDirectory() as out:
         subprocess.run(
-            [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-             "-w", out, str(ROOT)],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "-q",
+                "--no-deps",
+                "--no-build-isolation",
+                "-w",
+                out,
+                str(ROOT),
+            ],
             check=True,
         )
         [wheel] = Path(out).glob("*.whl")

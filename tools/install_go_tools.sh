@@ -9,6 +9,7 @@ declare -A modules=(
   [grpcurl]="github.com/fullstorydev/grpcurl/cmd/grpcurl@v1.9.4"
   [buf]="github.com/bufbuild/buf/cmd/buf@v1.75.0"
   [toxiproxy-server]="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
+  [toxiproxy-cli]="github.com/Shopify/toxiproxy/v2/cmd/cli@v2.12.0"
 )
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=(grpcurl buf)

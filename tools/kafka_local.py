@@ -95,8 +95,15 @@ def fetch(cache_dir: Path | str | None = None) -> Path:
             raise KafkaError("`mvn` not found on PATH: Maven is needed to fetch Kafka's jars")
         tmp = home / f"libs.tmp-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [mvn, "-q", "-B", "-f", str(POM), "dependency:copy-dependencies",
-               f"-DoutputDirectory={tmp}"]
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={tmp}",
+        ]
         res = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if res.returncode != 0 or not (tmp / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
             shutil.rmtree(tmp, ignore_errors=True)
@@ -194,9 +201,11 @@ class KafkaNode:
         return b"kafka.Kafka" in cmd and str(self.props).encode() in cmd
 
     def log_tail(self, lines: int = 40) -> str:
-        return (f"--- {self.stdout_log} ---\n{_tail(self.stdout_log, lines)}\n"
-                f"--- {self.server_log} (errors) ---\n{_tail(self.server_log, 5, True)}\n"
-                f"--- {self.server_log} ---\n{_tail(self.server_log, lines)}")
+        return (
+            f"--- {self.stdout_log} ---\n{_tail(self.stdout_log, lines)}\n"
+            f"--- {self.server_log} (errors) ---\n{_tail(self.server_log, 5, True)}\n"
+            f"--- {self.server_log} ---\n{_tail(self.server_log, lines)}"
+        )
 
 
 class KafkaCluster:
@@ -212,12 +221,21 @@ class KafkaCluster:
     SIGTERM if the thread that started them dies.
     """
 
-    def __init__(self, work_dir: Path | str, brokers: int | None = None, *,
-                 port: int | None = None, advertised: Mapping[int, str] | None = None,
-                 auto_create_topics: bool = False, config: Mapping[str, object] | None = None,
-                 heap: str = "512m", cache_dir: Path | str | None = None,
-                 jvm_opts: Sequence[str] = (), start_timeout: float = 90.0,
-                 detached: bool = False) -> None:
+    def __init__(
+        self,
+        work_dir: Path | str,
+        brokers: int | None = None,
+        *,
+        port: int | None = None,
+        advertised: Mapping[int, str] | None = None,
+        auto_create_topics: bool = False,
+        config: Mapping[str, object] | None = None,
+        heap: str = "512m",
+        cache_dir: Path | str | None = None,
+        jvm_opts: Sequence[str] = (),
+        start_timeout: float = 90.0,
+        detached: bool = False,
+    ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.auto_create_topics, self.heap, self.detached = auto_create_topics, heap, detached
         self.config, self.cache_dir = dict(config or {}), cache_dir
@@ -239,8 +257,9 @@ class KafkaCluster:
         self.nodes: list[KafkaNode] = []
         for i in range(1, n + 1):
             s: dict[str, Any] = next((x for x in state["nodes"] if x["id"] == i), {})
-            node = KafkaNode(i, 0, 0, 0, self.work_dir / f"node-{i}",
-                             (advertised or {}).get(i), s.get("pid"))
+            node = KafkaNode(
+                i, 0, 0, 0, self.work_dir / f"node-{i}", (advertised or {}).get(i), s.get("pid")
+            )
             up = node.alive()  # a running node (status/stop from the CLI) holds its ports
             node.port = pick(port + i - 1 if port else s.get("port"), up or bool(port))
             node.internal_port = pick(s.get("internal_port"), up)
@@ -259,11 +278,23 @@ class KafkaCluster:
         return all(n.alive() for n in self.nodes)
 
     def _write_state(self) -> None:
-        nodes = [{"id": n.node_id, "port": n.port, "internal_port": n.internal_port,
-                  "controller_port": n.controller_port, "advertised": n.advertised,
-                  "pid": n.pid if n.alive() else None} for n in self.nodes]
-        data = {"kafka_version": KAFKA_VERSION, "cluster_id": self.cluster_id,
-                "bootstrap": self.bootstrap, "nodes": nodes}
+        nodes = [
+            {
+                "id": n.node_id,
+                "port": n.port,
+                "internal_port": n.internal_port,
+                "controller_port": n.controller_port,
+                "advertised": n.advertised,
+                "pid": n.pid if n.alive() else None,
+            }
+            for n in self.nodes
+        ]
+        data = {
+            "kafka_version": KAFKA_VERSION,
+            "cluster_id": self.cluster_id,
+            "bootstrap": self.bootstrap,
+            "nodes": nodes,
+        }
         self.work_dir.mkdir(parents=True, exist_ok=True)
         tmp = self.work_dir / f"{STATE_FILE}.{os.getpid()}"
         tmp.write_text(json.dumps(data, indent=2) + "\n")
@@ -273,72 +304,113 @@ class KafkaCluster:
         n, rf = len(self.nodes), min(3, len(self.nodes))
         isr = 2 if n >= 3 else 1
         return {
-            "process.roles": "broker,controller", "node.id": node.node_id,
+            "process.roles": "broker,controller",
+            "node.id": node.node_id,
             "controller.quorum.voters": ",".join(
-                f"{m.node_id}@{HOST}:{m.controller_port}" for m in self.nodes),
+                f"{m.node_id}@{HOST}:{m.controller_port}" for m in self.nodes
+            ),
             "listeners": f"PLAINTEXT://{node.address},INTERNAL://{HOST}:{node.internal_port},"
-                         f"CONTROLLER://{HOST}:{node.controller_port}",
+            f"CONTROLLER://{HOST}:{node.controller_port}",
             "advertised.listeners": f"PLAINTEXT://{node.advertised or node.address},"
-                                    f"INTERNAL://{HOST}:{node.internal_port}",
-            "listener.security.protocol.map":
-                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "INTERNAL", "controller.listener.names": "CONTROLLER",
-            "log.dirs": node.directory / "data", "num.partitions": 1,
-            "default.replication.factor": rf, "min.insync.replicas": isr,
+            f"INTERNAL://{HOST}:{node.internal_port}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+            ),
+            "inter.broker.listener.name": "INTERNAL",
+            "controller.listener.names": "CONTROLLER",
+            "log.dirs": node.directory / "data",
+            "num.partitions": 1,
+            "default.replication.factor": rf,
+            "min.insync.replicas": isr,
             "offsets.topic.replication.factor": rf,
-            "transaction.state.log.replication.factor": rf, "transaction.state.log.min.isr": isr,
+            "transaction.state.log.replication.factor": rf,
+            "transaction.state.log.min.isr": isr,
             "share.coordinator.state.topic.replication.factor": rf,
             "share.coordinator.state.topic.min.isr": isr,
-            "unclean.leader.election.enable": "false", "group.initial.rebalance.delay.ms": 0,
+            "unclean.leader.election.enable": "false",
+            "group.initial.rebalance.delay.ms": 0,
             "auto.create.topics.enable": str(self.auto_create_topics).lower(),
             # Kafka: 9000/2000. Fence a dead broker (and let a SIGKILLed node re-register on
             # restart) sooner; quicker unfencing at startup.
-            "broker.session.timeout.ms": 4000, "broker.heartbeat.interval.ms": 500,
+            "broker.session.timeout.ms": 4000,
+            "broker.heartbeat.interval.ms": 500,
             **self.config,
         }
 
     def _java(self, libs: Path, node: KafkaNode, *args: str) -> list[str]:
         home = os.environ.get("JAVA_HOME")
         java = str(Path(home) / "bin" / "java") if home else shutil.which("java") or "java"
-        return [java, "-Djava.awt.headless=true", "-Dlog4j2.shutdownHookEnabled=false",
-                f"-Dlog4j2.configurationFile={node.directory / 'log4j2.properties'}",
-                f"-Dkafka.logs.dir={node.directory / 'logs'}", "-cp", f"{libs}/*", *args]
+        return [
+            java,
+            "-Djava.awt.headless=true",
+            "-Dlog4j2.shutdownHookEnabled=false",
+            f"-Dlog4j2.configurationFile={node.directory / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={node.directory / 'logs'}",
+            "-cp",
+            f"{libs}/*",
+            *args,
+        ]
 
     def _launch(self, libs: Path, nodes: list[KafkaNode]) -> None:
         """Write configs, format storage where needed (in parallel), start the JVMs."""
         for node in nodes:
             if node.alive():
                 raise KafkaError(f"kafka node {node.node_id} already runs (pid {node.pid})")
-            busy = [p for p in (node.port, node.internal_port, node.controller_port)
-                    if not _port_free(p)]
+            busy = [
+                p
+                for p in (node.port, node.internal_port, node.controller_port)
+                if not _port_free(p)
+            ]
             if busy:
                 raise KafkaError(f"port(s) {busy} of kafka node {node.node_id} already in use")
         formats = []
         for node in nodes:
             (node.directory / "logs").mkdir(parents=True, exist_ok=True)
-            node.props.write_text("".join(f"{k}={v}\n"
-                                          for k, v in self.server_properties(node).items()))
+            node.props.write_text(
+                "".join(f"{k}={v}\n" for k, v in self.server_properties(node).items())
+            )
             (node.directory / "log4j2.properties").write_text(_LOG4J2.format(log=node.server_log))
             if not (node.directory / "data" / "meta.properties").exists():
-                cmd = self._java(libs, node, "kafka.tools.StorageTool", "format",
-                                 "--ignore-formatted", "-t", self.cluster_id, "-c", str(node.props))
-                formats.append((node, subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                                       stderr=subprocess.STDOUT)))
+                cmd = self._java(
+                    libs,
+                    node,
+                    "kafka.tools.StorageTool",
+                    "format",
+                    "--ignore-formatted",
+                    "-t",
+                    self.cluster_id,
+                    "-c",
+                    str(node.props),
+                )
+                formats.append(
+                    (node, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))
+                )
         for node, proc in formats:
             out = proc.communicate()[0].decode(errors="replace")
             if proc.returncode != 0:
                 raise KafkaError(f"storage format of kafka node {node.node_id} failed:\n{out}")
-        jvm = [f"-Xmx{self.heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-               "-XX:InitiatingHeapOccupancyPercent=35", "-XX:+ExplicitGCInvokesConcurrent",
-               *self.jvm_opts]
+        jvm = [
+            f"-Xmx{self.heap}",
+            "-Xms128m",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
+            "-XX:InitiatingHeapOccupancyPercent=35",
+            "-XX:+ExplicitGCInvokesConcurrent",
+            *self.jvm_opts,
+        ]
         in_main = threading.current_thread() is threading.main_thread()
         for node in nodes:
             cmd = self._java(libs, node, "kafka.Kafka", str(node.props))
             with open(node.stdout_log, "ab") as out_file:
                 node.proc = subprocess.Popen(
-                    [cmd[0], *jvm, *cmd[1:]], stdin=subprocess.DEVNULL, stdout=out_file,
-                    stderr=subprocess.STDOUT, cwd=node.directory, start_new_session=True,
-                    preexec_fn=None if self.detached or not in_main else _pdeathsig)
+                    [cmd[0], *jvm, *cmd[1:]],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out_file,
+                    stderr=subprocess.STDOUT,
+                    cwd=node.directory,
+                    start_new_session=True,
+                    preexec_fn=None if self.detached or not in_main else _pdeathsig,
+                )
             node.pid = node.proc.pid
         if not self.detached:
             _LIVE.add(self)
@@ -411,8 +483,9 @@ class KafkaCluster:
     def __enter__(self) -> KafkaCluster:
         return self if self.running() else self.start()
 
-    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.stop()
 
     def _wait_ready(self, nodes: list[KafkaNode], timeout: float) -> None:
@@ -420,8 +493,9 @@ class KafkaCluster:
         while True:
             dead = [n for n in nodes if not n.alive()]
             if dead:
-                raise KafkaError(f"kafka node {dead[0].node_id} exited during startup\n"
-                                 + dead[0].log_tail())
+                raise KafkaError(
+                    f"kafka node {dead[0].node_id} exited during startup\n" + dead[0].log_tail()
+                )
             waiting = [n for n in waiting if not _port_open(n.port)]
             if not waiting:
                 try:
@@ -430,15 +504,29 @@ class KafkaCluster:
                 except Exception as exc:  # any probe failure means: not yet
                     last = f"{type(exc).__name__}: {exc}"
             if time.monotonic() > deadline:
-                raise KafkaError(f"kafka in {self.work_dir} not ready after {timeout:.0f}s "
-                                 f"({last})\n" + "\n".join(n.log_tail() for n in nodes))
+                raise KafkaError(
+                    f"kafka in {self.work_dir} not ready after {timeout:.0f}s "
+                    f"({last})\n" + "\n".join(n.log_tail() for n in nodes)
+                )
             time.sleep(0.3)
 
-    def create_topic(self, name: str, partitions: int = 1, replication: int | None = None,
-                     config: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+    def create_topic(
+        self,
+        name: str,
+        partitions: int = 1,
+        replication: int | None = None,
+        config: Mapping[str, str] | None = None,
+        timeout: float = 30.0,
+    ) -> None:
         """Create a topic (replication default min(3, brokers)); wait until it has leaders."""
-        create_topic(self.bootstrap, name, partitions, replication or min(3, len(self.nodes)),
-                     config, timeout)
+        create_topic(
+            self.bootstrap,
+            name,
+            partitions,
+            replication or min(3, len(self.nodes)),
+            config,
+            timeout,
+        )
 
     def leader_of(self, topic: str, partition: int = 0) -> int:
         """Node id of the partition's current leader."""
@@ -459,30 +547,48 @@ def _probe(bootstrap: str, node_ids: set[int], rf: int) -> None:
         with contextlib.suppress(KafkaException):  # e.g. created concurrently
             create_topic(bootstrap, PROBE_TOPIC, 1, rf, None, 10.0)
     errors: list[object] = []
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True, "message.timeout.ms": 10000, **_QUIET})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": 10000,
+            **_QUIET,
+        }
+    )
     producer.produce(PROBE_TOPIC, b"probe", on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(12)
     if errors != [None]:
         raise KafkaError(f"probe produce failed: {errors or 'timeout'}")
 
 
-def create_topic(bootstrap: str, name: str, partitions: int = 1, replication: int = -1,
-                 config: Mapping[str, str] | None = None, timeout: float = 30.0) -> None:
+def create_topic(
+    bootstrap: str,
+    name: str,
+    partitions: int = 1,
+    replication: int = -1,
+    config: Mapping[str, str] | None = None,
+    timeout: float = 30.0,
+) -> None:
     """Create a topic with AdminClient (replication -1: broker default) and wait until every
     partition has a leader. Raises ``confluent_kafka.KafkaException`` if creation fails."""
     from confluent_kafka.admin import AdminClient
     from confluent_kafka.cimpl import NewTopic
 
     admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
-    new = NewTopic(name, num_partitions=partitions, replication_factor=replication,
-                   config=dict(config or {}))
+    new = NewTopic(
+        name, num_partitions=partitions, replication_factor=replication, config=dict(config or {})
+    )
     admin.create_topics([new], operation_timeout=timeout)[name].result(timeout)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         t = admin.list_topics(name, timeout=5).topics.get(name)
-        if (t is not None and t.error is None and len(t.partitions) == partitions
-                and all(p.leader >= 0 for p in t.partitions.values())):
+        if (
+            t is not None
+            and t.error is None
+            and len(t.partitions) == partitions
+            and all(p.leader >= 0 for p in t.partitions.values())
+        ):
             return
         time.sleep(0.2)
     raise KafkaError(f"topic {name} has no leaders after {timeout}s")
@@ -530,8 +636,14 @@ def main(argv: list[str] | None = None) -> int:
             print(cluster.bootstrap)
             return 0
         if args.cmd == "start" or cluster is None:
-            cluster = KafkaCluster(args.dir, args.brokers, port=args.port, cache_dir=args.cache,
-                                   auto_create_topics=args.auto_create_topics, detached=True)
+            cluster = KafkaCluster(
+                args.dir,
+                args.brokers,
+                port=args.port,
+                cache_dir=args.cache,
+                auto_create_topics=args.auto_create_topics,
+                detached=True,
+            )
             cluster.start(args.timeout)
             print(f"kafka ready in {time.monotonic() - t0:.1f}s", file=sys.stderr)
             print(cluster.bootstrap)
@@ -544,8 +656,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"stopped kafka in {args.dir}", file=sys.stderr)
         return 0
     alive = {str(n.node_id): n.alive() for n in cluster.nodes}
-    print(json.dumps({"running": all(alive.values()), "bootstrap": cluster.bootstrap,
-                      "nodes": alive}))
+    print(
+        json.dumps({"running": all(alive.values()), "bootstrap": cluster.bootstrap, "nodes": alive})
+    )
     return 0 if all(alive.values()) else 1
 
 

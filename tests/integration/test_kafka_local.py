@@ -19,19 +19,31 @@ from kafka_local import FAST_START_JVM_OPTS, KafkaCluster  # noqa: E402
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:
     errors: list[KafkaError] = []
-    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all",
-                         "enable.idempotence": True, "message.timeout.ms": 40000})
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "message.timeout.ms": 40000,
+        }
+    )
     for value in values:
-        producer.produce(topic, value,
-                         on_delivery=lambda err, _msg: errors.append(err) if err else None)
+        producer.produce(
+            topic, value, on_delivery=lambda err, _msg: errors.append(err) if err else None
+        )
         producer.poll(0)
     assert producer.flush(45) == 0, "messages still in flight"
     assert errors == []
 
 
 def _consume(bootstrap: str, topic: str, expected: int, timeout: float = 30.0) -> list[bytes]:
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": f"g-{uuid.uuid4().hex}",
-                         "enable.auto.commit": False})
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"g-{uuid.uuid4().hex}",
+            "enable.auto.commit": False,
+        }
+    )
     consumer.assign([TopicPartition(topic, 0, OFFSET_BEGINNING)])
     values: list[bytes] = []
     deadline = time.monotonic() + timeout

@@ -24,7 +24,11 @@ class Record:
 
 
 def read_topic(
-    bootstrap: str, topic: str, *, expect: int | None = None, timeout: float = 60.0,
+    bootstrap: str,
+    topic: str,
+    *,
+    expect: int | None = None,
+    timeout: float = 60.0,
     quiet: float = 3.0,
 ) -> list[Record]:
     """Everything in `topic` from the start: until `expect` records arrived (then `quiet` s more
