@@ -147,7 +147,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         install_signal_handlers()
         only = {s.strip() for s in args.only.split(",") if s.strip()}
-        results = run(plan, build / "work", only)
+        try:
+            results = run(plan, build / "work", only)
+        except KeyboardInterrupt as exc:
+            say(f"interrupted ({exc or 'Ctrl-C'}); every process was stopped, no docs written")
+            return 130
         build.mkdir(parents=True, exist_ok=True)
         (build / "results.json").write_text(json.dumps(results, indent=1) + "\n")
     out.mkdir(parents=True, exist_ok=True)

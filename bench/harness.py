@@ -128,12 +128,13 @@ class Children:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM/SIGHUP end the run like Ctrl-C does: through every `finally`."""
+    """SIGINT/SIGTERM/SIGHUP end the run through every `finally` (SIGINT too: a shell starts
+    background jobs with SIGINT ignored, and `kill -INT` should still work)."""
 
     def handler(signum: int, _frame: object) -> None:
         raise KeyboardInterrupt(f"signal {signum}")
 
-    for signum in (signal.SIGTERM, signal.SIGHUP):
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, handler)
 
 

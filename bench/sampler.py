@@ -118,6 +118,18 @@ class Sampler:
         peak = max(rss[i : j + 1]) if j >= i else rss[i]
         return Usage(cores, peak / 1e6)
 
+    def others(self, t0: float, t1: float) -> float:
+        """Cores used by processes this run did not start (the machine minus every series)."""
+        with self._lock:
+            names = [n for n in self._series if n != MACHINE]
+        ours = sum(self.usage(n, t0, t1).cpu_cores for n in names if self._covers(n, t0, t1))
+        return max(0.0, self.usage(MACHINE, t0, t1).cpu_cores - ours)
+
+    def _covers(self, name: str, t0: float, t1: float) -> bool:
+        with self._lock:
+            times = self._series[name].times
+            return bool(times) and times[0] <= t1 and times[-1] >= t0
+
     def peak_rss_mb(self, name: str) -> float:
         with self._lock:
             series = self._series.get(name)

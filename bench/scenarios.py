@@ -134,6 +134,7 @@ def usage(ctx: Ctx, server: str, t0: float, t1: float) -> dict[str, Any]:
         "server": ctx.sampler.usage(server, t0, t1).as_dict(),
         "kafka_cpu": round(ctx.sampler.usage("kafka", t0, t1).cpu_cores, 3),
         "machine_cpu": round(ctx.sampler.usage(MACHINE, t0, t1).cpu_cores, 3),
+        "others_cpu": round(ctx.sampler.others(t0, t1), 3),
     }
 
 

@@ -86,6 +86,7 @@ RUN_PATHS = (
     "server.peak_rss_mb",
     "kafka_cpu",
     "machine_cpu",
+    "others_cpu",
 )
 
 

@@ -49,6 +49,10 @@ def _kill_leftovers() -> None:
             ferry.kill()
 
 
+#: Open bug with a strict xfail regression test: a wave that partly fails breaks key order.
+ORDER_BUG = "BUG test_regressions.py::test_per_key_order_survives_a_partly_failed_wave"
+
+
 def log(message: str) -> None:
     print(f"[chaos {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
@@ -264,30 +268,15 @@ class Run:
                 p.join(10)
 
     def finish(self, *, drain_timeout: float = 120.0, sub_timeout: float = 120.0,
-               quiet_s: float = 2.0, stuck_wal: str | None = None) -> ScenarioResult:  # fmt: skip
-        """Heal, drain and check. `stuck_wal` names a known bug that leaves rows in the log:
-        if they do not drain, that is recorded as a known issue and Ferry is restarted (which
-        resends them) before the check."""
+               quiet_s: float = 2.0) -> ScenarioResult:  # fmt: skip
+        """Stop the load, let the log drain, read Kafka, drain the subscriptions, check."""
         self.check_alive()
         self.stop_publishers()
         if not self.alive():
             self.start_ferry()
         t0 = time.monotonic()
-        known: list[str] = []
-        limit = 30.0 if stuck_wal else drain_timeout
-        while wal_pending(self.ferry.data_dir) and time.monotonic() - t0 < limit:
+        while wal_pending(self.ferry.data_dir) and time.monotonic() - t0 < drain_timeout:
             time.sleep(0.2)
-        if stuck_wal and (left := wal_event_ids(self.ferry.data_dir)):
-            records = read_all(self.bootstrap, [self.topic])
-            in_kafka = len(set(left) & {r.event_id for r in records})
-            known.append(
-                f"{stuck_wal}: {len(left)} rows still in the log {limit:.0f}s after "
-                f"the heal, {in_kafka} of them already in Kafka; restarted Ferry"
-            )
-            self.terminate()
-            self.start_ferry()
-            while wal_pending(self.ferry.data_dir) and time.monotonic() - t0 < drain_timeout:
-                time.sleep(0.2)
         drain_s = time.monotonic() - t0
         records = read_all(self.bootstrap, [self.topic])
         target = {r.event_id for r in records if r.event_id}
@@ -321,7 +310,7 @@ class Run:
         result = ScenarioResult(
             self.name, "full" if self.env.full else "ci", len(faults), verdict.summary(),
             median, worst, time.monotonic() - self.started, drain_s, self.extra,
-            [*self.problems, *verdict.problems()], known_issues=known,
+            [*self.problems, *verdict.problems()],
         )  # fmt: skip
         log(f"{self.name}: {'PASS' if result.passed else 'FAIL'} {verdict.summary()} "
             f"faults={len(faults)} recovery={median}/{worst} errors={errors}")  # fmt: skip
