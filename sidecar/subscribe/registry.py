@@ -85,9 +85,15 @@ class SubscriptionRegistry:
     ) -> tuple[Subscription, Stream]:
         if self._closing:
             raise ShuttingDown("Ferry is shutting down; reconnect to another instance")
-        if self.stream_count() >= self._max_streams:
-            raise TooManyStreams(f"this sidecar serves at most {self._max_streams} streams", 5.0)
         async with self._locks.setdefault(settings.name, asyncio.Lock()):
+            # Checked under the lock, right before the stream opens: opens that waited for a
+            # stopping subscription must not all slip past the limit.
+            if self._closing:
+                raise ShuttingDown("Ferry is shutting down; reconnect to another instance")
+            if self.stream_count() >= self._max_streams:
+                raise TooManyStreams(
+                    f"this sidecar serves at most {self._max_streams} streams", 5.0
+                )
             linger = self._lingering.pop(settings.name, None)
             if linger is not None:
                 linger.cancel()

@@ -300,11 +300,6 @@ class SlowStop:
         pass
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: SubscriptionRegistry.open_stream checks --max-streams before waiting for the "
-    "subscription's lock; opens that wait while a lingering subscription stops all pass",
-)
 async def test_max_streams_holds_while_a_subscription_stops() -> None:
     from sidecar.clock import SystemClock
     from sidecar.subscribe.registry import SubscriptionRegistry
