@@ -67,14 +67,14 @@ Regression tests are in `tests/faults/test_regressions.py` (strict xfail while a
    the failed rows (a duplicate, but in order); or send a wave as at most one batch per
    partition; and stamp records with the log's append time so that a wall-clock jump cannot
    make Kafka refuse them.
-4. **`--max-streams` can be exceeded** (open, xfail
-   `test_max_streams_holds_while_a_subscription_stops`). `SubscriptionRegistry.open_stream`
-   checks the stream count before `async with self._locks[name]`; while a lingering
-   subscription is being stopped (the lock is held across `consumer.stop`, about a second),
-   every open of that subscription passes the check, waits for the lock and is admitted
+4. **`--max-streams` could be exceeded** (fixed by c9064c8;
+   `test_max_streams_holds_while_a_subscription_stops` fails before it, passes now).
+   `SubscriptionRegistry.open_stream` checked the stream count before taking the
+   subscription's lock; while a lingering subscription was being stopped (the lock is held
+   across `consumer.stop`, about a second), every open of it passed the check, waited for
+   the lock and was admitted
    (bad-input, CI size: 7 streams with 6 slots left; the unit reproduction admits 10 with
-   `max_streams=2`). Fix: check the count again after taking the lock (or reserve a slot
-   before waiting).
+   `max_streams=2`). The fix checks the limit under the subscription's lock.
 5. **A subscription can stop receiving for good after its group session expires** (open; no
    deterministic test). After the broker hung longer than `--consumer-session-timeout-ms`,
    some of Ferry's consumers lost their partitions and never rejoined: librdkafka logs

@@ -150,15 +150,17 @@ def subscriber_faults(env: Env) -> ScenarioResult:
         time.sleep(2)
         if (s := sample(run.pid())) is not None:
             samples.append(s)
-    time.sleep(1)  # the last stream acks have their results
-    repeat = _repeat_results(address, sub, double.acked_ids[-1000:])
-    not_open = _not_found(address)
     stuck.close()
     for w in faulty:
         w.stop()
     for w in faulty:
         w.join(10)
     time.sleep(1)
+    # Only now: an ack still on its way on the double acker's stream would otherwise meet
+    # its unary repeat first (APPLIED, then ALREADY_ACKED on the stream). With the stream
+    # closed, a repeat is ALREADY_ACKED (the stream's ack landed) or EXPIRED (it did not).
+    repeat = _repeat_results(address, sub, double.acked_ids[-1000:])
+    not_open = _not_found(address)
     result = run.finish()
     _judge(result, crash, late, unknown, repeat, not_open, samples)
     return result
