@@ -41,13 +41,16 @@ PRUNE_EVERY_S = 60.0
 SQLITE_FULL = 13
 
 
-def digest(event: OutgoingEvent) -> bytes:
-    """A fingerprint of an event's content, to tell a retry from a conflicting reuse of its id."""
+def digest(event: OutgoingEvent, headers: str) -> bytes:
+    """A fingerprint of an event's content, to tell a retry from a conflicting reuse of its id.
+
+    `headers` is the event's headers as stored (`encode_headers`), encoded once by the caller.
+    """
     h = hashlib.blake2b(digest_size=16)
     for part in (event.topic.encode(), event.key or b"", event.payload):
         h.update(len(part).to_bytes(8, "little"))
         h.update(part)
-    h.update(encode_headers(event.headers).encode())
+    h.update(headers.encode())
     return h.digest()
 
 
@@ -292,7 +295,8 @@ class WalWriter:
             )
         outcomes: list[Outcome] = []
         for event in events:
-            fingerprint = digest(event)
+            headers = encode_headers(event.headers)
+            fingerprint = digest(event, headers)
             known = None if event.assigned_id else self._known(event.event_id, seen)
             if known is not None:
                 seq, known_digest, position = known
@@ -313,7 +317,7 @@ class WalWriter:
                 event.topic,
                 event.key,
                 event.payload,
-                encode_headers(event.headers),
+                headers,
                 fingerprint,
                 event.size,
             )
