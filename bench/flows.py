@@ -240,7 +240,7 @@ def recovery(ctx: Ctx, raw_rate: float | None) -> dict[str, Any]:
     n = plan.backlog_events
     topic = ctx.topic("recovery")
     ferry = ctx.start_ferry(
-        "ferry-recovery", "--message-timeout-ms", "5000", "--retry-max-backoff-s", "2", *QUICK_EXIT
+        "ferry-recovery", "--retry-max-backoff-s", "2", *QUICK_EXIT
     )
     stop_file = ctx.work / "recovery.stop"
     stop_file.unlink(missing_ok=True)

@@ -88,7 +88,7 @@ SECTIONS: list[tuple[str, str, Callable[[Mapping[str, Any]], str], str]] = [
         "s6_recovery",
         "6. Backlog recovery after a Kafka outage",
         tables.recovery,
-        "A fresh Ferry (--message-timeout-ms 5000 --retry-max-backoff-s 2) accepts N events by "
+        "A fresh Ferry (--retry-max-backoff-s 2) accepts N events by "
         "PublishBatch while the broker is stopped; the broker then starts again. A probe "
         "publishes 200/s meanwhile.",
     ),

@@ -102,8 +102,6 @@ def _row(r: ScenarioResult) -> str:
     v = r.verdict
     subs = sum(v.get("sub_redeliveries", {}).values())
     verdict = "PASS" if r.passed else "**FAIL**"
-    if r.passed and r.known_issues:
-        verdict = "PASS (known bug)"
     return (
         f"| {r.name} | {r.faults} | {v['ok']} | {v['fail']} / {v['unknown']} | "
         f"{v['lost']} | {v['kafka_duplicates']} / {subs} | {v['order_violations']} | "
@@ -132,8 +130,6 @@ def render(results: Sequence[ScenarioResult], meta: dict[str, object]) -> str:
                   f"{_fmt(r.drain_s)} s after the load stopped"]  # fmt: skip
         for key, value in r.extra.items():
             lines.append(f"- {key}: `{json.dumps(value, default=str)[:600]}`")
-        for issue in r.known_issues:
-            lines.append(f"- known issue: {issue}")
         for problem in r.problems:
             lines.append(f"- **problem**: {problem[:1500]}")
         lines.append("")

@@ -70,11 +70,7 @@ class FerryApp:
         )
         forwarder = Forwarder(
             writer,
-            producer_factory(
-                settings.kafka_bootstrap,
-                settings.message_timeout_ms,
-                settings.librdkafka_options(),
-            ),
+            producer_factory(settings.kafka_bootstrap, settings.librdkafka_options()),
             max_in_flight=settings.forwarder_max_in_flight,
             max_backoff_s=settings.retry_max_backoff_s,
             on_delivered=waiters.delivered,

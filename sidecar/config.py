@@ -61,9 +61,6 @@ class Settings(BaseSettings):
     )
     kafka_wait_s: float = Field(30.0, gt=0, description="default wait for ACK_LEVEL_KAFKA")
     drain_grace_s: float = Field(10.0, ge=0, description="forwarder drain time on SIGTERM")
-    message_timeout_ms: int = Field(
-        60_000, description="librdkafka message.timeout.ms before a send counts as failed"
-    )
     forwarder_max_in_flight: int = Field(20_000, description="most events being sent at once")
     retry_max_backoff_s: float = Field(30.0, gt=0, description="cap of the per-topic retry backoff")
     max_streams: int = Field(1000, description="most Subscribe streams at once")
@@ -108,7 +105,6 @@ class Settings(BaseSettings):
         "max_headers",
         "wal_max_bytes",
         "wal_max_rows",
-        "message_timeout_ms",
         "forwarder_max_in_flight",
         "max_streams",
         "consumer_session_timeout_ms",

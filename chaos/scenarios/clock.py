@@ -28,7 +28,7 @@ from pathlib import Path
 
 import grpc
 
-from chaos.harness import ORDER_BUG, Env, Run, ScenarioResult, log, result_for_skip
+from chaos.harness import Env, Run, ScenarioResult, log, result_for_skip
 from chaos.workload import ack_status, channel
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
@@ -221,5 +221,4 @@ def clock_jumps(env: Env) -> ScenarioResult:
     time.sleep(2)
     result = run.finish()
     result.extra.update({"libfaketime": probe, **findings})
-    result.tolerate("per-key order violations", ORDER_BUG)
     return result

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 
 from chaos.harness import (
-    ORDER_BUG,
     Env,
     Run,
     ScenarioResult,
@@ -104,7 +103,6 @@ def disk_full(env: Env) -> ScenarioResult:
             run.heal(fault, kafka=True, at=healed)
         time.sleep(2)
         result = run.finish()
-        result.tolerate("per-key order violations", ORDER_BUG)
         history = run.history
         bad = codes_outside(history, ALLOWED)
         if bad:

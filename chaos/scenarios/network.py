@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable
 
 from chaos import toxiproxy
-from chaos.harness import ORDER_BUG, Env, Run, ScenarioResult, log, result_for_skip
+from chaos.harness import Env, Run, ScenarioResult, log, result_for_skip
 from chaos.observe import KafkaCluster, kafka_local, off_main
 
 P = "kafka"
@@ -71,9 +71,7 @@ def network(env: Env) -> ScenarioResult:
                 run.heal(fault)
                 log(f"network: {what} healed, recovery {fault.recovered_s}")
         time.sleep(2)
-        result = run.finish()
-        result.tolerate("per-key order violations", ORDER_BUG)
-        return result
+        return run.finish()
     finally:
         cluster.stop()
         tp.stop()

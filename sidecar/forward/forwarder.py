@@ -8,6 +8,13 @@ it had in flight has reported, it starts again from its oldest unretired row
 (a possible duplicate, never a loss). A failing topic never holds up the
 others. No retry budget ever drops an event; a row leaves the log only after
 a successful delivery report.
+
+Per-key order across failures rests on two things. The producer never times a
+send out (sidecar/kafka/producer.py), so its idempotent retries keep each
+partition in order and a send fails only together with every later send of its
+partition. And every record of one wave carries the same timestamp, so a broker
+that refuses timestamps (a clock that jumped) refuses the whole wave, never its
+older half alone.
 """
 
 from __future__ import annotations
@@ -79,6 +86,7 @@ class Forwarder:
         max_backoff_s: float,
         on_delivered: Callable[[list[Delivered]], None] = lambda _: None,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self._writer = writer
         self._make_producer = make_producer
@@ -87,6 +95,7 @@ class Forwarder:
         self._max_backoff_s = max_backoff_s
         self._on_delivered = on_delivered
         self._clock = clock
+        self._wall_clock_ms = wall_clock_ms
         self._lanes: dict[str, Lane] = {}
         self._notified: dict[str, int] = {}
         self._notify_lock = threading.Lock()
@@ -99,10 +108,12 @@ class Forwarder:
         self._delivered: list[Delivered] = []
         self._retiring: list[concurrent.futures.Future[None]] = []
         self._kafka_reachable = False
+        self._last_delivery = 0.0  # clock() of the last successful delivery report
         self.delivered_total = 0
         self.resent_total = 0
-        self._next_probe = 0.0
+        self._producer: ProducerPort | None = None
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
+        self._prober = threading.Thread(target=self._probe_loop, name="kafka-probe", daemon=True)
 
     # -- called from other threads ---------------------------------------------------------
 
@@ -116,6 +127,7 @@ class Forwarder:
 
     def start(self) -> None:
         self._thread.start()
+        self._prober.start()
 
     def stop(self, grace_s: float) -> None:
         """Drain for up to `grace_s` seconds, then stop; what is left stays in the log."""
@@ -124,6 +136,8 @@ class Forwarder:
         self._wake.set()
         if self._thread.is_alive():
             self._thread.join()
+        if self._prober.is_alive():
+            self._prober.join()
 
     def status(self) -> ForwarderStatus:
         lanes = list(self._lanes.values())
@@ -151,7 +165,6 @@ class Forwarder:
                 if self._fatal is not None:
                     producer = self._replace_producer(producer)
                 self._restart_due_lanes()
-                self._probe_kafka(producer)
                 sent = self._fill(producer, reader)
                 if self._in_flight:
                     producer.poll(0 if sent else 0.05)
@@ -186,6 +199,7 @@ class Forwarder:
 
     def _fill(self, producer: ProducerPort, reader: Statements) -> int:
         sent = 0
+        stamp = self._wall_clock_ms()  # one timestamp per wave: refused all together or not at all
         for lane in list(self._lanes.values()):
             if lane.in_flight:
                 # One wave per lane: rows in flight together were handed over together and time
@@ -202,7 +216,7 @@ class Forwarder:
                 if len(rows) < room:
                     # Caught up with what is committed; a notification reopens the lane.
                     lane.known_end = rows[-1].sequence if rows else lane.cursor
-                produced = self._produce(producer, lane, rows)
+                produced = self._produce(producer, lane, rows, stamp)
                 sent += produced
                 if lane.failed:
                     break  # produce() refused a row: only this lane stops
@@ -211,7 +225,9 @@ class Forwarder:
                     return sent  # the producer's queue is full: poll before sending more
         return sent
 
-    def _produce(self, producer: ProducerPort, lane: Lane, rows: list[PendingEvent]) -> int:
+    def _produce(
+        self, producer: ProducerPort, lane: Lane, rows: list[PendingEvent], stamp: int
+    ) -> int:
         generation = self._generation
         for count, row in enumerate(rows):
             headers: list[tuple[str, str | bytes | None]] = [(EVENT_ID_HEADER, row.event_id)]
@@ -222,6 +238,7 @@ class Forwarder:
                     row.payload,
                     row.key,
                     headers=headers,
+                    timestamp=stamp,
                     on_delivery=self._callback(lane, row, generation),
                 )
             except BufferError:
@@ -250,7 +267,8 @@ class Forwarder:
             lane.in_flight -= 1
             self._in_flight -= 1
             if err is None:
-                self._kafka_reachable = True
+                self._set_reachable(True)
+                self._last_delivery = self._clock()
                 lane.failures = 0
                 position = KafkaPosition(msg.partition(), msg.offset())
                 self._delivered.append(Delivered(row.sequence, row.event_id, position))
@@ -296,33 +314,47 @@ class Forwarder:
         self._retiring.append(self._writer.retire(delivered))
         self._on_delivered(delivered)
 
-    def _probe_kafka(self, producer: ProducerPort) -> None:
-        """While nothing is in flight, ask Kafka for metadata now and then.
+    # -- Kafka reachability ------------------------------------------------------------------
 
-        Sends reveal an outage (error_cb, failed deliveries), but an idle producer reports
-        nothing: without the probe a Kafka that went away while idle would look reachable.
+    def _probe_loop(self) -> None:
+        """Ask Kafka for metadata whenever no delivery was reported for a while.
+
+        Sends never time out, so a Kafka that went away shows up as silence, not as failed
+        deliveries; an idle producer reports nothing at all. On its own thread, so that a
+        slow answer never holds up sending.
         """
-        now = self._clock()
-        if self._in_flight or now < self._next_probe:
+        while not self._stopping.wait(PROBE_EVERY_S / 5):
+            producer = self._producer
+            if producer is None or self._clock() - self._last_delivery < PROBE_EVERY_S:
+                continue
+            try:
+                producer.list_topics(timeout=PROBE_TIMEOUT_S if self._kafka_reachable else 0.5)
+            except Exception as exc:
+                self._set_reachable(False, str(exc))
+            else:
+                self._set_reachable(True)
+            self._stopping.wait(PROBE_EVERY_S)
+
+    def _set_reachable(self, reachable: bool, reason: str = "") -> None:
+        if reachable == self._kafka_reachable:
             return
-        self._next_probe = now + PROBE_EVERY_S
-        try:
-            producer.list_topics(timeout=PROBE_TIMEOUT_S if self._kafka_reachable else 0.5)
-        except Exception:
-            self._kafka_reachable = False
-            return
-        self._kafka_reachable = True
+        self._kafka_reachable = reachable
+        if reachable:
+            log.info("kafka_reachable")
+        else:
+            log.warning("kafka_unreachable", reason=reason, in_flight=self._in_flight)
 
     def _new_producer(self) -> ProducerPort:
         self._fatal = None
-        return self._make_producer(self._on_error)
+        self._producer = self._make_producer(self._on_error)
+        return self._producer
 
     def _on_error(self, err: Any) -> None:
         if err.fatal():
             self._fatal = err
         name = err.name() if hasattr(err, "name") else str(err)
         if name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
-            self._kafka_reachable = False
+            self._set_reachable(False, name)
         log.warning("kafka_error", error=str(err), fatal=bool(err.fatal()))
 
     def _replace_producer(self, old: ProducerPort) -> ProducerPort:

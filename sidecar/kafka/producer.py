@@ -1,8 +1,14 @@
 """The confluent-kafka producer with the settings at-least-once delivery requires.
 
-Idempotence and acks=all are not optional: Ferry refuses to build a producer
-without them, so that internal retries neither duplicate nor reorder records
-within a partition.
+Idempotence, acks=all and an unlimited message timeout are not optional: Ferry
+refuses to build a producer without them. Idempotence makes librdkafka's own
+retries neither duplicate nor reorder records within a partition, and with no
+message timeout a send fails only for a reason that fails every later send of
+its partition too (a refusal of the whole batch, a fatal error). A finite
+timeout would let the older records of a partition time out while newer ones
+got through, and their resend would land after them: per-key order would break.
+Ferry's forwarder keeps the row in its log meanwhile, so nothing waits in
+memory that a crash could lose.
 """
 
 from __future__ import annotations
@@ -16,15 +22,13 @@ from sidecar.config import PRODUCER_MESSAGE_MAX_BYTES
 from sidecar.errors import ConfigError
 from sidecar.kafka.ports import ProducerPort
 
-REQUIRED = {"enable.idempotence": "true", "acks": "all"}
+REQUIRED = {"enable.idempotence": "true", "acks": "all", "message.timeout.ms": "0"}
 #: Values equivalent to the required ones, and librdkafka's other names for the required keys.
-_EQUIVALENT = {"enable.idempotence": {"true"}, "acks": {"all", "-1"}}
-_ALIASES = {"request.required.acks": "acks"}
+_EQUIVALENT = {"enable.idempotence": {"true"}, "acks": {"all", "-1"}, "message.timeout.ms": {"0"}}
+_ALIASES = {"request.required.acks": "acks", "delivery.timeout.ms": "message.timeout.ms"}
 
 
-def producer_config(
-    bootstrap: str, message_timeout_ms: int, extra: Mapping[str, str]
-) -> dict[str, Any]:
+def producer_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
     """Build the producer settings; user extras may add (e.g. SASL) but not weaken."""
     for key, value in extra.items():
         required = _ALIASES.get(key, key)
@@ -36,7 +40,6 @@ def producer_config(
     config: dict[str, Any] = {
         "bootstrap.servers": bootstrap,
         "linger.ms": 2,
-        "message.timeout.ms": message_timeout_ms,
         "message.max.bytes": PRODUCER_MESSAGE_MAX_BYTES,
         "queue.buffering.max.messages": 200_000,
         "topic.metadata.propagation.max.ms": 10_000,
@@ -52,10 +55,10 @@ def producer_config(
 
 
 def producer_factory(
-    bootstrap: str, message_timeout_ms: int, extra: Mapping[str, str]
+    bootstrap: str, extra: Mapping[str, str]
 ) -> Callable[[Callable[[Any], None]], ProducerPort]:
     """A factory the forwarder calls at start and again after a fatal producer error."""
-    config = producer_config(bootstrap, message_timeout_ms, extra)
+    config = producer_config(bootstrap, extra)
 
     def make(error_cb: Callable[[Any], None]) -> ProducerPort:
         producer: ProducerPort = Producer({**config, "error_cb": error_cb})

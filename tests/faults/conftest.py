@@ -12,14 +12,6 @@ from chaos.harness import Env, ScenarioResult
 from chaos.observe import ensure_up
 from tests.conftest import KafkaHandle
 
-PER_KEY_ORDER_BUG = (
-    "BUG (open): per-key order can break when part of one forwarder wave fails: with "
-    "--message-timeout-ms shorter than a leader failover or a network fault, some rows of a "
-    "wave time out while later rows of the same wave are acknowledged, and the resend lands "
-    "after them. Nothing is lost. Fix direction: an unlimited message.timeout.ms (idempotence "
-    "keeps order) or per-partition waves"
-)
-
 
 @pytest.fixture
 def chaos_env(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Env]:

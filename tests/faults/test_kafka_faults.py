@@ -7,7 +7,7 @@ import pytest
 
 from chaos.harness import Env
 from chaos.scenarios import kafka
-from tests.faults.conftest import PER_KEY_ORDER_BUG, run_scenario
+from tests.faults.conftest import run_scenario
 
 pytestmark = [pytest.mark.faults, pytest.mark.timeout(600)]
 
@@ -17,7 +17,7 @@ def test_broker_killed_and_restarted(chaos_env: Env) -> None:
     assert result.recovery_max_s is not None
 
 
-def test_broker_paused_longer_than_message_timeout(chaos_env: Env) -> None:
+def test_broker_paused(chaos_env: Env) -> None:
     run_scenario(kafka.broker_pause, chaos_env)
 
 
@@ -26,7 +26,6 @@ def test_kafka_down_when_ferry_starts(chaos_env: Env) -> None:
     assert result.extra["pending_before_kafka"][0] > 0, "nothing was published while down"
 
 
-@pytest.mark.xfail(strict=False, reason=PER_KEY_ORDER_BUG)
 def test_partition_leader_killed_in_three_broker_cluster(chaos_env: Env) -> None:
     result = run_scenario(kafka.leader_kill, chaos_env)
     assert result.faults == 1

@@ -48,7 +48,6 @@ def test_defaults() -> None:
     assert s.dedupe_window_s == 86_400.0
     assert s.kafka_wait_s == 30.0
     assert s.drain_grace_s == 10.0
-    assert s.message_timeout_ms == 60_000
     assert s.forwarder_max_in_flight == 20_000
     assert s.retry_max_backoff_s == 30.0
 
@@ -208,7 +207,6 @@ def test_max_event_bytes_must_fit_into_a_produce_request() -> None:
         "max_headers",
         "wal_max_bytes",
         "wal_max_rows",
-        "message_timeout_ms",
         "forwarder_max_in_flight",
     ],
 )

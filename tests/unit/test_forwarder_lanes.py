@@ -70,6 +70,7 @@ class Sent:
     headers: list[tuple[str, str | bytes | None]]
     attempt: int  # 1 for the first produce() of this event id, 2 for its first resend, ...
     callback: Callable[[Any, Any], None] = field(repr=False)
+    timestamp: int = 0
 
 
 class FakeBroker:
@@ -86,6 +87,7 @@ class FakeBroker:
         self.offsets: dict[str, int] = {}
         self.pending_errors: list[FakeError] = []
         self.purges: list[int] = []
+        self.metadata_error: Exception | None = None  # list_topics() raises it when set
         #: when set, poll() blocks until the gate opens (and says so through `in_poll`)
         self.poll_gate: threading.Event | None = None
         self.in_poll = threading.Event()
@@ -145,7 +147,9 @@ class FakeProducer:
             assert on_delivery is not None
             event_id = str(headers[0][1])
             attempt = 1 + sum(1 for s in broker.produced if s.event_id == event_id)
-            sent = Sent(self.number, topic, event_id, value, key, headers, attempt, on_delivery)
+            sent = Sent(
+                self.number, topic, event_id, value, key, headers, attempt, on_delivery, timestamp
+            )
             broker.produced.append(sent)
             self.queue.append(sent)
 
@@ -183,6 +187,9 @@ class FakeProducer:
         return len(self.queue)
 
     def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        error = self.broker.metadata_error
+        if error is not None:
+            raise error
         return object()
 
     def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
@@ -244,6 +251,7 @@ async def make_rig(data_dir: Path) -> AsyncIterator[RigFactory]:
         manual_clock: bool = False,
         start: bool = True,
         notify: bool = True,
+        wall_clock_ms: Callable[[], int] | None = None,
     ) -> Rig:
         holder: list[Forwarder] = []
 
@@ -262,6 +270,7 @@ async def make_rig(data_dir: Path) -> AsyncIterator[RigFactory]:
             max_backoff_s=max_backoff_s,
             on_delivered=delivered.extend,
             **({"clock": clock.monotonic} if clock else {}),
+            **({"wall_clock_ms": wall_clock_ms} if wall_clock_ms else {}),
         )
         holder.append(forwarder)
         rig = Rig(writer, broker, forwarder, clock, delivered)
@@ -439,6 +448,48 @@ async def test_fatal_error_recreates_the_producer_and_resends_everything(
     assert rig.broker.ids("alpha", producer=1) == ids("alpha", range(5))
     assert rig.broker.ids("beta", producer=1) == ids("beta", range(3))
     assert rig.forwarder.status().resent_total == 8
+
+
+async def test_every_record_of_a_wave_carries_the_same_timestamp(make_rig: RigFactory) -> None:
+    """A broker refuses records by timestamp (log.message.timestamp.after.max.ms after a clock
+    jump) batch by batch: were a wave stamped record by record, the clock could step back in
+    the middle of it, the older records be refused and the newer ones accepted, and the resend
+    land after them. With one timestamp per wave the broker takes it all or nothing."""
+    ticks = iter(range(1_000_000, 2_000_000, 1000))
+    rig = make_rig(max_in_flight=2000, start=False, wall_clock_ms=lambda: next(ticks))
+    await rig.publish("alpha", 1800)  # a wave of 1000 (the lane's cap), in pages of 500
+    first_wave = HOLD
+
+    def hold_the_first_wave(sent: Sent) -> Outcome:
+        return first_wave if sent.attempt == 1 and len(rig.broker.produced) <= 1000 else None
+
+    rig.broker.policy = hold_the_first_wave
+    rig.forwarder.start()
+    await wait_for(lambda: len(rig.broker.produced) >= 1000, "the first wave handed over")
+    await asyncio.sleep(0.1)  # the lane must not start another wave while this one is out
+    assert len(rig.broker.produced) == 1000
+    first_wave = None
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row retired")
+    stamps = [sent.timestamp for sent in rig.broker.produced]
+    assert len(set(stamps[:1000])) == 1, "one wave, one timestamp"
+    assert len(set(stamps[1000:])) == 1
+    assert stamps[1000] > stamps[0], "a later wave is stamped afresh"
+
+
+async def test_a_silent_kafka_is_noticed_and_its_return_too(make_rig: RigFactory) -> None:
+    """Sends never time out, so an unreachable Kafka shows up only as silence: the probe asks
+    for metadata when no delivery has been reported for a while, in flight or idle."""
+    rig = make_rig()
+    await rig.publish("alpha", 1)
+    await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable after delivery")
+    rig.broker.policy = lambda sent: HOLD  # nothing is reported any more...
+    rig.broker.metadata_error = RuntimeError("Local: Broker transport failure")
+    await rig.publish("alpha", 1, start=1)
+    await wait_for(lambda: not rig.forwarder.status().kafka_reachable, "unreachable", within=10)
+    rig.broker.metadata_error = None
+    await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable again", within=10)
+    rig.broker.policy = lambda sent: None
+    await wait_for(lambda: rig.writer.pending_rows == 0, "delivered once Kafka answers")
 
 
 async def test_non_fatal_errors_only_change_reachability(make_rig: RigFactory) -> None:

@@ -1,4 +1,5 @@
-"""The producer's settings: idempotence and acks=all forced, extras merged, weakening refused."""
+"""The producer's settings: idempotence, acks=all and no message timeout forced, extras merged,
+weakening refused."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from sidecar.kafka.producer import producer_config, producer_factory
 
 
 def test_required_settings_are_always_present() -> None:
-    config = producer_config("broker:9092", 12_345, {})
+    config = producer_config("broker:9092", {})
     assert config["enable.idempotence"] == "true"
     assert config["acks"] == "all"
     assert config["bootstrap.servers"] == "broker:9092"
-    assert config["message.timeout.ms"] == 12_345
+    assert config["message.timeout.ms"] == "0"  # unlimited: a timeout could reorder a key
     assert config["message.max.bytes"] == PRODUCER_MESSAGE_MAX_BYTES
 
 
@@ -30,7 +31,7 @@ def test_extras_are_merged() -> None:
         "sasl.password": "s3cret",
         "linger.ms": "10",
     }
-    config = producer_config("broker:9092", 1000, extra)
+    config = producer_config("broker:9092", extra)
     for key, value in extra.items():
         assert config[key] == value
     assert config["enable.idempotence"] == "true"
@@ -39,7 +40,7 @@ def test_extras_are_merged() -> None:
 
 def test_restating_the_required_values_is_fine() -> None:
     config = producer_config(
-        "b:1", 1000, {"enable.idempotence": "TRUE", "acks": "all", "request.required.acks": "-1"}
+        "b:1", {"enable.idempotence": "TRUE", "acks": "all", "request.required.acks": "-1"}
     )
     assert config["enable.idempotence"] == "true"
     assert config["acks"] == "all"
@@ -52,16 +53,18 @@ def test_restating_the_required_values_is_fine() -> None:
         {"acks": "1"},
         {"acks": "0"},
         {"request.required.acks": "1"},  # librdkafka's other name for acks
+        {"message.timeout.ms": "30000"},
+        {"delivery.timeout.ms": "120000"},  # librdkafka's other name for message.timeout.ms
     ],
 )
 def test_weakening_is_refused(extra: dict[str, str]) -> None:
     with pytest.raises(ConfigError, match=next(iter(extra))):
-        producer_config("b:1", 1000, extra)
+        producer_config("b:1", extra)
 
 
 def test_factory_refuses_weak_settings_before_building_any_producer() -> None:
     with pytest.raises(ConfigError):
-        producer_factory("b:1", 1000, {"acks": "1"})
+        producer_factory("b:1", {"acks": "1"})
 
 
 def test_factory_passes_the_config_and_error_callback(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -72,7 +75,7 @@ def test_factory_passes_the_config_and_error_callback(monkeypatch: pytest.Monkey
             built.append(config)
 
     monkeypatch.setattr(producer_module, "Producer", RecordingProducer)
-    make = producer_factory("b:1", 1000, {"sasl.password": "pw"})
+    make = producer_factory("b:1", {"sasl.password": "pw"})
 
     def on_error(err: Any) -> None:
         pass
@@ -87,7 +90,7 @@ def test_factory_passes_the_config_and_error_callback(monkeypatch: pytest.Monkey
 
 def test_librdkafka_accepts_the_config() -> None:
     """Every key Ferry sets is a real librdkafka property (a typo fails here, not at start)."""
-    config = producer_config("127.0.0.1:1", 1000, {"client.id": "unit-test"})
+    config = producer_config("127.0.0.1:1", {"client.id": "unit-test"})
     errors: list[Any] = []
     producer = Producer({**config, "error_cb": errors.append, "log_level": 0})
     try:
