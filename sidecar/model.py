@@ -1,7 +1,14 @@
-"""Plain value types that travel between the API, the write-ahead log and the forwarder."""
+"""Plain value types that travel between the API, the write-ahead log and the forwarder.
+
+Also the source of the ids Ferry assigns to events (UUIDv7).
+"""
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 
@@ -30,8 +37,51 @@ class OutgoingEvent:
     @property
     def size(self) -> int:
         """Bytes the event costs on the wire and against the log's cap."""
-        header_bytes = sum(len(k.encode()) + len(v.encode()) for k, v in self.headers)
-        return len(self.payload) + len(self.key or b"") + header_bytes
+        size = len(self.payload) + len(self.key or b"")
+        if self.headers:
+            size += sum(len(k.encode()) + len(v.encode()) for k, v in self.headers)
+        return size
+
+
+class EventIds:
+    """UUIDv7 strings: 48-bit Unix milliseconds, a 12-bit counter, 62 random bits per process.
+
+    One random draw per process (and again after fork) instead of one per id, which was a
+    syscall per event. Within a process, (millisecond, counter) never repeats and only grows:
+    a counter that runs out moves the millisecond on by one, and a clock that steps back is
+    ignored until it catches up. Across processes the random tail keeps ids apart.
+    """
+
+    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
+        self._clock_ns = clock_ns
+        self._lock = threading.Lock()
+        self._last_ms = 0
+        self._counter = 0
+        self._tail = ""
+        self.reseed()
+
+    def reseed(self) -> None:
+        # RFC 9562 variant bits (0b10) above 62 random bits.
+        tail = f"{int.from_bytes(os.urandom(8), 'big') >> 2 | 2 << 62:016x}"
+        self._tail = f"{tail[:4]}-{tail[4:]}"
+
+    def next(self) -> str:
+        ms = self._clock_ns() // 1_000_000
+        with self._lock:
+            if ms > self._last_ms:
+                self._last_ms, self._counter = ms, 0
+            elif self._counter < 0xFFF:
+                self._counter += 1
+            else:
+                self._last_ms, self._counter = self._last_ms + 1, 0
+            ms, counter = self._last_ms, self._counter
+        stamp = f"{ms:012x}"
+        return f"{stamp[:8]}-{stamp[8:]}-7{counter:03x}-{self._tail}"
+
+
+_ids = EventIds()
+os.register_at_fork(after_in_child=_ids.reseed)  # a forked child must not repeat the parent's ids
+new_event_id = _ids.next
 
 
 @dataclass(frozen=True, slots=True)

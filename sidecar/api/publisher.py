@@ -10,7 +10,7 @@ from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from sidecar.api.status import code_of
 from sidecar.errors import InvalidArgument
-from sidecar.model import Accepted, AckLevel, Outcome, OutgoingEvent
+from sidecar.model import Accepted, AckLevel, OutgoingEvent
 from sidecar.publishing import Publishing
 from sidecar.validation import EventLimits, check_event
 
@@ -48,7 +48,9 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         [outcome] = await self._publishing.publish([event], level, wait)
         if not isinstance(outcome, Accepted):
             raise outcome.error
-        return pb.PublishResponse(result=_result(outcome))
+        response = pb.PublishResponse()
+        _fill_result(response.result, outcome)
+        return response
 
     async def PublishBatch(
         self, request: pb.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -60,7 +62,17 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         events = [self._event(e, f"events[{i}]") for i, e in enumerate(request.events)]
         level, wait = self._level(request.ack_level), self._wait(request, context)
         outcomes = await self._publishing.publish(events, level, wait)
-        return pb.PublishBatchResponse(entries=[_entry(o) for o in outcomes])
+        response = pb.PublishBatchResponse()
+        add_entry = response.entries.add
+        for outcome in outcomes:
+            # Filling sub-messages in place is several times cheaper than building and copying.
+            entry = add_entry()
+            if isinstance(outcome, Accepted):
+                _fill_result(entry.result, outcome)
+            else:
+                entry.error.code = code_of(outcome.error)
+                entry.error.message = str(outcome.error)
+        return response
 
     def _event(self, message: pb.Event, field: str) -> OutgoingEvent:
         return check_event(
@@ -97,19 +109,11 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         return wait
 
 
-def _result(outcome: Accepted) -> pb.PublishResult:
-    result = pb.PublishResult(
-        event_id=outcome.event_id, sequence=outcome.sequence, duplicate=outcome.duplicate
-    )
+def _fill_result(result: pb.PublishResult, outcome: Accepted) -> None:
+    result.event_id = outcome.event_id
+    result.sequence = outcome.sequence
+    if outcome.duplicate:
+        result.duplicate = True
     if outcome.position is not None:
         result.kafka_position.partition = outcome.position.partition
         result.kafka_position.offset = outcome.position.offset
-    return result
-
-
-def _entry(outcome: Outcome) -> pb.PublishBatchEntry:
-    if isinstance(outcome, Accepted):
-        return pb.PublishBatchEntry(result=_result(outcome))
-    return pb.PublishBatchEntry(
-        error=pb.EventError(code=code_of(outcome.error), message=str(outcome.error))
-    )

@@ -46,11 +46,18 @@ CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered_ids (delivered_at);
 """
 
 
+NO_HEADERS = "[]"
+
+
 def encode_headers(headers: Headers) -> str:
+    if not headers:
+        return NO_HEADERS  # most events carry none: skip the encoder
     return json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
 
 
 def decode_headers(text: str) -> Headers:
+    if text == NO_HEADERS:
+        return ()
     return tuple((str(k), str(v)) for k, v in json.loads(text))
 
 

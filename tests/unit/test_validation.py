@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import InvalidArgument
-from sidecar.model import OutgoingEvent
+from sidecar.model import EventIds, OutgoingEvent
 from sidecar.validation import (
     MAX_HEADER_NAME,
     EventLimits,
@@ -232,9 +232,41 @@ def test_missing_event_id_is_assigned_a_time_ordered_uuid7() -> None:
     assert all(u.variant == uuid.RFC_4122 for u in parsed)
     assert len(set(ids)) == len(ids)
     assert ids == sorted(ids), "UUIDv7 strings must sort in creation order"
-    # uuid6 keeps ids strictly increasing by bumping the millisecond field when several ids
-    # share one millisecond, so the embedded time may run ahead by at most one ms per id.
+    # Ids sharing a millisecond count up in the 12 bits after the version; only when 4096 of
+    # them share one does the millisecond field move on, so the embedded time stays close.
     millis = [u.int >> 80 for u in parsed]
     assert millis == sorted(millis)
     assert before_ms <= millis[0]
     assert millis[-1] <= after_ms + len(ids)
+
+
+def uuid7_parts(event_id: str) -> tuple[int, int, int]:
+    u = uuid.UUID(event_id)
+    assert (u.version, u.variant) == (7, uuid.RFC_4122)
+    return u.int >> 80, (u.int >> 64) & 0xFFF, u.int & ((1 << 62) - 1)
+
+
+def test_ids_in_one_millisecond_count_up_and_overflow_into_the_next() -> None:
+    ids = EventIds(clock_ns=lambda: 5_000_000_000)
+    parts = [uuid7_parts(ids.next()) for _ in range(4097)]
+    assert [p[:2] for p in parts[:3]] == [(5000, 0), (5000, 1), (5000, 2)]
+    assert parts[4095][:2] == (5000, 4095)
+    assert parts[4096][:2] == (5001, 0)
+    assert len({p[2] for p in parts}) == 1, "one random tail per process"
+
+
+def test_ids_stay_ordered_when_the_clock_steps_back() -> None:
+    now = [9_000_000_000]
+    ids = EventIds(clock_ns=lambda: now[0])
+    first = ids.next()
+    now[0] -= 2_000_000_000
+    later = [ids.next() for _ in range(3)]
+    assert [first, *later] == sorted([first, *later])
+    assert len({first, *later}) == 4
+    now[0] += 10_000_000_000
+    assert uuid7_parts(ids.next())[:2] == (17_000, 0)
+
+
+def test_every_process_draws_its_own_random_tail() -> None:
+    tails = {uuid7_parts(EventIds(clock_ns=lambda: 0).next())[2] for _ in range(50)}
+    assert len(tails) == 50
