@@ -107,7 +107,7 @@ class Forwarder:
         self._fatal: Any = None
         self._delivered: list[Delivered] = []
         self._retiring: list[concurrent.futures.Future[None]] = []
-        self._kafka_reachable = False
+        self._kafka_reachable: bool | None = None  # None: not known yet
         self._last_delivery = 0.0  # clock() of the last successful delivery report
         self.delivered_total = 0
         self.resent_total = 0
@@ -142,7 +142,7 @@ class Forwarder:
     def status(self) -> ForwarderStatus:
         lanes = list(self._lanes.values())
         return ForwarderStatus(
-            kafka_reachable=self._kafka_reachable,
+            kafka_reachable=bool(self._kafka_reachable),
             in_flight=self._in_flight,
             delivered_total=self.delivered_total,
             resent_total=self.resent_total,
