@@ -19,6 +19,9 @@ from typing import IO
 from sidecar.errors import ConfigError
 from sidecar.model import Delivered, Headers, PendingEvent
 
+#: seq, event_id, topic, key, payload, headers (encoded), digest, size
+InsertRow = tuple[int, str, str, bytes | None, bytes, str, bytes, int]
+
 DB_NAME = "wal.sqlite3"
 LOCK_NAME = "ferry.lock"
 
@@ -133,47 +136,56 @@ class Statements:
         ).fetchone()
         return (int(row[0]), bytes(row[1]), int(row[2]), int(row[3])) if row else None
 
-    def insert(
-        self,
-        event_id: str,
-        topic: str,
-        key: bytes | None,
-        payload: bytes,
-        headers: str,
-        digest: bytes,
-        size: int,
-    ) -> int:
-        cur = self.conn.execute(
-            "INSERT INTO events (event_id, topic, key, payload, headers, digest, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (event_id, topic, key, payload, headers, digest, size),
+    def last_sequence(self) -> int:
+        """The highest sequence ever handed out (AUTOINCREMENT remembers retired ones too)."""
+        row = self.conn.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
+            " COALESCE((SELECT MAX(seq) FROM events), 0))"
+        ).fetchone()
+        return int(row[0])
+
+    def insert_many(self, rows: Sequence[InsertRow]) -> None:
+        """Insert rows whose sequences the writer assigned; one statement for all of them."""
+        self.conn.executemany(
+            "INSERT INTO events (seq, event_id, topic, key, payload, headers, digest, size)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
-        assert cur.lastrowid is not None
-        return cur.lastrowid
 
     def retire(self, delivered: Sequence[Delivered], now: float, keep_ids: bool) -> tuple[int, int]:
-        """Delete delivered rows (remembering their ids if asked); return rows and bytes freed."""
-        freed = removed = 0
-        for d in delivered:
-            row = self.conn.execute(
-                "DELETE FROM events WHERE seq = ? RETURNING digest, size", (d.sequence,)
-            ).fetchone()
-            if row is None:
-                continue  # a duplicate delivery report of an already retired row
-            removed += 1
-            freed += int(row[1])
-            if keep_ids:
-                self.conn.execute(
-                    "INSERT OR REPLACE INTO delivered_ids"
-                    " (event_id, digest, seq, partition, kafka_offset, delivered_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?)",
-                    (d.event_id, row[0], d.sequence, d.position.partition, d.position.offset, now),
-                )
-        return removed, freed
+        """Delete delivered rows (remembering their ids if asked); return rows and bytes freed.
 
-    def forget_delivered_before(self, cutoff: float) -> int:
+        One DELETE for the whole list (the sequences travel as a JSON array) and one batched
+        INSERT for the ids: per-row statements made retiring cost more than publishing.
+        """
+        by_seq = {d.sequence: d for d in delivered}
+        if not by_seq:
+            return 0, 0
+        removed = self.conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))"
+            " RETURNING seq, digest, size",
+            ("[" + ",".join(map(str, by_seq)) + "]",),
+        ).fetchall()
+        # Sequences missing from `removed` were retired already (a repeated delivery report).
+        if keep_ids and removed:
+            self.conn.executemany(
+                "INSERT OR REPLACE INTO delivered_ids"
+                " (event_id, digest, seq, partition, kafka_offset, delivered_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [
+                    (d.event_id, digest, seq, d.position.partition, d.position.offset, now)
+                    for seq, digest, _ in removed
+                    for d in (by_seq[seq],)
+                ],
+            )
+        return len(removed), sum(int(r[2]) for r in removed)
+
+    def forget_delivered_before(self, cutoff: float, limit: int) -> int:
+        """Forget up to `limit` ids delivered before `cutoff`; a bounded step, repeat if full."""
         return self.conn.execute(
-            "DELETE FROM delivered_ids WHERE delivered_at < ?", (cutoff,)
+            "DELETE FROM delivered_ids WHERE event_id IN"
+            " (SELECT event_id FROM delivered_ids WHERE delivered_at < ? LIMIT ?)",
+            (cutoff, limit),
         ).rowcount
 
     def topics(self) -> list[str]:

@@ -3,7 +3,9 @@
 Every publish that arrives while a commit is in flight joins the next
 transaction, so one fsync covers many events. No append is answered before
 its transaction committed; a failed commit answers every request in it with
-an error and changes nothing. This module never talks to Kafka.
+an error and changes nothing. Appends come first: retirements ride along a
+bounded number of rows per commit (see backlog.py), so a publish never waits
+behind a large retirement. This module never talks to Kafka.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import structlog
@@ -31,13 +33,19 @@ from sidecar.errors import (
     WalFull,
 )
 from sidecar.model import Accepted, Delivered, KafkaPosition, Outcome, OutgoingEvent, Rejected
+from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.reserve import DiskReserve
-from sidecar.wal.store import Statements, connect, encode_headers, lock_directory
+from sidecar.wal.store import InsertRow, Statements, connect, encode_headers, lock_directory
 
 log = structlog.get_logger(__name__)
 
 MAX_EVENTS_PER_COMMIT = 20_000
+#: Rows retired in a commit that also appends (at least; as many as it appends if more), and
+#: in a commit of retirements alone. Small enough that a publish waits for little.
+RETIRE_ROWS_BESIDE_APPENDS = 1_000
+RETIRE_ROWS_ALONE = 5_000
 PRUNE_EVERY_S = 60.0
+PRUNE_ROWS = 5_000
 SQLITE_FULL = 13
 
 
@@ -62,9 +70,12 @@ class _Append:
 
 
 @dataclass(slots=True)
-class _Retire:
-    delivered: Sequence[Delivered]
-    future: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
+class _Tally:
+    """The log's totals as a transaction goes; kept only if it commits."""
+
+    rows: int
+    size: int
+    seq: int
 
 
 _STOP = object()
@@ -97,6 +108,9 @@ class WalWriter:
         self._conn = connect(data_dir)
         self._sql = Statements(self._conn)
         self.pending_rows, self.pending_bytes = self._sql.totals()
+        self._last_seq = self._sql.last_sequence()
+        self._backlog = RetireBacklog()
+        self._prune_more = False
         self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
         self._reserve.ensure()
         self._disk_full = False
@@ -125,7 +139,7 @@ class WalWriter:
 
     def retire(self, delivered: Sequence[Delivered]) -> concurrent.futures.Future[None]:
         """Queue the removal of rows Kafka acknowledged; the future resolves at commit."""
-        item = _Retire(delivered)
+        item = RetireRequest(delivered)
         with self._gate:
             if self._closed:
                 item.future.set_exception(ShuttingDown("the write-ahead log is closed"))
@@ -145,90 +159,109 @@ class WalWriter:
 
     def _run(self) -> None:
         stop = False
-        while not stop:
+        while not stop or self._backlog:
+            appends, stopping = self._gather()
+            stop = stop or stopping
+            budget = RETIRE_ROWS_ALONE
+            if appends:
+                budget = max(RETIRE_ROWS_BESIDE_APPENDS, sum(len(a.events) for a in appends))
+            taken = self._backlog.take(budget)
             try:
-                first = self._queue.get(timeout=1.0 if self._disk_full else PRUNE_EVERY_S)
-            except queue.Empty:
-                first = None
-            batch: list[object] = [] if first is None else [first]
-            count = 0
-            while count < MAX_EVENTS_PER_COMMIT:
-                try:
-                    queued = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                batch.append(queued)
-                count += len(queued.events) if isinstance(queued, _Append) else 1
-            if _STOP in batch:
-                stop = True
-                batch = [b for b in batch if b is not _STOP]
-            try:
-                self._commit(batch)
+                self._commit(appends, taken)
                 if self._disk_full:
                     self._recover_space()
             except Exception as exc:  # a bug must fail this batch, not hang every later append
                 log.exception("wal_writer_error")
-                self._fail(batch, StorageFailure(f"the write-ahead log failed: {exc}"))
+                error = StorageFailure(f"the write-ahead log failed: {exc}")
+                self._fail(appends, self._backlog.drop(taken), error)
 
-    def _fail(self, batch: Sequence[object], error: FerryError) -> None:
-        for item in batch:
-            if isinstance(item, _Append):
-                _resolve_all([(item, error)])
-            elif isinstance(item, _Retire) and not item.future.done():
-                item.future.set_exception(error)
+    def _gather(self) -> tuple[list[_Append], bool]:
+        """Wait for work; take every queued append (up to the cap) and note every retirement."""
+        if self._backlog or self._prune_more:
+            timeout = 0.0  # work is waiting already: only pick up what else arrived
+        else:
+            timeout = 1.0 if self._disk_full else PRUNE_EVERY_S
+        appends: list[_Append] = []
+        stop = False
+        events = 0
+        try:
+            item = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
+            while True:
+                if item is _STOP:
+                    stop = True
+                elif isinstance(item, _Append):
+                    appends.append(item)
+                    events += len(item.events)
+                    if events >= MAX_EVENTS_PER_COMMIT:
+                        break
+                elif isinstance(item, RetireRequest):
+                    self._backlog.add(item)
+                item = self._queue.get_nowait()
+        except queue.Empty:
+            pass
+        return appends, stop
 
-    def _commit(self, batch: list[object]) -> None:
-        appends = [b for b in batch if isinstance(b, _Append)]
-        retires = [b for b in batch if isinstance(b, _Retire)]
-        if self._disk_full:
+    def _fail(
+        self, appends: Sequence[_Append], retires: Sequence[RetireRequest], error: FerryError
+    ) -> None:
+        _resolve_all([(item, error) for item in appends])
+        for request in retires:
+            if not request.future.done():
+                request.future.set_exception(error)
+
+    def _commit(self, appends: list[_Append], taken: RetireSlice) -> None:
+        if self._disk_full and appends:
             # Publishes wait until retirements have made room; they must not take it first.
             _resolve_all([(item, _disk_full_error()) for item in appends])
-            batch, appends = list(retires), []
+            appends = []
         now = self._wall_clock()
-        prune = self._limits.dedupe_window_s >= 0 and now - self._last_prune >= PRUNE_EVERY_S
-        if not appends and not retires and not prune:
+        prune = self._limits.dedupe_window_s >= 0 and (
+            self._prune_more or now - self._last_prune >= PRUNE_EVERY_S
+        )
+        if not appends and not taken.reach and not prune:
             return
         results: list[list[Outcome] | FerryError] = []
         topic_max: dict[str, int] = {}
-        rows, size = self.pending_rows, self.pending_bytes
+        tally = _Tally(self.pending_rows, self.pending_bytes, self._last_seq)
+        pruned = 0
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            for retire in retires:
-                removed, freed = self._sql.retire(
-                    retire.delivered, now, self._limits.dedupe_window_s > 0
-                )
-                rows, size = rows - removed, size - freed
+            if taken.rows:
+                removed, freed = self._sql.retire(taken.rows, now, self._limits.dedupe_window_s > 0)
+                tally.rows, tally.size = tally.rows - removed, tally.size - freed
             seen: dict[str, tuple[int, bytes]] = {}
+            inserts: list[InsertRow] = []
             for item in appends:
-                outcome, rows, size = self._insert(item.events, seen, topic_max, rows, size)
-                results.append(outcome)
+                results.append(self._insert(item.events, seen, topic_max, tally, inserts))
+            if inserts:
+                self._sql.insert_many(inserts)
             if prune:
-                self._sql.forget_delivered_before(now - self._limits.dedupe_window_s)
+                cutoff = now - self._limits.dedupe_window_s
+                pruned = self._sql.forget_delivered_before(cutoff, PRUNE_ROWS)
             self._conn.execute("COMMIT")
         except sqlite3.Error as exc:
             self._rollback()
             log.error("wal_commit_failed", error=str(exc), requests=len(appends))
             error = _storage_error(exc)
             if isinstance(error, DiskFull) and self._on_disk_full():
-                # The reserve is free now: retirements get another go on the next round.
-                self._fail(appends, error)
-                for retire in retires:
-                    self._queue.put(retire)
+                # The reserve is free now: retirements stay queued for another go.
+                self._fail(appends, [], error)
             else:
-                self._fail(batch, error)
+                self._fail(appends, self._backlog.drop(taken), error)
             return
         if prune:
             self._last_prune = now
+            self._prune_more = pruned >= PRUNE_ROWS
         self.commits += 1
-        self.pending_rows, self.pending_bytes = rows, size
+        self.pending_rows, self.pending_bytes, self._last_seq = tally.rows, tally.size, tally.seq
         if topic_max:
             try:
                 self._on_commit(topic_max)
             except Exception:  # the rows are committed: answer the appends all the same
                 log.exception("on_commit_failed")
         _resolve_all(list(zip(appends, results, strict=True)))
-        for r in retires:
-            r.future.set_result(None)
+        for request in self._backlog.committed(taken):
+            request.future.set_result(None)
 
     def _on_disk_full(self) -> bool:
         """Enter disk-full mode; True if the reserve was released just now."""
@@ -267,11 +300,13 @@ class WalWriter:
         events: Sequence[OutgoingEvent],
         seen: dict[str, tuple[int, bytes]],
         topic_max: dict[str, int],
-        rows: int,
-        size: int,
-    ) -> tuple[list[Outcome] | FerryError, int, int]:
+        tally: _Tally,
+        inserts: list[InsertRow],
+    ) -> list[Outcome] | FerryError:
+        """Decide each event's fate and queue the new ones in `inserts`, numbered in order."""
         added = sum(e.size for e in events)
-        over = rows + len(events) > self._limits.max_rows or size + added > self._limits.max_bytes
+        limits = self._limits
+        over = tally.rows + len(events) > limits.max_rows or tally.size + added > limits.max_bytes
         if over:
             # Repeats of known events write nothing: only new ones need room under the cap.
             fresh = {
@@ -281,17 +316,13 @@ class WalWriter:
             }
             added = sum(fresh.values())
             over = bool(fresh) and (
-                rows + len(fresh) > self._limits.max_rows or size + added > self._limits.max_bytes
+                tally.rows + len(fresh) > limits.max_rows or tally.size + added > limits.max_bytes
             )
         if over:
-            return (
-                WalFull(
-                    f"the write-ahead log is at its cap ({rows} events, {size} bytes pending); "
-                    "retry once Kafka has caught up",
-                    retry_after=1.0,
-                ),
-                rows,
-                size,
+            return WalFull(
+                f"the write-ahead log is at its cap ({tally.rows} events, {tally.size} bytes "
+                "pending); retry once Kafka has caught up",
+                retry_after=1.0,
             )
         outcomes: list[Outcome] = []
         for event in events:
@@ -312,21 +343,26 @@ class WalWriter:
                 else:
                     outcomes.append(Accepted(event.event_id, seq, True, position))
                 continue
-            seq = self._sql.insert(
-                event.event_id,
-                event.topic,
-                event.key,
-                event.payload,
-                headers,
-                fingerprint,
-                event.size,
+            tally.seq = seq = tally.seq + 1
+            size = event.size
+            inserts.append(
+                (
+                    seq,
+                    event.event_id,
+                    event.topic,
+                    event.key,
+                    event.payload,
+                    headers,
+                    fingerprint,
+                    size,
+                )
             )
             seen[event.event_id] = (seq, fingerprint)
             topic_max[event.topic] = seq
-            rows += 1
-            size += event.size
+            tally.rows += 1
+            tally.size += size
             outcomes.append(Accepted(event.event_id, seq, False))
-        return outcomes, rows, size
+        return outcomes
 
     def _known(
         self, event_id: str, seen: dict[str, tuple[int, bytes]]
