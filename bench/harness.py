@@ -15,7 +15,6 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2, publisher_pb2_grpc
+from sidecar.wal.peek import pending_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
@@ -264,18 +264,6 @@ class FerryServer:
                 )
             time.sleep(0.1)
         return time.monotonic() - t0
-
-
-def pending_rows(data_dir: Path) -> int:
-    """Rows in the WAL: a read-only peek, safe while Ferry runs."""
-    db = data_dir / "wal.sqlite3"
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-    finally:
-        conn.close()
 
 
 class EchoServer:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import sys
 import threading
 import time
@@ -16,6 +15,7 @@ import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from chaos.checker import KafkaRecord
+from sidecar.wal.peek import pending_event_ids, pending_rows
 
 _TOOLS = str(Path(__file__).resolve().parents[1] / "tools")
 if _TOOLS not in sys.path:
@@ -96,28 +96,8 @@ def read_all(bootstrap: str, topics: Sequence[str], timeout: float = 120.0) -> l
         consumer.close()
 
 
-def wal_pending(data_dir: Path) -> int:
-    """Rows still in Ferry's write-ahead log (a read-only peek, safe while Ferry runs)."""
-    db = data_dir / "wal.sqlite3"
-    if not db.exists():
-        return 0
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-    finally:
-        conn.close()
-
-
-def wal_event_ids(data_dir: Path) -> list[str]:
-    """Event ids of the rows still in the log, oldest first."""
-    db = data_dir / "wal.sqlite3"
-    if not db.exists():
-        return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
-    try:
-        return [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY seq")]
-    finally:
-        conn.close()
+wal_pending = pending_rows
+wal_event_ids = pending_event_ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -6,7 +6,6 @@ import contextlib
 import os
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
@@ -17,6 +16,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, subscriber_pb2_grpc
+from sidecar.wal.peek import pending_rows
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -129,14 +129,7 @@ class FerryProcess:
 
     def pending_rows(self) -> int:
         """Rows still in the write-ahead log (read-only peek, safe while Ferry runs)."""
-        db = self.data_dir / "wal.sqlite3"
-        if not db.exists():
-            return 0
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-        try:
-            return int(conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
-        finally:
-            conn.close()
+        return pending_rows(self.data_dir)
 
     def wait_drained(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
