@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -164,6 +164,20 @@ def _cluster_id() -> str:
 
 def _pdeathsig() -> None:  # in the child, between fork and exec
     ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+def _die_with_parent(cmd: list[str]) -> tuple[list[str], Callable[[], None] | None]:
+    """`cmd` and preexec_fn so that the JVM gets SIGTERM when this process dies.
+
+    util-linux's setpriv sets the parent-death signal in the child without Python code
+    between fork and exec, so subprocess can spawn without running fork handlers (a preexec_fn
+    forks the whole interpreter, and in a process with gRPC threads that child can abort).
+    The preexec_fn is the fallback where setpriv is missing.
+    """
+    setpriv = shutil.which("setpriv")
+    if setpriv:
+        return [setpriv, "--pdeathsig", "TERM", "--", *cmd], None
+    return cmd, _pdeathsig
 
 
 @dataclass
@@ -401,15 +415,18 @@ class KafkaCluster:
         in_main = threading.current_thread() is threading.main_thread()
         for node in nodes:
             cmd = self._java(libs, node, "kafka.Kafka", str(node.props))
+            argv, preexec = [cmd[0], *jvm, *cmd[1:]], None
+            if in_main and not self.detached:  # the death signal follows the spawning thread
+                argv, preexec = _die_with_parent(argv)
             with open(node.stdout_log, "ab") as out_file:
                 node.proc = subprocess.Popen(
-                    [cmd[0], *jvm, *cmd[1:]],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out_file,
                     stderr=subprocess.STDOUT,
                     cwd=node.directory,
                     start_new_session=True,
-                    preexec_fn=None if self.detached or not in_main else _pdeathsig,
+                    preexec_fn=preexec,
                 )
             node.pid = node.proc.pid
         if not self.detached:
