@@ -22,7 +22,7 @@ SCENARIOS = [
     Scenario("kill9", process.kill9, "kill -9 of Ferry at random moments, restart on same dir"),
     Scenario("sigterm", process.sigterm, "SIGTERM drain under load, then restart"),
     Scenario("kafka-kill", kafka.broker_kill, "the broker killed (-9) and restarted"),
-    Scenario("kafka-pause", kafka.broker_pause, "the broker SIGSTOPped past message timeout"),
+    Scenario("kafka-pause", kafka.broker_pause, "the broker SIGSTOPped for seconds under load"),
     Scenario("kafka-down-at-start", kafka.kafka_down_at_start, "Kafka down when Ferry starts"),
     Scenario("leader-kill", kafka.leader_kill, "3 brokers, RF 3, min ISR 2: leader killed"),
     Scenario("disk-full", disk.disk_full, "WAL on a tmpfs filled up under load, then freed"),
