@@ -3,10 +3,10 @@
 Retiring delivered rows is itself a write (WAL frames, then a checkpoint), so
 a log that filled the disk could never shrink on its own. A reserve file is
 allocated beside the log at start; when SQLite reports the disk full, the
-reserve is released so that SQLite can checkpoint its WAL file (up to about
-4 MiB at the default autocheckpoint of 1000 pages, hence the 8 MiB default)
-and retirements can run; publishes are refused until space is back (the
-reserve can be allocated again).
+reserve is released so that SQLite can checkpoint its WAL file and
+retirements can run; publishes are refused until space is back (the reserve
+can be allocated again). The writer keeps the WAL file within half the
+reserve (checkpoint.py), so the other half is left for the retirements.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from sidecar.model import Delivered, Headers, PendingEvent
 InsertRow = tuple[int, str, str, bytes | None, bytes, str, bytes, int]
 
 DB_NAME = "wal.sqlite3"
+BUSY_TIMEOUT_MS = 10_000
 LOCK_NAME = "ferry.lock"
 
 SCHEMA = """
@@ -88,7 +89,7 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     finally:
         os.umask(old_umask)
-    conn.execute("PRAGMA busy_timeout = 10000")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
         # Incremental vacuum lets a drained log hand its pages back to the filesystem, which is
         # how a disk that filled up gets room again. It only takes on a new, empty file.

@@ -34,8 +34,16 @@ from sidecar.errors import (
 )
 from sidecar.model import Accepted, Delivered, KafkaPosition, Outcome, OutgoingEvent, Rejected
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
+from sidecar.wal.checkpoint import WalBound
 from sidecar.wal.reserve import DiskReserve
-from sidecar.wal.store import InsertRow, Statements, connect, encode_headers, lock_directory
+from sidecar.wal.store import (
+    DB_NAME,
+    InsertRow,
+    Statements,
+    connect,
+    encode_headers,
+    lock_directory,
+)
 
 log = structlog.get_logger(__name__)
 
@@ -46,6 +54,8 @@ RETIRE_ROWS_BESIDE_APPENDS = 1_000
 RETIRE_ROWS_ALONE = 5_000
 PRUNE_EVERY_S = 60.0
 PRUNE_ROWS = 5_000
+#: How long a checkpoint on a full disk waits for readers (clients are waiting for answers).
+FULL_DISK_CHECKPOINT_WAIT_MS = 1_000
 SQLITE_FULL = 13
 
 
@@ -113,6 +123,8 @@ class WalWriter:
         self._prune_more = False
         self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
         self._reserve.ensure()
+        self._wal = WalBound(self._conn, data_dir / DB_NAME, self._reserve.size)
+        self._stopping = False
         self._disk_full = False
         self._next_full_report = 0.0
         # Closing and queueing are one step under this lock, so nothing is queued after _STOP.
@@ -161,7 +173,7 @@ class WalWriter:
         stop = False
         while not stop or self._backlog:
             appends, stopping = self._gather()
-            stop = stop or stopping
+            stop = self._stopping = stop or stopping
             budget = RETIRE_ROWS_ALONE
             if appends:
                 budget = max(RETIRE_ROWS_BESIDE_APPENDS, sum(len(a.events) for a in appends))
@@ -243,8 +255,10 @@ class WalWriter:
             self._rollback()
             log.error("wal_commit_failed", error=str(exc), requests=len(appends))
             error = _storage_error(exc)
-            if isinstance(error, DiskFull) and self._on_disk_full():
-                # The reserve is free now: retirements stay queued for another go.
+            if isinstance(error, DiskFull) and (self._on_disk_full() or not self._stopping):
+                # Retirements are what frees space: they stay queued and are tried again once
+                # the reserve is free or the checkpoint and vacuum made room (not failed, which
+                # would strand delivered rows in the log).
                 self._fail(appends, [], error)
             else:
                 self._fail(appends, self._backlog.drop(taken), error)
@@ -262,6 +276,8 @@ class WalWriter:
         _resolve_all(list(zip(appends, results, strict=True)))
         for request in self._backlog.committed(taken):
             request.future.set_result(None)
+        if not self._disk_full:
+            self._wal.after_commit()
 
     def _on_disk_full(self) -> bool:
         """Enter disk-full mode; True if the reserve was released just now."""
@@ -269,8 +285,7 @@ class WalWriter:
         released = self._reserve.release()
         if released:
             # Move the WAL file's frames into the database and truncate it, while there is room.
-            with contextlib.suppress(sqlite3.Error):
-                self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
         return released
 
     def _recover_space(self) -> None:
@@ -278,9 +293,9 @@ class WalWriter:
         try:
             # executescript steps the pragma to the end; execute() would free a single page.
             self._conn.executescript("PRAGMA incremental_vacuum;")
-            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
         except sqlite3.Error as exc:
             log.warning("wal_vacuum_failed", error=str(exc))
+        self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
         if self._reserve.room_to_restore() and self._reserve.ensure():
             self._disk_full = False
             log.info("disk_space_recovered", pending_events=self.pending_rows)
@@ -293,6 +308,7 @@ class WalWriter:
                 pending_events=self.pending_rows,
                 free_bytes=self._reserve.free_bytes(),
                 reserve_bytes=self._reserve.size,
+                wal_bytes=self._wal.size(),
             )
 
     def _insert(

@@ -1,0 +1,99 @@
+"""The writer keeps the -wal file bounded and never lets a retirement hold up a publish."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from sidecar.model import Accepted, Delivered, KafkaPosition, OutgoingEvent
+from sidecar.wal import writer as writer_module
+from sidecar.wal.checkpoint import MIN_HARD_BOUND
+from sidecar.wal.store import DB_NAME, connect
+from sidecar.wal.writer import WalLimits, WalWriter
+
+LIMITS = WalLimits(max_rows=1_000_000, max_bytes=1 << 40, dedupe_window_s=3600.0)
+
+
+@pytest.fixture
+def writer(data_dir: Path) -> Iterator[WalWriter]:
+    w = WalWriter(data_dir, LIMITS)
+    yield w
+    w.close()
+
+
+def event(i: int, topic: str = "t", payload: bytes = b"p") -> OutgoingEvent:
+    return OutgoingEvent(f"e{i}", topic, None, payload, (), assigned_id=True)
+
+
+def wal_size(data_dir: Path) -> int:
+    path = data_dir / f"{DB_NAME}-wal"
+    return path.stat().st_size if path.exists() else 0
+
+
+async def test_a_reader_in_a_long_read_cannot_grow_the_wal_past_its_bound(
+    writer: WalWriter, data_dir: Path
+) -> None:
+    reader = connect(data_dir, readonly=True)
+    reading = threading.Event()
+
+    def hold_a_snapshot() -> None:
+        reader.execute("BEGIN")
+        reader.execute("SELECT COUNT(*) FROM events").fetchone()
+        reading.set()
+        time.sleep(1.0)
+        reader.execute("COMMIT")
+
+    holder = threading.Thread(target=hold_a_snapshot)
+    holder.start()
+    reading.wait()
+    payload = b"x" * 16_384
+    largest_commit = 0
+    for i in range(0, 600, 10):  # ~9.8 MB of payloads, more than twice the bound
+        before = wal_size(data_dir)
+        await writer.append([event(j, payload=payload) for j in range(i, i + 10)])
+        largest_commit = max(largest_commit, wal_size(data_dir) - before)
+        assert wal_size(data_dir) <= MIN_HARD_BOUND + 2 * largest_commit + 65_536
+    holder.join()
+    reader.close()
+    assert writer.pending_rows == 600
+
+
+async def test_a_huge_retirement_is_sliced_and_publishes_go_first(
+    writer: WalWriter, data_dir: Path
+) -> None:
+    count = 3 * writer_module.RETIRE_ROWS_ALONE + 10
+    outcomes = await writer.append([event(i) for i in range(count)])
+    seqs = [o.sequence for o in outcomes if isinstance(o, Accepted)]
+    commits = writer.commits
+    retired = writer.retire(
+        [Delivered(s, f"e{i}", KafkaPosition(0, i)) for i, s in enumerate(seqs)]
+    )
+    [published] = await writer.append([event(count)])
+    assert isinstance(published, Accepted)
+    await asyncio.wait_for(asyncio.wrap_future(retired), 10)
+    assert writer.commits - commits >= 4, "a retirement this large takes several commits"
+    assert writer.pending_rows == 1
+
+
+async def test_retiring_interleaved_topics_removes_exactly_the_delivered_rows(
+    writer: WalWriter, data_dir: Path
+) -> None:
+    outcomes = await writer.append([event(i, topic="ab"[i % 2]) for i in range(10)])
+    seqs = [o.sequence for o in outcomes if isinstance(o, Accepted)]
+    delivered = [Delivered(s, f"e{i}", KafkaPosition(0, i)) for i, s in enumerate(seqs) if i % 2]
+    await asyncio.wait_for(asyncio.wrap_future(writer.retire(delivered + delivered[:2])), 5)
+    conn = sqlite3.connect(data_dir / DB_NAME)
+    try:
+        left = [r[0] for r in conn.execute("SELECT event_id FROM events ORDER BY seq")]
+        remembered = conn.execute("SELECT COUNT(*) FROM delivered_ids").fetchone()[0]
+    finally:
+        conn.close()
+    assert left == [f"e{i}" for i in range(0, 10, 2)]
+    assert remembered == 5
+    assert writer.pending_rows == 5
