@@ -229,17 +229,16 @@ class Forwarder:
         self, producer: ProducerPort, lane: Lane, rows: list[PendingEvent], stamp: int
     ) -> int:
         generation = self._generation
+        produce, callback = producer.produce, self._callback
         for count, row in enumerate(rows):
-            headers: list[tuple[str, str | bytes | None]] = [(EVENT_ID_HEADER, row.event_id)]
-            headers.extend(row.headers)
             try:
-                producer.produce(
+                produce(
                     row.topic,
                     row.payload,
                     row.key,
-                    headers=headers,
+                    headers=[(EVENT_ID_HEADER, row.event_id), *row.headers],
                     timestamp=stamp,
-                    on_delivery=self._callback(lane, row, generation),
+                    on_delivery=callback(lane, row, generation),
                 )
             except BufferError:
                 return count  # backpressure, not failure: the row is sent on the next round
@@ -266,9 +265,7 @@ class Forwarder:
                 return  # a report from a producer that was replaced; its lanes restarted
             lane.in_flight -= 1
             self._in_flight -= 1
-            if err is None:
-                self._set_reachable(True)
-                self._last_delivery = self._clock()
+            if err is None:  # the per-event path: keep it short (reachability: _settle_deliveries)
                 lane.failures = 0
                 position = KafkaPosition(msg.partition(), msg.offset())
                 self._delivered.append(Delivered(row.sequence, row.event_id, position))
@@ -310,6 +307,8 @@ class Forwarder:
         if not self._delivered:
             return
         delivered, self._delivered = self._delivered, []
+        self._set_reachable(True)
+        self._last_delivery = self._clock()
         self.delivered_total += len(delivered)
         self._retiring.append(self._writer.retire(delivered))
         self._on_delivered(delivered)
