@@ -11,6 +11,7 @@ from typing import Any
 
 import structlog
 
+from sidecar import failpoints
 from sidecar.app import FerryApp
 from sidecar.config import Settings, load_settings
 from sidecar.errors import ConfigError
@@ -70,6 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         settings = load_settings(**overrides)
+        failpoints.arm_from_env()
     except ConfigError as exc:
         print(f"ferry: invalid configuration: {exc}", file=sys.stderr)
         return 2

@@ -28,6 +28,7 @@ from typing import Any
 
 import structlog
 
+from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.model import Delivered, KafkaPosition, PendingEvent
@@ -307,6 +308,7 @@ class Forwarder:
         if not self._delivered:
             return
         delivered, self._delivered = self._delivered, []
+        failpoints.hit("forwarder.after_ack")
         self._set_reachable(True)
         self._last_delivery = self._clock()
         self.delivered_total += len(delivered)

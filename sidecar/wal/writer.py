@@ -24,6 +24,7 @@ from pathlib import Path
 
 import structlog
 
+from sidecar import failpoints
 from sidecar.errors import (
     DiskFull,
     EventIdConflict,
@@ -263,6 +264,8 @@ class WalWriter:
             else:
                 self._fail(appends, self._backlog.drop(taken), error)
             return
+        if appends:
+            failpoints.hit("wal.after_commit")  # committed, nobody answered yet (fault tests)
         if prune:
             self._last_prune = now
             self._prune_more = pruned >= PRUNE_ROWS

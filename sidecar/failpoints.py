@@ -1,0 +1,67 @@
+"""Crash points for fault testing: the process SIGKILLs itself at a chosen place.
+
+`FERRY_FAILPOINTS="forwarder.after_ack=3"` kills Ferry the 3rd time it reaches that point,
+so a fault run can crash it exactly where a bug would hide (after the log commit but before
+the reply, after Kafka's ack but before the row is retired, while a lease is redelivered)
+instead of only at random moments. Unset (always, outside tests) every point is one dict
+lookup on an empty dict. Unknown names stop Ferry at start, like any invalid setting.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from sidecar.errors import ConfigError
+
+ENV = "FERRY_FAILPOINTS"
+POINTS = {
+    "wal.after_commit": "the log committed a transaction; no publish in it has been answered",
+    "forwarder.after_ack": "Kafka acknowledged records; their rows are not retired yet",
+    "subscribe.redeliver": "a record is being leased again (nack, expiry, lost stream)",
+}
+
+_armed: dict[str, int] = {}
+_lock = threading.Lock()
+
+
+def parse(text: str) -> dict[str, int]:
+    """`name=N,name=N` (N >= 1) into {name: N}; ConfigError naming what is wrong."""
+    armed: dict[str, int] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        name, sep, count = part.partition("=")
+        name = name.strip()
+        if name not in POINTS:
+            raise ConfigError(f"{ENV}: unknown point {name!r}; known: {', '.join(sorted(POINTS))}")
+        if not sep:
+            count = "1"
+        if not count.strip().isdigit() or int(count) < 1:
+            raise ConfigError(f"{ENV}: {name} needs a hit count >= 1, got {count!r}")
+        armed[name] = int(count)
+    return armed
+
+
+def arm_from_env() -> None:
+    """Arm the points named in $FERRY_FAILPOINTS (called once at start)."""
+    armed = parse(os.environ.get(ENV, ""))
+    with _lock:
+        _armed.clear()
+        _armed.update(armed)
+
+
+def hit(name: str) -> None:
+    """Count a pass through point `name`; on its armed count, SIGKILL this process."""
+    if not _armed:
+        return
+    with _lock:
+        left = _armed.get(name)
+        if left is None:
+            return
+        if left > 1:
+            _armed[name] = left - 1
+            return
+    os.write(2, f'{{"event": "failpoint_hit", "point": "{name}"}}\n'.encode())
+    os.kill(os.getpid(), signal.SIGKILL)
