@@ -184,6 +184,10 @@ class Run:
         self._exit_expected = True
         return self.ferry.terminate(timeout)
 
+    def expect_exit(self) -> None:
+        """The Ferry about to run will exit on its own (a crash point): not a problem."""
+        self._exit_expected = True
+
     def alive(self) -> bool:
         return self.ferry.proc is not None and self.ferry.proc.poll() is None
 

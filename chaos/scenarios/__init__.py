@@ -6,7 +6,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from chaos.harness import Env, ScenarioResult
-from chaos.scenarios import badinput, clock, disk, kafka, network, process, soak, subscribers
+from chaos.scenarios import (
+    badinput,
+    clock,
+    disk,
+    kafka,
+    killpoints,
+    network,
+    process,
+    soak,
+    subscribers,
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -20,6 +30,8 @@ class Scenario:
 SCENARIOS = [
     Scenario("control", process.control, "no faults; duplicates must be 0"),
     Scenario("kill9", process.kill9, "kill -9 of Ferry at random moments, restart on same dir"),
+    Scenario("kill-points", killpoints.kill_points,
+             "kill -9 after the log commit, after Kafka's ack, during a redelivery"),
     Scenario("sigterm", process.sigterm, "SIGTERM drain under load, then restart"),
     Scenario("kafka-kill", kafka.broker_kill, "the broker killed (-9) and restarted"),
     Scenario("kafka-pause", kafka.broker_pause, "the broker SIGSTOPped for seconds under load"),

@@ -12,6 +12,7 @@ import heapq
 from collections.abc import Iterable
 from typing import NamedTuple
 
+from sidecar import failpoints
 from sidecar.clock import Clock
 from sidecar.subscribe.leases import DeliveryKey, TopicPartition
 
@@ -53,6 +54,8 @@ class RedeliveryQueue:
             _, key, attempt = heapq.heappop(self._heap)
             self._queued.discard(key)
             ready.append(Redelivery(key, attempt))
+        if ready:
+            failpoints.hit("subscribe.redeliver")  # out of the waiting room, not leased yet
         return ready
 
     def drop_partitions(self, partitions: Iterable[TopicPartition]) -> list[Redelivery]:
