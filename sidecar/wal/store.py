@@ -189,6 +189,9 @@ class Statements:
             (cutoff, limit),
         ).rowcount
 
+    def free_pages(self) -> int:
+        return int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
+
     def topics(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT topic FROM events")]
 

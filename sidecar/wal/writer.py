@@ -57,6 +57,9 @@ PRUNE_EVERY_S = 60.0
 PRUNE_ROWS = 5_000
 #: How long a checkpoint on a full disk waits for readers (clients are waiting for answers).
 FULL_DISK_CHECKPOINT_WAIT_MS = 1_000
+#: Free pages handed back per step on a full disk, and time spent on it per round.
+VACUUM_STEP_PAGES = 128
+VACUUM_BUDGET_S = 0.5
 SQLITE_FULL = 13
 
 
@@ -293,9 +296,14 @@ class WalWriter:
 
     def _recover_space(self) -> None:
         """Leave disk-full mode once the reserve fits again, with half as much to spare."""
+        # Vacuum in small steps, each checkpointed: one vacuum of the whole free list writes more
+        # -wal frames than a full disk has room for, fails, and gives nothing back.
+        deadline = time.monotonic() + VACUUM_BUDGET_S
         try:
-            # executescript steps the pragma to the end; execute() would free a single page.
-            self._conn.executescript("PRAGMA incremental_vacuum;")
+            while self._sql.free_pages() and time.monotonic() < deadline:
+                # executescript steps the pragma to the end; execute() would free a single page.
+                self._conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
+                self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
         except sqlite3.Error as exc:
             log.warning("wal_vacuum_failed", error=str(exc))
         self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
