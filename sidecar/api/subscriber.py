@@ -14,17 +14,18 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
 from sidecar.clock import Clock
 from sidecar.errors import InvalidArgument
 from sidecar.subscribe.leases import AckOutcome
-from sidecar.subscribe.records import event_id_of, ferry_event_id, user_headers
+from sidecar.subscribe.records import presentation
 from sidecar.subscribe.registry import SubscriptionRegistry
 from sidecar.subscribe.stream import (
     AckReport,
+    LeasedBatch,
     LeasedRecord,
     OutboxItem,
     Stream,
@@ -149,22 +150,36 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         if isinstance(item, StreamClosed):
             raise item.error
         if isinstance(item, AckReport):
-            return pb.SubscribeResponse(
-                ack_results=pb.AckResults(results=self._results(item.results))
-            )
-        leased = [item]
-        while len(leased) < DELIVERIES_PER_MESSAGE and not stream.outbox.empty():
-            nxt = stream.outbox.get_nowait()
-            if not isinstance(nxt, LeasedRecord):
-                carry.append(nxt)  # the next message, ahead of anything queued after it
+            response = pb.SubscribeResponse()
+            self._fill_results(response.ack_results.results, item.results)
+            return response
+        # Leased batches queued behind this one go out in the same message, up to the limit.
+        response = pb.SubscribeResponse()
+        deliveries = response.deliveries.deliveries
+        wall_offset = time.time() - self._clock.monotonic()
+        count = 0
+        while True:
+            records = item.records
+            room = DELIVERIES_PER_MESSAGE - count
+            if len(records) > room:
+                carry.append(LeasedBatch(records[room:]))
+                records = records[:room]
+            for leased in records:
+                _add_delivery(deliveries, leased, wall_offset)
+            count += len(records)
+            if carry or stream.outbox.empty():
                 break
-            leased.append(nxt)
-        stream.taken(len(leased))
-        deliveries = [self._delivery(x) for x in leased]
-        return pb.SubscribeResponse(deliveries=pb.Deliveries(deliveries=deliveries))
+            item = stream.outbox.get_nowait()
+            if not isinstance(item, LeasedBatch):
+                carry.append(item)  # the next message, ahead of anything queued after it
+                break
+        stream.taken(count)
+        return response
 
     @staticmethod
     async def _next_item(stream: Stream, reader: asyncio.Task[None]) -> OutboxItem:
+        if not stream.outbox.empty():
+            return stream.outbox.get_nowait()
         getter = asyncio.ensure_future(stream.outbox.get())
         try:
             waiting = {getter} if reader.done() else {getter, reader}
@@ -207,7 +222,9 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     ) -> pb.AckResponse:
         subscription = self._find(request.subscription)
         results = subscription.ack(_ack_ids(request.ack_ids, "ack_ids"))
-        return pb.AckResponse(results=self._results(results))
+        response = pb.AckResponse()
+        self._fill_results(response.results, results)
+        return response
 
     async def Nack(
         self, request: pb.NackRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -215,7 +232,9 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         subscription = self._find(request.subscription)
         delay = self._nack_delay(request, "redelivery_delay")
         results = subscription.nack(_ack_ids(request.ack_ids, "ack_ids"), delay)
-        return pb.NackResponse(results=self._results(results))
+        response = pb.NackResponse()
+        self._fill_results(response.results, results)
+        return response
 
     async def ExtendLease(
         self, request: pb.ExtendLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -223,7 +242,9 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         subscription = self._find(request.subscription)
         duration = _seconds(request.lease_duration, "lease_duration", MIN_LEASE_S, MAX_LEASE_S)
         results = subscription.extend(_ack_ids(request.ack_ids, "ack_ids"), duration)
-        return pb.ExtendLeaseResponse(results=self._results(results))
+        response = pb.ExtendLeaseResponse()
+        self._fill_results(response.results, results)
+        return response
 
     def _find(self, name: str) -> Subscription:
         return self._registry.find(check_subscription(name, "subscription"))
@@ -234,36 +255,38 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             return 0.0
         return _seconds(request.redelivery_delay, field, 0.0, MAX_NACK_DELAY_S)
 
-    def _wall_time(self, deadline: float) -> timestamp_pb2.Timestamp:
-        stamp = timestamp_pb2.Timestamp()
-        stamp.FromNanoseconds(int((time.time() + deadline - self._clock.monotonic()) * 1e9))
-        return stamp
-
-    def _results(self, results: list[AckResult]) -> list[pb.AckIdResult]:
-        out = []
+    def _fill_results(self, out: Any, results: list[AckResult]) -> None:
+        """Append one AckIdResult per result to the repeated field `out`, in order."""
+        wall_offset = time.time() - self._clock.monotonic()
         for ack_id, outcome, deadline in results:
-            result = pb.AckIdResult(ack_id=ack_id, status=_STATUS[outcome])
+            result = out.add(ack_id=ack_id, status=_STATUS[outcome])
             if deadline is not None:
-                result.lease_deadline.CopyFrom(self._wall_time(deadline))
-            out.append(result)
-        return out
+                stamp = result.lease_deadline
+                stamp.seconds, stamp.nanos = divmod(int((deadline + wall_offset) * 1e9), 10**9)
 
-    def _delivery(self, leased: LeasedRecord) -> pb.Delivery:
-        record, lease = leased.record, leased.lease
-        event = pb.ReceivedEvent(
-            event_id=event_id_of(record),
-            topic=record.topic,
-            key=record.key or b"",
-            payload=record.value or b"",
-            headers=user_headers(record),
-            published_by_ferry=ferry_event_id(record) is not None,
-        )
-        event.kafka_time.FromMilliseconds(record.timestamp_ms)
-        return pb.Delivery(
-            ack_id=lease.ack_id,
-            event=event,
-            partition=record.partition,
-            offset=record.offset,
-            delivery_attempt=lease.attempt,
-            lease_deadline=self._wall_time(lease.deadline),
-        )
+
+def _add_delivery(deliveries: Any, leased: LeasedRecord, wall_offset: float) -> None:
+    """Append `leased` to a Deliveries list: a delivery is built field by field in place, which
+    costs a fraction of building each message and copying it into its parent."""
+    lease, record = leased
+    event_id, published_by_ferry, headers = presentation(record)
+    delivery = deliveries.add(
+        ack_id=lease.ack_id,
+        partition=record.partition,
+        offset=record.offset,
+        delivery_attempt=lease.attempt,
+    )
+    deadline = delivery.lease_deadline
+    deadline.seconds, deadline.nanos = divmod(int((lease.deadline + wall_offset) * 1e9), 10**9)
+    event = delivery.event
+    event.event_id = event_id
+    event.topic = record.topic
+    if record.key:
+        event.key = record.key
+    if record.value:
+        event.payload = record.value
+    if headers:
+        event.headers.update(headers)
+    event.published_by_ferry = published_by_ferry
+    kafka_time = event.kafka_time
+    kafka_time.seconds, kafka_time.nanos = divmod(record.timestamp_ms * 1_000_000, 10**9)

@@ -7,31 +7,55 @@ subscription posts. It decides nothing: records and assignments go to a
 for, the offsets to commit before letting the partitions go. Auto-commit and
 auto offset store are off: only offsets the subscription hands over are
 committed.
+
+It also feeds a `ConsumerWatchdog` and, when the watchdog finds the consumer
+stuck outside its group (librdkafka issue #2944), replaces it: queued commits
+run first, closing revokes whatever the consumer still owns exactly like a
+rebalance (the acked prefix is committed, leases are dropped and redelivered),
+then a new consumer joins the same group.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import queue
 import threading
+import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+from sidecar.clock import SystemClock
+from sidecar.subscribe.watchdog import ConsumerWatchdog
 
 log = structlog.get_logger(__name__)
 
 TopicPartitionKey = tuple[str, int]
 REVOKE_TIMEOUT_S = 15.0
 BATCH = 500
+POLL_S = 0.05
+# While partitions are freshly paused, a resume is due soon (the subscription drained what it
+# held): poll in short steps so the command runs within milliseconds, not after a full POLL_S.
+# The consumer cannot be woken from consume(), and a long pause is a slow subscriber, who
+# gains nothing from waking the thread 200 times a second.
+PAUSED_POLL_S = 0.005
+PAUSED_FAST_POLL_FOR_S = 1.0
+STATISTICS_INTERVAL_MS = 1000
+# A consumer owning nothing and showing no life for this many session timeouts is replaced;
+# the limit doubles with each replacement in a row, up to the cap.
+STALL_SESSIONS = 3
+MAX_STALL_S = 600.0
+WATCHDOG_EVERY_S = 1.0
+CLOSE_TIMEOUT_S = 30.0
 
 
-@dataclass(frozen=True, slots=True)
-class FetchedRecord:
-    """A record as read from Kafka."""
+class FetchedRecord(NamedTuple):
+    """A record as read from Kafka (a named tuple: one is built per record fetched)."""
 
     topic: str
     partition: int
@@ -40,10 +64,21 @@ class FetchedRecord:
     value: bytes | None
     headers: tuple[tuple[str, bytes | None], ...]
     timestamp_ms: int
+    size: int  # len(value) + len(key): what it costs to hold; see `fetched_record`
 
-    @property
-    def size(self) -> int:
-        return len(self.value or b"") + len(self.key or b"")
+
+def fetched_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: tuple[tuple[str, bytes | None], ...] = (),
+    timestamp_ms: int = 0,
+) -> FetchedRecord:
+    """A FetchedRecord with its size filled in."""
+    size = (len(value) if value else 0) + (len(key) if key else 0)
+    return FetchedRecord(topic, partition, offset, key, value, headers, timestamp_ms, size)
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +112,8 @@ class ConsumerSink(Protocol):
         self, partitions: list[TopicPartitionKey], lost: bool
     ) -> list[CommitOffset]: ...
 
+    def on_consumer_replaced(self) -> None: ...
+
 
 def consumer_config(
     bootstrap: str,
@@ -93,6 +130,8 @@ def consumer_config(
         "heartbeat.interval.ms": max(100, session_timeout_ms // 10),
         "queued.max.messages.kbytes": 16 * 1024,
         "fetch.max.bytes": 16 * 1024 * 1024,
+        # The watchdog reads the group state from the statistics.
+        "statistics.interval.ms": STATISTICS_INTERVAL_MS,
         **extra,
         "enable.auto.commit": False,
         "enable.auto.offset.store": False,
@@ -112,13 +151,23 @@ class ConsumerThread:
         sink: ConsumerSink,
     ) -> None:
         self._config = config
+        self._group = str(config["group.id"])
         self._topics = list(topics)
         self._loop = loop
         self._sink = sink
         self._commands: queue.SimpleQueue[Callable[[Consumer], None]] = queue.SimpleQueue()
         self._stopping = threading.Event()
+        self._wanted = False
+        stall_s = STALL_SESSIONS * int(config.get("session.timeout.ms", 10_000)) / 1000
+        # Owned by the consumer thread, like everything below.
+        self._watchdog = ConsumerWatchdog(SystemClock(), stall_s, max(stall_s, MAX_STALL_S))
+        self._owned: set[TopicPartitionKey] = set()
+        self._paused: set[TopicPartitionKey] = set()
+        self._paused_at = 0.0
+        self._generation = 0
+        self.replacements = 0
         self._thread = threading.Thread(
-            target=self._run, name=f"consumer-{config['group.id']}", daemon=True
+            target=self._run, name=f"consumer-{self._group}", daemon=True
         )
 
     def start(self) -> None:
@@ -130,11 +179,15 @@ class ConsumerThread:
 
     def pause(self, partitions: Sequence[TopicPartitionKey]) -> None:
         if partitions:
-            self._commands.put(lambda c: c.pause([TopicPartition(t, p) for t, p in partitions]))
+            self._commands.put(lambda c: self._pause(c, partitions))
 
     def resume(self, partitions: Sequence[TopicPartitionKey]) -> None:
         if partitions:
-            self._commands.put(lambda c: c.resume([TopicPartition(t, p) for t, p in partitions]))
+            self._commands.put(lambda c: self._resume(c, partitions))
+
+    def want_records(self, wanted: bool) -> None:
+        """Whether subscribers wait for records: only then is a stuck consumer replaced."""
+        self._wanted = wanted
 
     def stop(self) -> None:
         """Leave the group: the revoke callback commits the acked prefix. Blocks; call off-loop."""
@@ -143,24 +196,97 @@ class ConsumerThread:
             self._thread.join()
 
     def _run(self) -> None:
-        consumer = Consumer({**self._config, "error_cb": _log_error})
-        consumer.subscribe(
-            self._topics,
-            on_assign=self._on_assign,
-            on_revoke=lambda c, ps: self._on_revoke(c, ps, lost=False),
-            on_lost=lambda c, ps: self._on_revoke(c, ps, lost=True),
-        )
+        consumer = self._open()
+        next_check = time.monotonic() + WATCHDOG_EVERY_S
         try:
             while not self._stopping.is_set():
                 self._run_commands(consumer)
-                messages = consumer.consume(BATCH, timeout=0.05)
-                records = [r for r in (_record(m) for m in messages) if r is not None]
-                if records:
-                    self._loop.call_soon_threadsafe(self._sink.on_records, records)
+                # consume(n, timeout) waits for all n records or the whole timeout: at a steady
+                # trickle every batch would wait POLL_S. Take what is there, else wait for one.
+                messages = consumer.consume(BATCH, timeout=0) or consumer.consume(
+                    1, timeout=self._poll_timeout()
+                )
+                if messages:
+                    records = [r for r in map(_record, messages) if r is not None]
+                    if records:
+                        self._watchdog.fetched()
+                        self._loop.call_soon_threadsafe(self._sink.on_records, records)
+                if time.monotonic() >= next_check:
+                    next_check = time.monotonic() + WATCHDOG_EVERY_S
+                    consumer = self._check_watchdog(consumer)
             self._run_commands(consumer)
         finally:
-            consumer.close()  # runs on_revoke: the final commit of the acked prefix
-            log.info("consumer_closed", group=self._config["group.id"])
+            self._close(consumer)
+
+    def _open(self) -> Consumer:
+        generation = self._generation
+
+        def current(callback: Callable[..., None]) -> Callable[..., None]:
+            # A replaced consumer whose close was abandoned must not touch the new one's state.
+            def guarded(*args: Any) -> None:
+                if generation == self._generation:
+                    callback(*args)
+
+            return guarded
+
+        consumer = Consumer(
+            {**self._config, "error_cb": _log_error, "stats_cb": current(self._on_statistics)}
+        )
+        consumer.subscribe(
+            self._topics,
+            on_assign=current(self._on_assign),
+            on_revoke=current(lambda c, ps: self._on_revoke(c, ps, lost=False)),
+            on_lost=current(lambda c, ps: self._on_revoke(c, ps, lost=True)),
+        )
+        return consumer
+
+    def _close(self, consumer: Consumer) -> None:
+        """Close (runs on_revoke: the final commit of the acked prefix) within CLOSE_TIMEOUT_S."""
+        closer = threading.Thread(target=consumer.close, name=f"close-{self._group}", daemon=True)
+        closer.start()
+        closer.join(CLOSE_TIMEOUT_S)
+        if closer.is_alive():
+            log.warning("consumer_close_abandoned", group=self._group, after_s=CLOSE_TIMEOUT_S)
+        else:
+            log.info("consumer_closed", group=self._group)
+
+    def _check_watchdog(self, consumer: Consumer) -> Consumer:
+        stall = self._watchdog.check(self._wanted)
+        if stall is None:
+            return consumer
+        self.replacements += 1
+        log.warning(
+            "consumer_replaced",
+            group=self._group,
+            reason="no partitions and no sign of life in the group",
+            stalled_s=round(stall.stalled_s, 1),
+            group_state=stall.group_state,
+            replacements_in_a_row=stall.replacements_in_a_row,
+            replacements_total=self.replacements,
+        )
+        self._run_commands(consumer)  # commits of acked offsets first, while we can
+        self._close(consumer)
+        self._generation += 1
+        if self._owned:  # the close was abandoned before revoking: drop them as lost
+            self._on_revoke(consumer, [TopicPartition(t, p) for t, p in self._owned], lost=True)
+        self._paused.clear()
+        self._watchdog.replaced()
+        self._loop.call_soon_threadsafe(self._sink.on_consumer_replaced)
+        return self._open()
+
+    def _poll_timeout(self) -> float:
+        if self._paused and time.monotonic() - self._paused_at < PAUSED_FAST_POLL_FOR_S:
+            return PAUSED_POLL_S
+        return POLL_S
+
+    def _pause(self, consumer: Consumer, partitions: Sequence[TopicPartitionKey]) -> None:
+        consumer.pause([TopicPartition(t, p) for t, p in partitions])
+        self._paused.update(partitions)
+        self._paused_at = time.monotonic()
+
+    def _resume(self, consumer: Consumer, partitions: Sequence[TopicPartitionKey]) -> None:
+        consumer.resume([TopicPartition(t, p) for t, p in partitions])
+        self._paused.difference_update(partitions)
 
     def _run_commands(self, consumer: Consumer) -> None:
         while True:
@@ -172,6 +298,13 @@ class ConsumerThread:
                 command(consumer)
             except Exception as exc:  # a failed commit is retried by the next one
                 log.warning("consumer_command_failed", error=str(exc))
+
+    def _on_statistics(self, stats_json: str) -> None:
+        try:
+            group = json.loads(stats_json).get("cgrp") or {}
+        except ValueError:
+            return
+        self._watchdog.group_reported(str(group.get("state")), str(group.get("join_state")))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed: list[TopicPartition] = partitions
@@ -186,11 +319,15 @@ class ConsumerThread:
             )
             for tp in committed
         ]
+        self._owned.update((a.topic, a.partition) for a in assigned)
+        self._watchdog.rebalanced(len(self._owned))
         log.info("partitions_assigned", partitions=[(a.topic, a.partition) for a in assigned])
         self._loop.call_soon_threadsafe(self._sink.on_assigned, assigned)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], lost: bool) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
+        self._owned.difference_update(keys)
+        self._watchdog.rebalanced(len(self._owned))
         log.info("partitions_revoked", partitions=keys, lost=lost)
         offsets = self._ask_loop(self._sink.on_revoked(keys, lost))
         if offsets and not lost:
@@ -227,14 +364,16 @@ def _record(message: Any) -> FetchedRecord | None:
             log.warning("consume_error", error=str(error))
         return None
     _, timestamp = message.timestamp()
+    key, value, headers = message.key(), message.value(), message.headers()
     return FetchedRecord(
         message.topic(),
         message.partition(),
         message.offset(),
-        message.key(),
-        message.value(),
-        tuple(message.headers() or ()),
-        int(timestamp),
+        key,
+        value,
+        tuple(headers) if headers else (),
+        timestamp,
+        (len(value) if value else 0) + (len(key) if key else 0),
     )
 
 

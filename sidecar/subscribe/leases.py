@@ -13,19 +13,18 @@ stays in the table until `expire()` collects it, so the caller never misses a re
 
 from __future__ import annotations
 
+import base64
 import heapq
-import secrets
+import os
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
 from enum import Enum
-from typing import NamedTuple, TypeVar
+from typing import NamedTuple
 
 from sidecar.clock import Clock
 
 TopicPartition = tuple[str, int]
 DEFAULT_RETIRED_CAPACITY = 100_000
-_Group = TypeVar("_Group", int, TopicPartition)
 
 
 class DeliveryKey(NamedTuple):
@@ -50,9 +49,12 @@ class AckOutcome(Enum):
     REVOKED = "revoked"  # the partition moved to another consumer; it redelivers there
 
 
-@dataclass(frozen=True, slots=True)
-class Lease:
-    """One delivery attempt of a record, held by one stream until `deadline` (monotonic)."""
+class Lease(NamedTuple):
+    """One delivery attempt of a record, held by one stream until `deadline` (monotonic).
+
+    A named tuple rather than a frozen dataclass: one is built per delivery, and a tuple is
+    several times cheaper to build.
+    """
 
     ack_id: str
     key: DeliveryKey
@@ -65,9 +67,34 @@ class KeyAlreadyLeased(RuntimeError):
     """A record was granted while another lease on it is still in the table: a dispatcher bug."""
 
 
-def new_ack_id() -> str:
-    """An opaque, unguessable ack id, so one client cannot ack another client's records."""
-    return secrets.token_urlsafe(16)
+ACK_ID_RANDOM_BYTES = 15  # 120 bits: a multiple of 3 bytes, so each id is 20 base64 characters
+_ACK_ID_CHARS = ACK_ID_RANDOM_BYTES * 4 // 3
+_IDS_PER_DRAW = 1024
+
+
+class AckIdSource:
+    """Opaque, unguessable ack ids, so one client cannot ack another client's records.
+
+    Every id is 120 bits from the operating system's CSPRNG, as `secrets.token_urlsafe` would
+    give, but drawn and encoded 1024 ids at a time: one `getrandom` call per id cost more than
+    the rest of a delivery's lease bookkeeping. Not thread-safe; each loop owns its source.
+    """
+
+    def __init__(self) -> None:
+        self._pool = ""
+        self._next = 0
+
+    def __call__(self) -> str:
+        start = self._next
+        if start >= len(self._pool):
+            raw = os.urandom(ACK_ID_RANDOM_BYTES * _IDS_PER_DRAW)
+            self._pool = base64.urlsafe_b64encode(raw).decode("ascii")
+            start = 0
+        self._next = start + _ACK_ID_CHARS
+        return self._pool[start : start + _ACK_ID_CHARS]
+
+
+new_ack_id = AckIdSource()
 
 
 class LeaseTable:
@@ -77,16 +104,16 @@ class LeaseTable:
         self,
         clock: Clock,
         *,
-        ack_id_factory: Callable[[], str] = new_ack_id,
+        ack_id_factory: Callable[[], str] | None = None,
         retired_capacity: int = DEFAULT_RETIRED_CAPACITY,
     ) -> None:
         self._clock = clock
-        self._ack_id_factory = ack_id_factory
+        self._ack_id_factory = ack_id_factory or AckIdSource()
         self._retired_capacity = retired_capacity
         self._leases: dict[str, Lease] = {}
         self._holder: dict[DeliveryKey, str] = {}
+        # Per stream, since closing a stream is common; a revoke is rare and scans the leases.
         self._by_stream: dict[int, set[str]] = {}
-        self._by_partition: dict[TopicPartition, set[str]] = {}
         # Entries go stale when a lease ends or is extended; they are skipped when popped rather
         # than searched for and removed, which would cost O(n) per ack.
         self._deadlines: list[tuple[float, str]] = []
@@ -108,12 +135,16 @@ class LeaseTable:
         ack_id = self._ack_id_factory()
         if ack_id in self._leases or ack_id in self._retired:
             raise RuntimeError("the ack id factory repeated an ack id")
-        lease = Lease(ack_id, key, stream_id, attempt, self._clock.monotonic() + duration)
+        deadline = self._clock.monotonic() + duration
+        lease = Lease(ack_id, key, stream_id, attempt, deadline)
         self._leases[ack_id] = lease
         self._holder[key] = ack_id
-        self._by_stream.setdefault(stream_id, set()).add(ack_id)
-        self._by_partition.setdefault(key.topic_partition, set()).add(ack_id)
-        self._push_deadline(lease)
+        members = self._by_stream.get(stream_id)
+        if members is None:
+            members = self._by_stream[stream_id] = set()
+        members.add(ack_id)
+        heapq.heappush(self._deadlines, (deadline, ack_id))
+        self._compact_deadlines()
         return lease
 
     def get(self, ack_id: str) -> Lease | None:
@@ -127,6 +158,20 @@ class LeaseTable:
         """End the lease because its record was processed."""
         return self._settle(ack_id, retire_as=AckOutcome.ALREADY_ACKED)
 
+    def ack_many(self, ack_ids: Iterable[str]) -> list[tuple[str, AckOutcome, Lease | None]]:
+        """`ack` each id in order; an applied ack comes with the lease it ended."""
+        now = self._clock.monotonic()
+        leases = self._leases
+        results: list[tuple[str, AckOutcome, Lease | None]] = []
+        for ack_id in ack_ids:
+            lease = leases.get(ack_id)
+            if lease is None or now >= lease.deadline:
+                results.append((ack_id, self._outcome_of_ended(ack_id), None))
+            else:
+                self._end(lease, AckOutcome.ALREADY_ACKED)
+                results.append((ack_id, AckOutcome.APPLIED, lease))
+        return results
+
     def nack(self, ack_id: str) -> AckOutcome:
         """End the lease so the record is delivered again; the caller schedules when."""
         return self._settle(ack_id, retire_as=AckOutcome.EXPIRED)
@@ -138,7 +183,7 @@ class LeaseTable:
         lease = self.get(ack_id)
         if lease is None:
             return self._outcome_of_ended(ack_id), None
-        extended = replace(lease, deadline=self._clock.monotonic() + duration)
+        extended = lease._replace(deadline=self._clock.monotonic() + duration)
         self._leases[ack_id] = extended
         self._push_deadline(extended)
         return AckOutcome.APPLIED, extended.deadline
@@ -164,9 +209,8 @@ class LeaseTable:
 
     def revoke_partitions(self, partitions: Iterable[TopicPartition]) -> list[Lease]:
         """Remove and return the leases on partitions taken from this sidecar (ack ids: REVOKED)."""
-        revoked: list[Lease] = []
-        for partition in set(partitions):
-            revoked.extend(self._take(self._by_partition.get(partition, set())))
+        gone = set(partitions)
+        revoked = [lease for lease in self._leases.values() if lease.key.topic_partition in gone]
         for lease in revoked:
             self._end(lease, AckOutcome.REVOKED)
         return sorted(revoked, key=lambda lease: lease.key)
@@ -202,26 +246,25 @@ class LeaseTable:
         return sorted((self._leases[ack_id] for ack_id in ack_ids), key=lambda lease: lease.key)
 
     def _end(self, lease: Lease, retire_as: AckOutcome) -> None:
-        del self._leases[lease.ack_id]
+        ack_id = lease.ack_id
+        del self._leases[ack_id]
         del self._holder[lease.key]
-        _discard_member(self._by_stream, lease.stream_id, lease.ack_id)
-        _discard_member(self._by_partition, lease.key.topic_partition, lease.ack_id)
-        self._retired[lease.ack_id] = retire_as
-        if len(self._retired) > self._retired_capacity:
-            self._retired.popitem(last=False)
+        members = self._by_stream[lease.stream_id]
+        members.discard(ack_id)
+        if not members:  # streams come and go: do not keep their empty sets
+            del self._by_stream[lease.stream_id]
+        retired = self._retired
+        retired[ack_id] = retire_as
+        if len(retired) > self._retired_capacity:
+            retired.popitem(last=False)
 
     def _push_deadline(self, lease: Lease) -> None:
         heapq.heappush(self._deadlines, (lease.deadline, lease.ack_id))
+        self._compact_deadlines()
+
+    def _compact_deadlines(self) -> None:
         # Acked leases leave stale entries until their deadline would have passed; rebuild when
         # they dominate so memory follows live leases, not throughput times lease length.
         if len(self._deadlines) > 2 * len(self._leases) + 64:
             self._deadlines = [(live.deadline, live.ack_id) for live in self._leases.values()]
             heapq.heapify(self._deadlines)
-
-
-def _discard_member(index: dict[_Group, set[str]], group: _Group, ack_id: str) -> None:
-    members = index[group]
-    members.discard(ack_id)
-    # Empty groups are dropped so streams and partitions that come and go do not pile up.
-    if not members:
-        del index[group]

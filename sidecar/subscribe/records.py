@@ -6,6 +6,28 @@ from sidecar.forward.forwarder import EVENT_ID_HEADER
 from sidecar.kafka.consumer import FetchedRecord
 
 
+def presentation(record: FetchedRecord) -> tuple[str, bool, dict[str, str]]:
+    """`event_id_of`, whether Ferry published it, and `user_headers`, in one pass over headers."""
+    ferry_id: str | None = None
+    seen_id = False
+    headers: dict[str, str] = {}
+    for name, value in record.headers:
+        if name == EVENT_ID_HEADER:
+            if not seen_id and value is not None:
+                seen_id = True
+                try:
+                    ferry_id = value.decode()
+                except UnicodeDecodeError:
+                    ferry_id = None
+            continue
+        try:
+            headers[name] = (value or b"").decode()
+        except UnicodeDecodeError:
+            continue
+    event_id = ferry_id or f"{record.topic}/{record.partition}/{record.offset}"
+    return event_id, ferry_id is not None, headers
+
+
 def ferry_event_id(record: FetchedRecord) -> str | None:
     """The publisher's event id, for records Ferry produced."""
     for name, value in record.headers:

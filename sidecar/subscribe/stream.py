@@ -1,16 +1,18 @@
 """One open Subscribe stream as the dispatcher sees it: its limits and its outbox.
 
-The outbox carries domain values (leased records, ack results, the close
-reason) to the servicer, which turns them into messages. A stream that stops
-reading stops receiving: `can_take` counts records not yet written as
-outstanding, so a stuck client holds at most its limit in memory.
+The outbox carries domain values (batches of leased records, ack results, the
+close reason) to the servicer, which turns them into messages. Records granted
+in one dispatch travel as one batch: a queue operation per record cost more
+than the record's lease. A stream that stops reading stops receiving:
+`can_take` counts records not yet written as outstanding, so a stuck client
+holds at most its limit in memory.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from sidecar.subscribe.leases import AckOutcome, Lease
 
@@ -27,12 +29,18 @@ class StreamOptions:
     max_outstanding_bytes: int
 
 
-@dataclass(frozen=True, slots=True)
-class LeasedRecord:
+class LeasedRecord(NamedTuple):
     """A record handed to a stream under `lease`."""
 
     lease: Lease
     record: FetchedRecord
+
+
+@dataclass(frozen=True, slots=True)
+class LeasedBatch:
+    """Records granted to a stream together, in grant order."""
+
+    records: list[LeasedRecord]
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +57,7 @@ class StreamClosed:
     error: Exception
 
 
-OutboxItem = LeasedRecord | AckReport | StreamClosed
+OutboxItem = LeasedBatch | AckReport | StreamClosed
 
 
 class Stream:
@@ -62,6 +70,7 @@ class Stream:
         self.leased_bytes = 0
         self.unsent = 0
         self.closed = False
+        self._batch: list[LeasedRecord] = []
 
     def can_take(self, outstanding: int, size: int) -> bool:
         """Whether one more record of `size` bytes fits (one record always fits an empty stream)."""
@@ -72,9 +81,16 @@ class Stream:
         return outstanding == 0 or self.leased_bytes + size <= self.options.max_outstanding_bytes
 
     def deliver(self, item: LeasedRecord) -> None:
+        """Add a granted record to the batch that `flush` queues."""
         self.leased_bytes += item.record.size
         self.unsent += 1
-        self.outbox.put_nowait(item)
+        self._batch.append(item)
+
+    def flush(self) -> None:
+        """Queue the records delivered since the last flush as one outbox item."""
+        if self._batch:
+            self.outbox.put_nowait(LeasedBatch(self._batch))
+            self._batch = []
 
     def report(self, report: AckReport) -> None:
         self.outbox.put_nowait(report)
@@ -90,10 +106,11 @@ class Stream:
 
     def drop_unsent(self) -> set[str]:
         """Empty the outbox of a closed stream; return the ack ids the client never saw."""
-        never_sent: set[str] = set()
+        never_sent = {leased.lease.ack_id for leased in self._batch}
+        self._batch = []
         while not self.outbox.empty():
             item = self.outbox.get_nowait()
-            if isinstance(item, LeasedRecord):
-                never_sent.add(item.lease.ack_id)
+            if isinstance(item, LeasedBatch):
+                never_sent.update(leased.lease.ack_id for leased in item.records)
         self.unsent = 0
         return never_sent

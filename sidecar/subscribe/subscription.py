@@ -13,7 +13,8 @@ dead letters to the durable publish path. Rules it keeps:
   and out-of-order acks travel in the commit metadata (ackcodec);
 - on revoke, the partition's leases, queued records and redeliveries are
   dropped and only the acked prefix is committed;
-- memory is bounded: past `max_held` records the partitions are paused.
+- memory is bounded: past `max_held` records the partitions are paused, and resumed once a
+  quarter of that is left.
 """
 
 from __future__ import annotations
@@ -42,6 +43,13 @@ log = structlog.get_logger(__name__)
 
 COMMIT_EVERY_S = 0.5
 MIN_HELD = 1_000
+# Records held (leased or waiting) per event the streams may have outstanding; the partitions
+# resume once a quarter of that is left. Every pause makes librdkafka drop the partitions'
+# prefetched records and fetch them again, so pausing less often saves CPU: with 1000 events
+# outstanding, 2x held and resuming at half cost ~2.6 us of librdkafka CPU per event, 8x and a
+# quarter ~1.7 us (and the streams stay fed while a resume reaches Kafka).
+HELD_PER_OUTSTANDING = 8
+RESUME_FRACTION = 4
 DEAD_LETTER_RETRY_S = 1.0
 
 DeadLetterSink = Callable[[list[OutgoingEvent]], Awaitable[list[Outcome]]]
@@ -56,6 +64,8 @@ class ConsumerControl(Protocol):
     def pause(self, partitions: list[TopicPartition]) -> None: ...
 
     def resume(self, partitions: list[TopicPartition]) -> None: ...
+
+    def want_records(self, wanted: bool) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +118,7 @@ class Subscription:
         self.acked_total = 0
         self.redelivered_total = 0
         self.dead_lettered_total = 0
+        self.consumer_replaced_total = 0
 
     def attach(self, consumer: ConsumerControl) -> None:
         self._consumer = consumer
@@ -122,13 +133,16 @@ class Subscription:
         stream = Stream(self._next_stream_id, options)
         self._next_stream_id += 1
         self._streams[stream.id] = stream
+        if self._consumer is not None and len(self._streams) == 1:
+            self._consumer.want_records(True)
         self._dispatch()
         return stream
 
     def close_stream(self, stream: Stream, *, count_attempt: bool = True) -> None:
         """The stream ended: its leases go back for immediate redelivery."""
         stream.closed = True
-        self._streams.pop(stream.id, None)
+        if self._streams.pop(stream.id, None) and not self._streams and self._consumer is not None:
+            self._consumer.want_records(False)
         # A record still in the outbox never reached the client: that was no delivery attempt.
         never_sent = stream.drop_unsent()
         for lease in self._leases.release_stream(stream.id):
@@ -146,13 +160,12 @@ class Subscription:
 
     def ack(self, ack_ids: Iterable[str]) -> list[AckResult]:
         results: list[AckResult] = []
-        for ack_id in ack_ids:
-            lease = self._leases.get(ack_id)
-            outcome = self._leases.ack(ack_id)
-            if outcome is AckOutcome.APPLIED and lease is not None:
+        for ack_id, outcome, lease in self._leases.ack_many(ack_ids):
+            if lease is not None:
                 self._release_bytes(lease)
                 self._settle(lease.key)
             results.append((ack_id, outcome, None))
+        self._flow_control()
         self._dispatch()
         return results
 
@@ -223,6 +236,10 @@ class Subscription:
         self._flow_control()
         return commits
 
+    def on_consumer_replaced(self) -> None:
+        """The consumer was stuck outside its group and a new one took its place."""
+        self.consumer_replaced_total += 1
+
     # -- time --------------------------------------------------------------------------------
 
     def tick(self) -> None:
@@ -251,6 +268,7 @@ class Subscription:
             "acked_total": self.acked_total,
             "redelivered_total": self.redelivered_total,
             "dead_lettered_total": self.dead_lettered_total,
+            "consumer_replaced_total": self.consumer_replaced_total,
             "paused": int(self._paused),
         }
 
@@ -260,6 +278,13 @@ class Subscription:
         streams = [s for s in self._streams.values() if not s.closed]
         if not streams:
             return
+        try:
+            self._fill(streams)
+        finally:
+            for stream in streams:
+                stream.flush()
+
+    def _fill(self, streams: list[Stream]) -> None:
         while ready := self._redelivery.pop_ready(1):
             key, attempt = ready[0]
             if key not in self._records:
@@ -268,17 +293,20 @@ class Subscription:
                 self._redelivery.schedule(key, attempt, self._clock.monotonic())
                 return
             self.redelivered_total += 1
-        while self._fresh:
-            if not self._grant(streams, self._fresh[0], 1):
+        fresh = self._fresh
+        while fresh:
+            if not self._grant(streams, fresh[0], 1):
                 return
-            self._fresh.popleft()
+            fresh.popleft()
 
     def _grant(self, streams: list[Stream], key: DeliveryKey, attempt: int) -> bool:
         record = self._records[key]
-        for i in range(len(streams)):
-            stream = streams[(self._turn + i) % len(streams)]
-            if stream.can_take(self._leases.outstanding(stream.id), record.size):
-                self._turn = (self._turn + i + 1) % len(streams)
+        size = record.size
+        count = len(streams)
+        for i in range(count):
+            stream = streams[(self._turn + i) % count]
+            if stream.can_take(self._leases.outstanding(stream.id), size):
+                self._turn = (self._turn + i + 1) % count
                 lease = self._leases.grant(key, stream.id, stream.options.lease_duration, attempt)
                 stream.deliver(LeasedRecord(lease, record))
                 return True
@@ -312,7 +340,6 @@ class Subscription:
             self._dirty.add(key.topic_partition)
         self._forget(key)
         self.acked_total += 1
-        self._flow_control()
 
     def _forget(self, key: DeliveryKey) -> None:
         record = self._records.pop(key, None)
@@ -344,6 +371,7 @@ class Subscription:
             if key in self._records:
                 self.dead_lettered_total += 1
                 self._settle(key)
+                self._flow_control()
 
         self._dead_lettering[key] = asyncio.get_running_loop().create_task(write())
 
@@ -362,10 +390,10 @@ class Subscription:
         if self._consumer is None:
             return
         wanted = sum(s.options.max_outstanding_events for s in self._streams.values())
-        max_held = min(max(2 * wanted, MIN_HELD), self._limits.max_held_records)
+        max_held = min(max(HELD_PER_OUTSTANDING * wanted, MIN_HELD), self._limits.max_held_records)
         over = len(self._records) >= max_held or self._held_bytes >= self._limits.max_held_bytes
-        under = len(self._records) <= max_held // 2 and (
-            self._held_bytes <= self._limits.max_held_bytes // 2
+        under = len(self._records) <= max_held // RESUME_FRACTION and (
+            self._held_bytes <= self._limits.max_held_bytes // RESUME_FRACTION
         )
         if over and not self._paused:
             self._paused = True

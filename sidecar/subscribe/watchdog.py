@@ -13,13 +13,14 @@ and never blocks.
 
 The rule: a consumer that subscribers are waiting on, that owns no partitions, and that showed
 no sign of life in its group for `stall_after_s` is stuck. Signs of life are a rebalance callback,
-fetched records, and a statistics report saying the member is in the group (`up`/`steady`): the
-last one keeps a member that legitimately owns nothing (more members than partitions) from being
-replaced, which would make the whole group rebalance again. A consumer that owns partitions is
-never replaced: when its session ends, librdkafka reports the partitions lost, and the rule
-applies from there. Replacements back off (doubling, up to `max_stall_after_s`) until a new
-consumer shows life, so a Kafka that is really down is not met with a new consumer every few
-seconds.
+fetched records, and a statistics report saying the consumer is connected to its group coordinator
+(state `up`, whatever its join state): the last one keeps a member that legitimately owns nothing
+(more members than partitions), or that waits in a long rebalance, from being replaced, which
+would make the whole group rebalance again; the stuck consumers of #2944 report `query-coord`.
+A consumer that owns partitions is never replaced: when its session ends, librdkafka reports the
+partitions lost, and the rule applies from there. Replacements back off (doubling, up to
+`max_stall_after_s`) until a new consumer shows life, so a Kafka that is really down is not met
+with a new consumer every few seconds.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from dataclasses import dataclass
 
 from sidecar.clock import Clock
 
-IN_GROUP_STATE = "up"
-IN_GROUP_JOIN_STATE = "steady"
+COORDINATOR_UP = "up"
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,7 @@ class ConsumerWatchdog:
     def group_reported(self, state: str, join_state: str) -> None:
         """librdkafka's statistics reported the consumer group state."""
         self._group_state = f"{state}/{join_state}"
-        if state == IN_GROUP_STATE and join_state == IN_GROUP_JOIN_STATE:
+        if state == COORDINATOR_UP:
             self._alive()
 
     def check(self, wanted: bool) -> Stall | None:

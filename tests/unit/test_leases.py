@@ -9,6 +9,7 @@ import pytest
 
 from sidecar.clock import ManualClock, SystemClock
 from sidecar.subscribe.leases import (
+    AckIdSource,
     AckOutcome,
     DeliveryKey,
     KeyAlreadyLeased,
@@ -20,6 +21,7 @@ A = DeliveryKey("orders", 0, 10)
 B = DeliveryKey("orders", 0, 11)
 C = DeliveryKey("orders", 1, 10)
 D = DeliveryKey("payments", 0, 10)
+URL_SAFE = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_")
 
 
 def make_table(clock: ManualClock, retired_capacity: int = 100_000) -> LeaseTable:
@@ -48,11 +50,33 @@ def test_system_clock_is_monotonic_time() -> None:
 
 
 def test_default_ack_ids_are_unguessable_tokens() -> None:
-    ids = {new_ack_id() for _ in range(1_000)}
-    assert len(ids) == 1_000
-    assert all(len(ack_id) >= 22 for ack_id in ids)  # 16 random bytes
-    table = LeaseTable(ManualClock())
+    source = AckIdSource()
+    ids = {source() for _ in range(5_000)}  # several draws from the operating system
+    assert len(ids) == 5_000
+    assert all(len(ack_id) == 20 for ack_id in ids)  # 15 random bytes each
+    assert all(set(ack_id) <= URL_SAFE for ack_id in ids)
+    assert new_ack_id() not in ids
+    table = LeaseTable(ManualClock())  # its own source
     assert table.grant(A, 1, 30.0, 1).ack_id not in ids
+
+
+def test_ack_many_answers_in_order_with_the_leases_it_ended() -> None:
+    clock = ManualClock()
+    table = make_table(clock)
+    first = table.grant(A, 1, 30.0, 1)
+    second = table.grant(B, 1, 5.0, 1)
+    table.ack(first.ack_id)
+    third = table.grant(C, 1, 30.0, 1)
+    clock.advance(5.0)
+    assert table.ack_many([third.ack_id, first.ack_id, second.ack_id, "forged", third.ack_id]) == [
+        (third.ack_id, AckOutcome.APPLIED, third),
+        (first.ack_id, AckOutcome.ALREADY_ACKED, None),
+        (second.ack_id, AckOutcome.EXPIRED, None),
+        ("forged", AckOutcome.UNKNOWN, None),
+        (third.ack_id, AckOutcome.ALREADY_ACKED, None),
+    ]
+    assert [lease.key for lease in table.expire()] == [B]
+    assert len(table) == 0
 
 
 def test_grant_sets_the_deadline_from_now() -> None:

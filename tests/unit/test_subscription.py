@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 import pytest
 
 from sidecar.clock import ManualClock
-from sidecar.kafka.consumer import AssignedPartition, CommitOffset, FetchedRecord
+from sidecar.kafka.consumer import AssignedPartition, CommitOffset, FetchedRecord, fetched_record
 from sidecar.model import Accepted, Outcome, OutgoingEvent
 from sidecar.subscribe import ackcodec
 from sidecar.subscribe.leases import AckOutcome, TopicPartition
 from sidecar.subscribe.records import event_id_of, user_headers
-from sidecar.subscribe.stream import LeasedRecord, Stream, StreamOptions
+from sidecar.subscribe.stream import LeasedBatch, LeasedRecord, Stream, StreamOptions
 from sidecar.subscribe.subscription import Limits, Subscription, SubscriptionSettings
 
 TOPIC = "orders"
@@ -23,6 +23,7 @@ TOPIC = "orders"
 class FakeConsumer:
     commits: list[list[CommitOffset]] = field(default_factory=list)
     paused: set[TopicPartition] = field(default_factory=set)
+    wanted: list[bool] = field(default_factory=list)
 
     def commit(self, offsets: list[CommitOffset]) -> None:
         self.commits.append(offsets)
@@ -32,6 +33,9 @@ class FakeConsumer:
 
     def resume(self, partitions: list[TopicPartition]) -> None:
         self.paused.difference_update(partitions)
+
+    def want_records(self, wanted: bool) -> None:
+        self.wanted.append(wanted)
 
 
 @dataclass
@@ -44,7 +48,7 @@ class DeadLetters:
 
 
 def record(offset: int, partition: int = 0, headers: tuple = ()) -> FetchedRecord:
-    return FetchedRecord(TOPIC, partition, offset, b"k", b"v%d" % offset, headers, 0)
+    return fetched_record(TOPIC, partition, offset, b"k", b"v%d" % offset, headers, 0)
 
 
 def make(
@@ -69,8 +73,8 @@ def drain(stream: Stream) -> list[LeasedRecord]:
     out = []
     while not stream.outbox.empty():
         item = stream.outbox.get_nowait()
-        if isinstance(item, LeasedRecord):
-            out.append(item)
+        if isinstance(item, LeasedBatch):
+            out.extend(item.records)
     stream.taken(len(out))
     return out
 
@@ -206,6 +210,6 @@ async def test_restored_sparse_acks_are_not_delivered_again() -> None:
 def test_event_id_and_headers_seen_by_subscribers(
     headers: tuple, event_id: str, shown: dict[str, str]
 ) -> None:
-    rec = FetchedRecord(TOPIC, 0, 3, None, b"", headers, 0)
+    rec = fetched_record(TOPIC, 0, 3, None, b"", headers, 0)
     assert event_id_of(rec) == event_id
     assert user_headers(rec) == shown
