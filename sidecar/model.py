@@ -1,5 +1,8 @@
 """Plain value types that travel between the API, the write-ahead log and the forwarder.
 
+The ones made per event are NamedTuples: a frozen dataclass costs several times more to
+build, and the publish and forward paths build a few of them for every event.
+
 Also the source of the ids Ferry assigns to events (UUIDv7).
 """
 
@@ -11,6 +14,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
+from typing import NamedTuple
 
 Headers = tuple[tuple[str, str], ...]
 
@@ -22,8 +26,7 @@ class AckLevel(Enum):
     KAFKA = 2
 
 
-@dataclass(frozen=True, slots=True)
-class OutgoingEvent:
+class OutgoingEvent(NamedTuple):
     """A validated event on its way into the log; `event_id` is always set."""
 
     event_id: str
@@ -84,16 +87,14 @@ os.register_at_fork(after_in_child=_ids.reseed)  # a forked child must not repea
 new_event_id = _ids.next
 
 
-@dataclass(frozen=True, slots=True)
-class KafkaPosition:
+class KafkaPosition(NamedTuple):
     """Where Kafka stored a record."""
 
     partition: int
     offset: int
 
 
-@dataclass(frozen=True, slots=True)
-class Accepted:
+class Accepted(NamedTuple):
     """An event the log holds (or held, if already delivered)."""
 
     event_id: str
@@ -112,8 +113,7 @@ class Rejected:
 Outcome = Accepted | Rejected
 
 
-@dataclass(frozen=True, slots=True)
-class PendingEvent:
+class PendingEvent(NamedTuple):
     """A logged event the forwarder still has to get acknowledged by Kafka."""
 
     sequence: int
@@ -124,8 +124,7 @@ class PendingEvent:
     headers: Headers
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
+class Delivered(NamedTuple):
     """Kafka acknowledged a logged event."""
 
     sequence: int

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import os
 import sqlite3
 import stat
@@ -228,7 +227,7 @@ async def test_same_id_with_other_content_is_a_conflict(
     assert isinstance(outcome, Rejected)
     assert isinstance(outcome.error, EventIdConflict)
     # Within one batch too: the first wins, the second is rejected, the rest goes in.
-    results = await writer.append([ev("b"), dataclasses.replace(other, event_id="b"), ev("c")])
+    results = await writer.append([ev("b"), other._replace(event_id="b"), ev("c")])
     assert accepted(results[0]).sequence == 2
     assert isinstance(results[1], Rejected)
     assert isinstance(results[1].error, EventIdConflict)
