@@ -55,6 +55,7 @@ def judge(result: ScenarioResult, samples: list[Sample], seconds: float) -> None
                                  round(max(s.rss_mb for s in steady), 1)],
         "rss_slope_mb_per_min": round(rss, 3), "fds_start_end": [steady[0].fds, steady[-1].fds],
         "fd_slope_per_min": round(fds, 3), "thread_slope_per_min": round(threads, 3),
+        "rss_mb_by_minute": _by_minute(samples),
     })  # fmt: skip
     if rss > RSS_SLOPE_LIMIT or growth > RSS_GROWTH_LIMIT:
         result.problems.append(f"RSS grows {rss:.2f} MB/min ({growth:.0f} MB over the run)")
@@ -62,3 +63,13 @@ def judge(result: ScenarioResult, samples: list[Sample], seconds: float) -> None
         result.problems.append(f"open fds grow {fds:.2f}/min")
     if threads > FD_SLOPE_LIMIT:
         result.problems.append(f"threads grow {threads:.2f}/min")
+
+
+def _by_minute(samples: list[Sample]) -> list[float]:
+    """RSS at each whole minute of the run (the first sample from it on), to see it level off."""
+    out: list[float] = []
+    t0 = samples[0].t
+    for s in samples:
+        while s.t - t0 >= 60 * len(out):
+            out.append(round(s.rss_mb, 1))
+    return out
