@@ -52,6 +52,7 @@ STALL_SESSIONS = 3
 MAX_STALL_S = 600.0
 WATCHDOG_EVERY_S = 1.0
 CLOSE_TIMEOUT_S = 30.0
+REPLACED_CLOSE_WAIT_S = 2.0
 
 
 class FetchedRecord(NamedTuple):
@@ -165,6 +166,7 @@ class ConsumerThread:
         self._paused: set[TopicPartitionKey] = set()
         self._paused_at = 0.0
         self._generation = 0
+        self._group_state = ("", "")
         self.replacements = 0
         self._thread = threading.Thread(
             target=self._run, name=f"consumer-{self._group}", daemon=True
@@ -240,13 +242,13 @@ class ConsumerThread:
         )
         return consumer
 
-    def _close(self, consumer: Consumer) -> None:
-        """Close (runs on_revoke: the final commit of the acked prefix) within CLOSE_TIMEOUT_S."""
+    def _close(self, consumer: Consumer, wait_s: float = CLOSE_TIMEOUT_S) -> None:
+        """Close (runs on_revoke: the final commit of the acked prefix), waiting up to `wait_s`."""
         closer = threading.Thread(target=consumer.close, name=f"close-{self._group}", daemon=True)
         closer.start()
-        closer.join(CLOSE_TIMEOUT_S)
+        closer.join(wait_s)
         if closer.is_alive():
-            log.warning("consumer_close_abandoned", group=self._group, after_s=CLOSE_TIMEOUT_S)
+            log.warning("consumer_close_abandoned", group=self._group, after_s=wait_s)
         else:
             log.info("consumer_closed", group=self._group)
 
@@ -265,7 +267,9 @@ class ConsumerThread:
             replacements_total=self.replacements,
         )
         self._run_commands(consumer)  # commits of acked offsets first, while we can
-        self._close(consumer)
+        # A stuck consumer's close can hang as long as the consumer would have (30 s seen in
+        # wait-unassign-to-complete): give it a moment, then let it finish on its own thread.
+        self._close(consumer, REPLACED_CLOSE_WAIT_S)
         self._generation += 1
         if self._owned:  # the close was abandoned before revoking: drop them as lost
             self._on_revoke(consumer, [TopicPartition(t, p) for t, p in self._owned], lost=True)
@@ -304,7 +308,11 @@ class ConsumerThread:
             group = json.loads(stats_json).get("cgrp") or {}
         except ValueError:
             return
-        self._watchdog.group_reported(str(group.get("state")), str(group.get("join_state")))
+        state = (str(group.get("state")), str(group.get("join_state")))
+        if state != self._group_state:
+            self._group_state = state
+            log.debug("consumer_group_state", group=self._group, state=state[0], join=state[1])
+        self._watchdog.group_reported(*state)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         committed: list[TopicPartition] = partitions

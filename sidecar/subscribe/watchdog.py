@@ -13,10 +13,13 @@ and never blocks.
 
 The rule: a consumer that subscribers are waiting on, that owns no partitions, and that showed
 no sign of life in its group for `stall_after_s` is stuck. Signs of life are a rebalance callback,
-fetched records, and a statistics report saying the consumer is connected to its group coordinator
-(state `up`, whatever its join state): the last one keeps a member that legitimately owns nothing
-(more members than partitions), or that waits in a long rebalance, from being replaced, which
-would make the whole group rebalance again; the stuck consumers of #2944 report `query-coord`.
+fetched records, and a statistics report saying the consumer is a settled member of its group
+(state `up`, join state `steady`): the last one keeps a member that legitimately owns nothing
+(more members than partitions) from being replaced, which would make the whole group rebalance
+again. Being connected to the coordinator is not enough: stuck consumers were seen both in
+`query-coord` and in `up`/`wait-join`, their JoinGroup request never sent. The price is that a
+rebalance lasting longer than the limit (a member slow to rejoin) has this member replaced; it
+rejoins at once, and the backoff below keeps that from repeating quickly.
 A consumer that owns partitions is never replaced: when its session ends, librdkafka reports the
 partitions lost, and the rule applies from there. Replacements back off (doubling, up to
 `max_stall_after_s`) until a new consumer shows life, so a Kafka that is really down is not met
@@ -29,7 +32,7 @@ from dataclasses import dataclass
 
 from sidecar.clock import Clock
 
-COORDINATOR_UP = "up"
+SETTLED = ("up", "steady")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +79,7 @@ class ConsumerWatchdog:
     def group_reported(self, state: str, join_state: str) -> None:
         """librdkafka's statistics reported the consumer group state."""
         self._group_state = f"{state}/{join_state}"
-        if state == COORDINATOR_UP:
+        if (state, join_state) == SETTLED:
             self._alive()
 
     def check(self, wanted: bool) -> Stall | None:

@@ -213,3 +213,31 @@ def test_event_id_and_headers_seen_by_subscribers(
     rec = fetched_record(TOPIC, 0, 3, None, b"", headers, 0)
     assert event_id_of(rec) == event_id
     assert user_headers(rec) == shown
+
+
+async def test_records_granted_together_reach_the_stream_as_one_batch() -> None:
+    sub, _, _, _ = make()
+    stream = sub.open_stream(options(max_events=4))
+    sub.on_records([record(o) for o in range(6)])
+    batch = stream.outbox.get_nowait()
+    assert isinstance(batch, LeasedBatch)
+    assert [x.record.offset for x in batch.records] == [0, 1, 2, 3]
+    assert stream.outbox.empty()
+    stream.taken(4)
+    sub.ack([x.lease.ack_id for x in batch.records[:2]])
+    [more] = [stream.outbox.get_nowait()]
+    assert isinstance(more, LeasedBatch)
+    assert [x.record.offset for x in more.records] == [4, 5]
+
+
+async def test_the_consumer_is_told_whether_subscribers_wait() -> None:
+    sub, consumer, _, _ = make()
+    a = sub.open_stream(options())
+    b = sub.open_stream(options())
+    sub.close_stream(a)
+    assert consumer.wanted == [True]
+    sub.close_stream(b)
+    sub.close_stream(b)  # closing twice says nothing new
+    assert consumer.wanted == [True, False]
+    sub.on_consumer_replaced()
+    assert sub.status()["consumer_replaced_total"] == 1
