@@ -5,7 +5,7 @@ librdkafka 2.16 sometimes never rejoins after such a pause (librdkafka issue #29
 chaos/repro_stuck_consumer.py): the consumer reports its partitions lost, then waits in
 `query-coord` forever. Ferry's consumer watchdog replaces such a consumer. On the 2-core dev
 machine two 8 s pauses 4 s apart left 5 of 12 plain consumers stuck (3 after the first pause), so
-the test runs 8 subscriptions through two pauses; without the watchdog it fails whenever one of
+the test runs 12 subscriptions through two pauses; without the watchdog it fails whenever one of
 them is stuck.
 
 The broker is this module's own: pausing the session's broker would stall whatever else runs
@@ -39,7 +39,7 @@ from tests.support.subscriber_client import (
 SESSION_MS = 6000  # the broker's minimum session timeout
 PAUSE_S = 7.5  # past the session timeout: every consumer loses its partitions
 REJOIN_WAIT_S = 3.5  # between the pauses
-SUBSCRIPTIONS = 8
+SUBSCRIPTIONS = 12
 # A stuck consumer is replaced 3 session timeouts after it lost its partitions (6 s into the
 # pause), ~16 s after the last resume; then it joins, and the backlog flows.
 DELIVERED_WITHIN_S = 35.0
