@@ -127,8 +127,8 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         settings, options = parse_open(first.open)
         subscription, stream = await self._registry.open_stream(settings, options)
         reader = asyncio.create_task(self._read(request_iterator, subscription, stream))
-        # An outbox item read ahead while batching deliveries; it goes out next, so ack
-        # results keep the order of the requests that caused them.
+        # An outbox item read ahead while batching deliveries (or the rest of a batch past the
+        # message limit); it goes out next, so ack results keep the order of their requests.
         carry: list[OutboxItem] = []
         try:
             opened = pb.SubscriptionOpened(subscription=settings.name)
@@ -140,6 +140,9 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await reader
+            for item in carry:
+                if isinstance(item, LeasedBatch):
+                    stream.unread(item)  # never written: no delivery attempt
             self._registry.close_stream(subscription, stream)
 
     async def _next_response(

@@ -100,6 +100,10 @@ class Stream:
             self.closed = True
             self.outbox.put_nowait(StreamClosed(error))
 
+    def unread(self, batch: LeasedBatch) -> None:
+        """A batch the servicer took from the outbox but did not write before the stream ended."""
+        self._batch.extend(batch.records)
+
     def taken(self, count: int) -> None:
         """The servicer wrote `count` leased records to the wire."""
         self.unsent -= count

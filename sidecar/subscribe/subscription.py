@@ -202,22 +202,25 @@ class Subscription:
                 self._consumer.resume(assigned)
 
     def on_records(self, records: list[FetchedRecord]) -> None:
+        trackers, held, fresh = self._trackers, self._records, self._fresh
+        held_bytes = 0
         for record in records:
-            tp = (record.topic, record.partition)
-            tracker = self._trackers.get(tp)
+            topic, partition, offset = record.topic, record.partition, record.offset
+            tracker = trackers.get((topic, partition))
             if tracker is None:
                 continue  # not ours (any more): its owner fetches it again
             try:
-                deliver = tracker.track(record.offset)
+                deliver = tracker.track(offset)
             except ValueError:
                 continue  # fetched twice (a re-fetch after pause): already tracked
             if not deliver:
-                self._dirty.add(tp)  # acked before a restart: skipped, but moves the commit
+                self._dirty.add((topic, partition))  # acked before a restart: moves the commit
                 continue
-            key = DeliveryKey(record.topic, record.partition, record.offset)
-            self._records[key] = record
-            self._held_bytes += record.size
-            self._fresh.append(key)
+            key = DeliveryKey(topic, partition, offset)
+            held[key] = record
+            held_bytes += record.size
+            fresh.append(key)
+        self._held_bytes += held_bytes
         self._dispatch()
         self._flow_control()
 

@@ -241,3 +241,19 @@ async def test_the_consumer_is_told_whether_subscribers_wait() -> None:
     assert consumer.wanted == [True, False]
     sub.on_consumer_replaced()
     assert sub.status()["consumer_replaced_total"] == 1
+
+
+async def test_a_batch_read_but_never_written_costs_no_attempt() -> None:
+    sub, _, clock, _ = make()
+    first = sub.open_stream(options())
+    sub.on_records([record(o) for o in range(3)])
+    batch = first.outbox.get_nowait()
+    assert isinstance(batch, LeasedBatch)
+    first.unread(LeasedBatch(batch.records[1:]))  # the servicer wrote only the first one
+    first.taken(1)
+    sub.close_stream(first)
+    second = sub.open_stream(options())
+    clock.advance(1.0)
+    sub.tick()
+    attempts = {x.record.offset: x.lease.attempt for x in drain(second)}
+    assert attempts == {0: 2, 1: 1, 2: 1}
