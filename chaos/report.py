@@ -37,7 +37,7 @@ the first publish answered OK (ACK_LEVEL_KAFKA where Kafka was part of the fault
 BUGS = """\
 ## Bugs found
 
-Regression tests are in `tests/faults/test_regressions.py` (strict xfail while a bug is open).
+Regression tests are in `tests/faults/test_regressions.py` unless named otherwise.
 
 1. **A failed retirement was dropped; delivered rows stayed in the log** (fixed by 1c23442;
    `test_rows_whose_retirement_failed_are_retired_later` fails on 476e669 and passes now).
@@ -51,22 +51,22 @@ Regression tests are in `tests/faults/test_regressions.py` (strict xfail while a
    timed out while rows handed over later were acknowledged; the lane restart resent the old
    rows after them (`seq 462 after seq 510` for one key, 5 keys), against `Event.key`'s
    promise that events with the same key keep their publish order.
-3. **Per-key order still breaks when a wave fails only in part** (open, xfail
-   `test_per_key_order_survives_a_partly_failed_wave[refused|timed-out]`). One wave of a lane
-   can travel in several produce batches per partition (for example when linger.ms=2 runs out
-   while the forwarder is still calling produce()), and its records can fail one by one. When
-   the first ones fail and later ones of the same partition are acknowledged, the lane
-   restart resends the failed rows after them. Seen twice in CI-size runs, with no duplicate
-   at all: clock-jumps, where the broker refused the records stamped 2 h ahead
-   (`INVALID_TIMESTAMP` / `INVALID_RECORD`: Kafka 4 refuses timestamps more than
-   `log.message.timestamp.after.max.ms`, 1 h, ahead; 12 keys out of order), and kafka-kill,
-   where the first records of the wave in flight hit `message.timeout.ms` (3 s) just as the
-   broker came back and the rest got through (`seq 100 after seq 515`, 12 keys). The
-   scenarios report such hits as known issues. Fix options: after a failed delivery, count
-   the later deliveries of the same wave and partition as failed too and resend them after
-   the failed rows (a duplicate, but in order); or send a wave as at most one batch per
-   partition; and stamp records with the log's append time so that a wall-clock jump cannot
-   make Kafka refuse them.
+3. **Per-key order broke when a wave failed only in part** (fixed by 5dfcad7). One wave
+   of a lane travels in several produce batches per partition, and its records could fail
+   one by one: when the first ones failed and later ones of the same partition were
+   acknowledged, the lane restart resent the failed rows after them. Seen twice in CI-size
+   runs: clock-jumps, where the broker refused the records stamped 2 h ahead
+   (`INVALID_TIMESTAMP`: Kafka 4 refuses timestamps more than
+   `log.message.timestamp.after.max.ms`, 1 h, ahead), and kafka-kill, where the first
+   records of the wave in flight hit `message.timeout.ms` (3 s) just as the broker came back
+   (`seq 100 after seq 515`, 12 keys). The forwarder cannot mend this once the newer records
+   are in Kafka, so it is prevented where it starts: the producer has no message timeout
+   (`message.timeout.ms=0`, enforced like `acks=all`; librdkafka's idempotent producer then
+   fails a send only together with every later send of its partition), and every record of a
+   wave carries one timestamp, so a broker refusing timestamps refuses the whole wave.
+   Checked by `test_weakening_is_refused[message.timeout.ms]`,
+   `test_every_record_of_a_wave_carries_the_same_timestamp`, and the leader-kill, network and
+   clock-jumps scenarios (order violations 0, no known-issue allowance any more).
 4. **`--max-streams` could be exceeded** (fixed by c9064c8;
    `test_max_streams_holds_while_a_subscription_stops` fails before it, passes now).
    `SubscriptionRegistry.open_stream` checked the stream count before taking the
@@ -75,20 +75,21 @@ Regression tests are in `tests/faults/test_regressions.py` (strict xfail while a
    the lock and was admitted
    (bad-input, CI size: 7 streams with 6 slots left; the unit reproduction admits 10 with
    `max_streams=2`). The fix checks the limit under the subscription's lock.
-5. **A subscription can stop receiving for good after its group session expires** (open; no
-   deterministic test). After the broker hung longer than `--consumer-session-timeout-ms`,
-   some of Ferry's consumers lost their partitions and never rejoined: librdkafka logs
-   `GroupCoordinator: Timed out 0 in-flight, 0 retry-queued, 1 out-queue` every 60 s while a
-   fresh consumer of the same group is assigned at once (kafka-pause full: subscription s0
-   got nothing after the first pause, 59950 events not delivered before the drain timeout;
-   also seen in a disk-full development run). It is librdkafka's (2.16.0) own bug:
+5. **A subscription could stop receiving for good after its group session expired** (fixed
+   by f3fa63d and 500caf5; `tests/integration/test_subscribe_stuck_consumer.py` reproduces
+   it against a real broker). After the broker hung longer than
+   `--consumer-session-timeout-ms`, some of Ferry's consumers lost their partitions and never
+   rejoined: librdkafka logs `GroupCoordinator: Timed out 0 in-flight, 0 retry-queued,
+   1 out-queue` every 60 s while a fresh consumer of the same group is assigned at once
+   (kafka-pause full: subscription s0 got nothing after the first pause, 59950 events not
+   delivered before the drain timeout). It is librdkafka's (2.16.0) own bug:
    `python -m chaos.repro_stuck_consumer DIR` left 4 of 4 plain consumers with Ferry's
-   settings stuck for minutes after a 10 s SIGSTOP of the broker while a fresh group read the
-   topic (compare librdkafka issue #2944). Nothing is lost (nothing is committed), but
-   subscribers starve until Ferry restarts. Fix in Ferry: a watchdog that recreates a
-   subscription's consumer when it has open streams and no assignment (or no fetch progress
-   while the topic grows) for a few session timeouts. CI's kafka-pause keeps the session
-   (15 s) longer than the pause (7 s), so only full runs exercise this.
+   settings stuck for minutes after a 10 s SIGSTOP of the broker (compare librdkafka issue
+   #2944). Nothing was lost (nothing was committed), but subscribers starved until Ferry
+   restarted. Ferry now watches each subscription's consumer (`sidecar/subscribe/watchdog.py`):
+   one that subscribers wait on, that owns no partitions and shows no sign of life in its
+   group for 3 session timeouts is closed and replaced in the same group (logged
+   `consumer_replaced`, with backoff).
 """
 
 
