@@ -32,7 +32,7 @@ def _cpu() -> float:
 
 
 def _producer(bootstrap: str) -> Producer:
-    config = producer_config(bootstrap, 60_000, {})
+    config = producer_config(bootstrap, {})
     return Producer({**config, "client.id": "bench-raw-producer", **QUIET})
 
 
