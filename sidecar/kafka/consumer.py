@@ -18,6 +18,7 @@ then a new consumer joins the same group.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 import queue
@@ -167,6 +168,10 @@ class ConsumerThread:
         self._paused_at = 0.0
         self._generation = 0
         self._group_state = ("", "")
+        # What the thread hands to the loop, in order. One wake-up of the loop drains all of it:
+        # a wake-up per consumed batch (a pipe write each) cost more than the batch's records.
+        self._outbox: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
+        self._drain_scheduled = False
         self.replacements = 0
         self._thread = threading.Thread(
             target=self._run, name=f"consumer-{self._group}", daemon=True
@@ -212,7 +217,7 @@ class ConsumerThread:
                     records = [r for r in map(_record, messages) if r is not None]
                     if records:
                         self._watchdog.fetched()
-                        self._loop.call_soon_threadsafe(self._sink.on_records, records)
+                        self._post(self._sink.on_records, records)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + WATCHDOG_EVERY_S
                     consumer = self._check_watchdog(consumer)
@@ -275,8 +280,26 @@ class ConsumerThread:
             self._on_revoke(consumer, [TopicPartition(t, p) for t, p in self._owned], lost=True)
         self._paused.clear()
         self._watchdog.replaced()
-        self._loop.call_soon_threadsafe(self._sink.on_consumer_replaced)
+        self._post(lambda _: self._sink.on_consumer_replaced(), None)
         return self._open()
+
+    def _post(self, handler: Callable[[Any], None], value: Any) -> None:
+        """Run `handler(value)` on the loop, after everything posted before."""
+        self._outbox.append((handler, value))
+        if not self._drain_scheduled:
+            self._drain_scheduled = True
+            self._loop.call_soon_threadsafe(self._drain)
+
+    def _drain(self) -> None:
+        # Cleared before draining: an item posted meanwhile is drained here or schedules anew.
+        self._drain_scheduled = False
+        outbox = self._outbox
+        while outbox:
+            handler, value = outbox.popleft()
+            try:
+                handler(value)
+            except Exception:  # one failed hand-off must not hold back the ones behind it
+                log.exception("consumer_handoff_failed", group=self._group)
 
     def _poll_timeout(self) -> float:
         if self._paused and time.monotonic() - self._paused_at < PAUSED_FAST_POLL_FOR_S:
@@ -330,7 +353,7 @@ class ConsumerThread:
         self._owned.update((a.topic, a.partition) for a in assigned)
         self._watchdog.rebalanced(len(self._owned))
         log.info("partitions_assigned", partitions=[(a.topic, a.partition) for a in assigned])
-        self._loop.call_soon_threadsafe(self._sink.on_assigned, assigned)
+        self._post(self._sink.on_assigned, assigned)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], lost: bool) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
@@ -373,16 +396,23 @@ def _record(message: Any) -> FetchedRecord | None:
         return None
     _, timestamp = message.timestamp()
     key, value, headers = message.key(), message.value(), message.headers()
-    return FetchedRecord(
-        message.topic(),
-        message.partition(),
-        message.offset(),
-        key,
-        value,
-        tuple(headers) if headers else (),
-        timestamp,
-        (len(value) if value else 0) + (len(key) if key else 0),
+    # tuple.__new__ skips the named tuple's Python-level __new__: one record per message.
+    return _new_tuple(
+        FetchedRecord,
+        (
+            message.topic(),
+            message.partition(),
+            message.offset(),
+            key,
+            value,
+            tuple(headers) if headers else (),
+            timestamp,
+            (len(value) if value else 0) + (len(key) if key else 0),
+        ),
     )
+
+
+_new_tuple = tuple.__new__
 
 
 def _log_error(err: Any) -> None:

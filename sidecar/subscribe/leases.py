@@ -97,6 +97,10 @@ class AckIdSource:
 new_ack_id = AckIdSource()
 
 
+# Builds a named tuple without its Python-level __new__, on paths taken once per delivery.
+_new_tuple = tuple.__new__
+
+
 class LeaseTable:
     """The live leases of one subscription, plus a bounded memory of ended ones."""
 
@@ -136,7 +140,7 @@ class LeaseTable:
         if ack_id in self._leases or ack_id in self._retired:
             raise RuntimeError("the ack id factory repeated an ack id")
         deadline = self._clock.monotonic() + duration
-        lease = Lease(ack_id, key, stream_id, attempt, deadline)
+        lease = _new_tuple(Lease, (ack_id, key, stream_id, attempt, deadline))  # one per delivery
         self._leases[ack_id] = lease
         self._holder[key] = ack_id
         members = self._by_stream.get(stream_id)

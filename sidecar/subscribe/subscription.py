@@ -52,6 +52,9 @@ HELD_PER_OUTSTANDING = 8
 RESUME_FRACTION = 4
 DEAD_LETTER_RETRY_S = 1.0
 
+# Builds a named tuple without its Python-level __new__, on paths taken once per record.
+_new_tuple = tuple.__new__
+
 DeadLetterSink = Callable[[list[OutgoingEvent]], Awaitable[list[Outcome]]]
 AckResult = tuple[str, AckOutcome, float | None]
 
@@ -216,7 +219,7 @@ class Subscription:
             if not deliver:
                 self._dirty.add((topic, partition))  # acked before a restart: moves the commit
                 continue
-            key = DeliveryKey(topic, partition, offset)
+            key = _new_tuple(DeliveryKey, (topic, partition, offset))
             held[key] = record
             held_bytes += record.size
             fresh.append(key)
@@ -311,7 +314,7 @@ class Subscription:
             if stream.can_take(self._leases.outstanding(stream.id), size):
                 self._turn = (self._turn + i + 1) % count
                 lease = self._leases.grant(key, stream.id, stream.options.lease_duration, attempt)
-                stream.deliver(LeasedRecord(lease, record))
+                stream.deliver(_new_tuple(LeasedRecord, (lease, record)))
                 return True
         return False
 
