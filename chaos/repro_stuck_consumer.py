@@ -7,7 +7,9 @@ DIR is a running tools/kafka_local.py cluster (1 broker). Four consumers with Fe
 consumer settings (session.timeout.ms 6000, heartbeat 600 ms, manual commits) read a topic
 that a producer keeps writing; after each pause the seconds since each consumer's last
 message are printed. A consumer that stays stuck while a fresh group reads the same topic
-shows librdkafka's rejoin bug (librdkafka issue #2944), which Ferry's subscriptions inherit.
+shows librdkafka's rejoin bug (librdkafka issue #2944), which Ferry's subscriptions inherit;
+their consumer watchdog (sidecar/subscribe/watchdog.py) replaces such a consumer, and
+tests/integration/test_subscribe_stuck_consumer.py proves it against a real broker.
 """
 
 from __future__ import annotations

@@ -3,13 +3,15 @@ delivers again afterwards (issue #5).
 
 librdkafka 2.16 sometimes never rejoins after such a pause (librdkafka issue #2944; see
 chaos/repro_stuck_consumer.py): the consumer reports its partitions lost, then waits in
-`query-coord` forever. Ferry's consumer watchdog replaces such a consumer. On the 2-core dev
-machine two 8 s pauses 4 s apart left 5 of 12 plain consumers stuck (3 after the first pause), so
-the test runs 12 subscriptions through two pauses; without the watchdog it fails whenever one of
-them is stuck.
+`query-coord` (or `up`/`wait-join`) forever. Ferry's consumer watchdog replaces such a consumer.
+On the 2-core dev machine two 8 s pauses 4 s apart left 5 of 12 plain consumers stuck, so the
+test runs 12 subscriptions, fetching a steady stream, through two pauses; without the watchdog it
+fails whenever one of them is stuck (2 of 3 runs against the code before the watchdog).
 
 The broker is this module's own: pausing the session's broker would stall whatever else runs
-against it, and this one can be thrown away afterwards.
+against it, and this one can be thrown away afterwards. It runs with the full JIT (no fast
+start): against a C1-only broker the stuck state showed up in 1 run of 5 only. The test takes
+~45-60 s, broker start included.
 """
 
 from __future__ import annotations
