@@ -64,7 +64,12 @@ def find_libfaketime(install: bool = True) -> str | None:
 def faketime_env(lib: str, rc: Path, *, fake_monotonic: bool, cache: bool = True) -> dict[str, str]:
     # With `cache` the offset file is re-read at most once a second (FAKETIME_NO_CACHE reads
     # it on every clock call, which slows Ferry to a crawl).
-    env = {"LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": str(rc)}
+    # FAKETIME_WAIT_MS: libfaketime turns the absolute deadline of a pthread_cond_timedwait
+    # with the offset it knows at the call; when the offset file changes during the wait the
+    # deadline lands hours away and the thread sleeps for hours (librdkafka's broker threads
+    # did, after the fourth jump of a full run: nothing sent, no error). Capping every such
+    # wait keeps the waits short; waking early is always allowed for a condition variable.
+    env = {"LD_PRELOAD": lib, "FAKETIME_TIMESTAMP_FILE": str(rc), "FAKETIME_WAIT_MS": "50"}
     env.update({"FAKETIME_CACHE_DURATION": "1"} if cache else {"FAKETIME_NO_CACHE": "1"})
     if not fake_monotonic:
         env["DONT_FAKE_MONOTONIC"] = "1"
