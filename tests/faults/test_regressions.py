@@ -224,6 +224,9 @@ class SlowStop:
     def resume(self, partitions: Any) -> None:
         pass
 
+    def want_records(self, wanted: bool) -> None:
+        pass
+
 
 async def test_max_streams_holds_while_a_subscription_stops() -> None:
     from sidecar.clock import SystemClock
