@@ -11,7 +11,10 @@ clock step (NTP, an operator, a VM resume) moves CLOCK_REALTIME only, so Ferry r
 - after a jump back by 3 h, unacked leases still expire after their duration (the records
   come again with delivery_attempt 2 within lease + a few seconds): leases do expire.
 
-The workload runs throughout and the usual checks apply after the clock is set back.
+The workload runs throughout. Publishing must go on during the jumps; records stamped while
+Ferry's clock is more than 1 h ahead are refused by Kafka and wait in the log. After the jumps
+Ferry is restarted once with the clock set right (libfaketime can keep a stale offset for
+hours, see `clock_jumps`), and the usual checks apply: nothing acked may be missing.
 """
 
 from __future__ import annotations
@@ -234,11 +237,25 @@ def clock_jumps(env: Env) -> ScenarioResult:
                 run.problems.append(f"after -3h, {LEASE_S}s leases expired after "
                                     f"{expired_after}s")  # fmt: skip
             rc.write_text("+0\n")
-            run.heal(fault, kafka=True)
+            # Publishing must go on (DURABLE); Kafka refuses records stamped more than 1 h
+            # ahead, so while Ferry's clock may still be off they wait in the log.
+            run.heal(fault, kafka=False)
             log(f"clock-jumps #{i + 1}: {findings}")
     finally:
         rc.write_text("+0\n")
         lease.close()
+    # libfaketime re-reads the offset file when its cache expires, and it measures that on
+    # the faked clock: after a jump back by 3 h the process keeps its last offset for hours
+    # (Ferry's clock was seen stuck at +2 h, every record refused by Kafka as too far ahead).
+    # A real clock has no such cache. Restart Ferry on the same log (SIGTERM) so that it
+    # reads "+0" at start: everything the jumps held back must then reach Kafka.
+    code = run.terminate()
+    if code != 0:
+        run.problems.append(f"SIGTERM after the clock jumps exited with {code}")
+    restarted = time.monotonic()
+    run.start_ferry()
+    back = run.history.fault("restart with the clock set right", "SIGTERM")
+    run.heal(back, kafka=True, at=restarted)
     time.sleep(2)
     result = run.finish()
     result.extra.update({"libfaketime": probe, **findings})
