@@ -102,7 +102,8 @@ def _row(r: ScenarioResult) -> str:
         return f"| {r.name} | skipped: {r.skipped} |" + " |" * 8
     v = r.verdict
     if not v:  # the scenario crashed before its checks ran; its problems say why
-        return f"| {r.name} | {r.faults} | – | – | – | – | – | – | – | {r.duration_s:.0f} | **FAIL** |"
+        cells = " | ".join(["-"] * 7)
+        return f"| {r.name} | {r.faults} | {cells} | {r.duration_s:.0f} | **FAIL** |"
     subs = sum(v.get("sub_redeliveries", {}).values())
     verdict = "PASS" if r.passed else "**FAIL**"
     return (
