@@ -239,9 +239,7 @@ def recovery(ctx: Ctx, raw_rate: float | None) -> dict[str, Any]:
         return {"skipped": "$KAFKA_BOOTSTRAP is an external Kafka this run cannot stop"}
     n = plan.backlog_events
     topic = ctx.topic("recovery")
-    ferry = ctx.start_ferry(
-        "ferry-recovery", "--retry-max-backoff-s", "2", *QUICK_EXIT
-    )
+    ferry = ctx.start_ferry("ferry-recovery", "--retry-max-backoff-s", "2", *QUICK_EXIT)
     stop_file = ctx.work / "recovery.stop"
     stop_file.unlink(missing_ok=True)
     out: dict[str, Any] = {"events": n}
