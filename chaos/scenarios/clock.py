@@ -149,18 +149,29 @@ class LeaseProbe:
             self.kept.append(r)
         return None
 
-    def fresh_deliveries(
-        self, timeout: float, max_age: float = 1.0
-    ) -> spb.SubscribeResponse | None:
-        """The next deliveries leased less than `max_age` ago. Older ones (left from the last
-        round while the probe waited for other answers) are acked and skipped: their leases may
-        be near their end, and an EXPIRED answer for them would prove nothing."""
-        deadline = time.monotonic() + timeout
+    def fresh_deliveries(self, timeout: float) -> spb.SubscribeResponse | None:
+        """Deliveries leased from now on. What already waits (left from the last round while
+        the probe waited for other answers) is acked in one go and skipped: those leases may be
+        near their end, and an EXPIRED answer for them would prove nothing. Acking them one by
+        one would not do: under load each ack's answer takes long enough to make the next
+        waiting delivery old too."""
+        since = time.monotonic()
+        waiting = [r for r in self.kept if r.WhichOneof("response") == "deliveries"]
+        self.kept = [r for r in self.kept if r.WhichOneof("response") != "deliveries"]
+        while True:
+            try:
+                r = self.responses.get_nowait()
+            except queue.Empty:
+                break
+            if r is None:
+                return None
+            (waiting if r.WhichOneof("response") == "deliveries" else self.kept).append(r)
+        if waiting:
+            self.ack([d.ack_id for r in waiting for d in r.deliveries.deliveries])
+        deadline = since + timeout
         while (left := deadline - time.monotonic()) > 0:
             got = self.next("deliveries", left)
-            if got is None:
-                return None
-            if time.monotonic() - self.received.get(id(got), 0.0) <= max_age:
+            if got is None or self.received.get(id(got), 0.0) >= since:
                 return got
             self.ack([d.ack_id for d in got.deliveries.deliveries])
         return None
