@@ -1,10 +1,11 @@
-"""Kafka faults: broker kill -9 + restart, broker SIGSTOP past the request timeout, Kafka down
+"""Kafka faults: broker kill -9 + restart, broker SIGSTOP for seconds, Kafka down
 when Ferry starts (1 broker), and a partition leader killed in a 3-broker KRaft cluster."""
 
 from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 
 from chaos.harness import Env, Run, ScenarioResult, log
 from chaos.observe import KafkaCluster, ensure_up, off_main
@@ -18,39 +19,53 @@ def _node(env: Env) -> int:
 
 def broker_kill(env: Env) -> ScenarioResult:
     """SIGKILL the only broker under load; publishes go on into the log; restart it."""
-    rounds = 5 if env.full else 1
+    node = _node(env)
     run = Run(env, "kafka-kill").start()
-    try:
-        for i in range(rounds):
-            time.sleep(3)
-            fault = run.history.fault("broker kill -9", f"#{i + 1}")
-            env.kafka.kill(_node(env))
-            time.sleep(random.uniform(2, 10) if env.full else 5)
-            off_main(env.kafka.restart, _node(env))
-            run.heal(fault)
-        time.sleep(2)
-        return run.finish()
-    finally:
-        ensure_up(env.kafka)
+    return _broker_rounds(
+        env, run, "broker kill -9", "",
+        stop=lambda: env.kafka.kill(node),
+        hold_s=lambda: random.uniform(2, 10) if env.full else 5,
+        start=lambda: off_main(env.kafka.restart, node),
+    )  # fmt: skip
 
 
 def broker_pause(env: Env) -> ScenarioResult:
-    """SIGSTOP the broker for longer than the producer's message timeout, then SIGCONT.
+    """SIGSTOP the broker for seconds under load, then SIGCONT: sends hang (they never time out)
+    and must all land, in order, once it answers again.
 
-    In CI the consumer session timeout (15 s) outlasts the pause, so only the producer side
-    times out. Full runs keep 6 s: the pause also expires the subscriptions' group sessions,
-    which exercises the rejoin path (where librdkafka consumers were seen to get stuck, see
-    docs/reliability.md)."""
-    rounds = 5 if env.full else 1
+    In CI the consumer session timeout (15 s) outlasts the pause. Full runs keep 6 s: the pause
+    also expires the subscriptions' group sessions, which exercises the rejoin path (where
+    librdkafka consumers got stuck until the watchdog replaced them, see docs/reliability.md)."""
+    node = _node(env)
     flags = () if env.full else ("--consumer-session-timeout-ms", "15000")
     run = Run(env, "kafka-pause", ferry_args=flags).start()
+    return _broker_rounds(
+        env, run, "broker SIGSTOP", f" for {PAUSE_S}s",
+        stop=lambda: env.kafka.pause(node),
+        hold_s=lambda: PAUSE_S,
+        start=lambda: env.kafka.resume(node),
+    )  # fmt: skip
+
+
+def _broker_rounds(
+    env: Env,
+    run: Run,
+    kind: str,
+    detail: str,
+    *,
+    stop: Callable[[], object],
+    hold_s: Callable[[], float],
+    start: Callable[[], object],
+) -> ScenarioResult:
+    """Rounds (5 full, 1 in CI) of: load for 3 s, `stop` the broker, wait `hold_s()`, `start`
+    it, measure the recovery; then the checks. The broker runs again whatever happened."""
     try:
-        for i in range(rounds):
+        for i in range(5 if env.full else 1):
             time.sleep(3)
-            fault = run.history.fault("broker SIGSTOP", f"#{i + 1} for {PAUSE_S}s")
-            env.kafka.pause(_node(env))
-            time.sleep(PAUSE_S)
-            env.kafka.resume(_node(env))
+            fault = run.history.fault(kind, f"#{i + 1}{detail}")
+            stop()
+            time.sleep(hold_s())
+            start()
             run.heal(fault)
         time.sleep(2)
         return run.finish()

@@ -35,7 +35,23 @@ class _Message:
         return self._offset
 
 
-class AlwaysAcks:
+class _FakeProducer:
+    """What the forwarder calls besides produce() and poll(): nothing to flush, metadata always
+    answers, a purge forgets what was queued."""
+
+    queue: list[Any]
+
+    def flush(self, timeout: float = -1) -> int:
+        return 0
+
+    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
+        return object()
+
+    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
+        self.queue = []
+
+
+class AlwaysAcks(_FakeProducer):
     """A producer whose every send is acknowledged at the next poll()."""
 
     def __init__(self, error_cb: Callable[[Any], None]) -> None:
@@ -57,15 +73,6 @@ class AlwaysAcks:
         if not queue:
             time.sleep(0.002)
         return len(queue)
-
-    def flush(self, timeout: float = -1) -> int:
-        return 0
-
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
-        return object()
-
-    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
-        self.queue = []
 
 
 async def test_rows_whose_retirement_failed_are_retired_later(
@@ -105,7 +112,7 @@ async def test_rows_whose_retirement_failed_are_retired_later(
         await asyncio.to_thread(writer.close)
 
 
-class TimesOutFirst:
+class TimesOutFirst(_FakeProducer):
     """librdkafka's per-message timeout, as the network scenario saw it: the messages handed
     over first hang (a stalled connection) and time out after a while, while messages handed
     over later, once the link is back, are acknowledged at once."""
@@ -136,15 +143,6 @@ class TimesOutFirst:
             callback(None, _Message(len(self.log)))
         time.sleep(0.002)
         return len(queue)
-
-    def flush(self, timeout: float = -1) -> int:
-        return 0
-
-    def list_topics(self, topic: str | None = None, timeout: float = -1) -> Any:
-        return object()
-
-    def purge(self, in_queue: bool = True, in_flight: bool = True, blocking: bool = True) -> None:
-        self.queue = []
 
 
 class _TimedOut:
