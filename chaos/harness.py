@@ -26,10 +26,11 @@ import grpc
 
 from chaos.checker import check, recovery_stats
 from chaos.history import FAIL, OK, Attempt, History
-from chaos.observe import KafkaCluster, kafka_local, read_all, wal_event_ids, wal_pending
+from chaos.observe import KafkaCluster, kafka_local, read_all
 from chaos.workload import Publisher, PublishPlan, SubscribePlan, Subscriber, channel, classify
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from sidecar.wal.peek import pending_event_ids
 from tests.support.ferry import FerryProcess
 
 #: Small settings so that faults heal within seconds.
@@ -270,7 +271,7 @@ class Run:
         if not self.alive():
             self.start_ferry()
         t0 = time.monotonic()
-        while wal_pending(self.ferry.data_dir) and time.monotonic() - t0 < drain_timeout:
+        while self.ferry.pending_rows() and time.monotonic() - t0 < drain_timeout:
             time.sleep(0.2)
         drain_s = time.monotonic() - t0
         records = read_all(self.bootstrap, [self.topic])
@@ -282,9 +283,9 @@ class Run:
             for w in self.subscribers
         } | {s: [sum(v.delivered.values()), len(v.ack_confirmed)] for s, v in views.items()}
         self.check_alive()
-        pending = wal_pending(self.ferry.data_dir)
+        pending = self.ferry.pending_rows()
         if pending:  # evidence: are the stuck rows already in Kafka?
-            left = wal_event_ids(self.ferry.data_dir)
+            left = pending_event_ids(self.ferry.data_dir)
             self.extra["wal_leftover"] = {
                 "rows": len(left), "already_in_kafka": len(set(left) & target),
                 "sample": left[:5],

@@ -15,7 +15,6 @@ import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from chaos.checker import KafkaRecord
-from sidecar.wal.peek import pending_event_ids, pending_rows
 
 _TOOLS = str(Path(__file__).resolve().parents[1] / "tools")
 if _TOOLS not in sys.path:
@@ -94,10 +93,6 @@ def read_all(bootstrap: str, topics: Sequence[str], timeout: float = 120.0) -> l
         return records
     finally:
         consumer.close()
-
-
-wal_pending = pending_rows
-wal_event_ids = pending_event_ids
 
 
 @dataclass(frozen=True, slots=True)

@@ -89,7 +89,7 @@ def kafka_down_at_start(env: Env) -> ScenarioResult:
                 run.start_load()
             time.sleep(8)
             run.check_alive()
-            run.extra.setdefault("pending_before_kafka", []).append(_pending(run))
+            run.extra.setdefault("pending_before_kafka", []).append(run.ferry.pending_rows())
             off_main(env.kafka.restart, _node(env))
             run.heal(fault)
         time.sleep(2)
@@ -122,9 +122,3 @@ def leader_kill(env: Env) -> ScenarioResult:
         return run.finish()
     finally:
         cluster.stop()
-
-
-def _pending(run: Run) -> int:
-    from chaos.observe import wal_pending
-
-    return wal_pending(run.ferry.data_dir)

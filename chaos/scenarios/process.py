@@ -59,7 +59,7 @@ def sigterm(env: Env) -> ScenarioResult:
         t0 = time.monotonic()
         code = run.terminate(timeout=60)
         drains.append(round(time.monotonic() - t0, 2))
-        left.append(_pending(run))
+        left.append(run.ferry.pending_rows())
         if code != 0:
             run.problems.append(f"SIGTERM drain #{i + 1} exited with {code}")
         restarted = time.monotonic()
@@ -71,9 +71,3 @@ def sigterm(env: Env) -> ScenarioResult:
         run.problems.append(f"a SIGTERM drain took {max(drains)}s (grace is 10 s + 5 s)")
     time.sleep(2)
     return run.finish()
-
-
-def _pending(run: Run) -> int:
-    from chaos.observe import wal_pending
-
-    return wal_pending(run.ferry.data_dir)
