@@ -22,10 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from sidecar._gen.ferry.v1 import record_pb2 as ferry_dot_v1_dot_record__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65rry/v1/publisher.proto\x12\x08\x66\x65rry.v1\x1a\x1egoogle/protobuf/duration.proto\"\xa5\x01\n\x05\x45vent\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x0b\n\x03key\x18\x02 \x01(\x0c\x12\x0f\n\x07payload\x18\x03 \x01(\x0c\x12-\n\x07headers\x18\x04 \x03(\x0b\x32\x1c.ferry.v1.Event.HeadersEntry\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x86\x01\n\x0ePublishRequest\x12\x1e\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.ferry.v1.Event\x12%\n\tack_level\x18\x02 \x01(\x0e\x32\x12.ferry.v1.AckLevel\x12-\n\nkafka_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"w\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12/\n\x0ekafka_position\x18\x04 \x01(\x0b\x32\x17.ferry.v1.KafkaPosition\"2\n\rKafkaPosition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\":\n\x0fPublishResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.ferry.v1.PublishResult\"\x8c\x01\n\x13PublishBatchRequest\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.ferry.v1.Event\x12%\n\tack_level\x18\x02 \x01(\x0e\x32\x12.ferry.v1.AckLevel\x12-\n\nkafka_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"p\n\x11PublishBatchEntry\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x17.ferry.v1.PublishResultH\x00\x12%\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x14.ferry.v1.EventErrorH\x00\x42\t\n\x07outcome\"+\n\nEventError\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\"D\n\x14PublishBatchResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.ferry.v1.PublishBatchEntry*Q\n\x08\x41\x63kLevel\x12\x19\n\x15\x41\x43K_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43K_LEVEL_DURABLE\x10\x01\x12\x13\n\x0f\x41\x43K_LEVEL_KAFKA\x10\x02\x32\x9a\x01\n\tPublisher\x12>\n\x07Publish\x12\x18.ferry.v1.PublishRequest\x1a\x19.ferry.v1.PublishResponse\x12M\n\x0cPublishBatch\x12\x1d.ferry.v1.PublishBatchRequest\x1a\x1e.ferry.v1.PublishBatchResponseBK\n\x0c\x64\x65v.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18\x66\x65rry/v1/publisher.proto\x12\x08\x66\x65rry.v1\x1a\x15\x66\x65rry/v1/record.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x87\x01\n\x05\x45vent\x12\r\n\x05topic\x18\x01 \x01(\t\x12\x10\n\x03key\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07payload\x18\x03 \x01(\x0cH\x01\x88\x01\x01\x12!\n\x07headers\x18\x04 \x03(\x0b\x32\x10.ferry.v1.Header\x12\x10\n\x08\x65vent_id\x18\x05 \x01(\tB\x06\n\x04_keyB\n\n\x08_payload\"\x86\x01\n\x0ePublishRequest\x12\x1e\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x0f.ferry.v1.Event\x12%\n\tack_level\x18\x02 \x01(\x0e\x32\x12.ferry.v1.AckLevel\x12-\n\nkafka_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa9\x01\n\rPublishResult\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\x10\n\x08sequence\x18\x02 \x01(\x03\x12\x11\n\tduplicate\x18\x03 \x01(\x08\x12/\n\x0ekafka_position\x18\x04 \x01(\x0b\x32\x17.ferry.v1.KafkaPosition\x12\x30\n\x0cpublish_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"2\n\rKafkaPosition\x12\x11\n\tpartition\x18\x01 \x01(\x05\x12\x0e\n\x06offset\x18\x02 \x01(\x03\":\n\x0fPublishResponse\x12\'\n\x06result\x18\x01 \x01(\x0b\x32\x17.ferry.v1.PublishResult\"\x8c\x01\n\x13PublishBatchRequest\x12\x1f\n\x06\x65vents\x18\x01 \x03(\x0b\x32\x0f.ferry.v1.Event\x12%\n\tack_level\x18\x02 \x01(\x0e\x32\x12.ferry.v1.AckLevel\x12-\n\nkafka_wait\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"m\n\x11PublishBatchEntry\x12)\n\x06result\x18\x01 \x01(\x0b\x32\x17.ferry.v1.PublishResultH\x00\x12\"\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x11.ferry.v1.FailureH\x00\x42\t\n\x07outcome\"%\n\x10\x41ssignedEventIds\x12\x11\n\tevent_ids\x18\x01 \x03(\t\"D\n\x14PublishBatchResponse\x12,\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1b.ferry.v1.PublishBatchEntry*Q\n\x08\x41\x63kLevel\x12\x19\n\x15\x41\x43K_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n\x11\x41\x43K_LEVEL_DURABLE\x10\x01\x12\x13\n\x0f\x41\x43K_LEVEL_KAFKA\x10\x02\x32\x9a\x01\n\tPublisher\x12>\n\x07Publish\x12\x18.ferry.v1.PublishRequest\x1a\x19.ferry.v1.PublishResponse\x12M\n\x0cPublishBatch\x12\x1d.ferry.v1.PublishBatchRequest\x1a\x1e.ferry.v1.PublishBatchResponseBK\n\x0c\x64\x65v.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,30 +35,26 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ferry.v1.publisher_pb2', _g
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.ferry.v1P\001Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1'
-  _globals['_EVENT_HEADERSENTRY']._loaded_options = None
-  _globals['_EVENT_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_ACKLEVEL']._serialized_start=980
-  _globals['_ACKLEVEL']._serialized_end=1061
-  _globals['_EVENT']._serialized_start=71
-  _globals['_EVENT']._serialized_end=236
-  _globals['_EVENT_HEADERSENTRY']._serialized_start=190
-  _globals['_EVENT_HEADERSENTRY']._serialized_end=236
-  _globals['_PUBLISHREQUEST']._serialized_start=239
-  _globals['_PUBLISHREQUEST']._serialized_end=373
-  _globals['_PUBLISHRESULT']._serialized_start=375
-  _globals['_PUBLISHRESULT']._serialized_end=494
-  _globals['_KAFKAPOSITION']._serialized_start=496
-  _globals['_KAFKAPOSITION']._serialized_end=546
-  _globals['_PUBLISHRESPONSE']._serialized_start=548
-  _globals['_PUBLISHRESPONSE']._serialized_end=606
-  _globals['_PUBLISHBATCHREQUEST']._serialized_start=609
-  _globals['_PUBLISHBATCHREQUEST']._serialized_end=749
-  _globals['_PUBLISHBATCHENTRY']._serialized_start=751
-  _globals['_PUBLISHBATCHENTRY']._serialized_end=863
-  _globals['_EVENTERROR']._serialized_start=865
-  _globals['_EVENTERROR']._serialized_end=908
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=910
-  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=978
-  _globals['_PUBLISHER']._serialized_start=1064
-  _globals['_PUBLISHER']._serialized_end=1218
+  _globals['_ACKLEVEL']._serialized_start=1048
+  _globals['_ACKLEVEL']._serialized_end=1129
+  _globals['_EVENT']._serialized_start=127
+  _globals['_EVENT']._serialized_end=262
+  _globals['_PUBLISHREQUEST']._serialized_start=265
+  _globals['_PUBLISHREQUEST']._serialized_end=399
+  _globals['_PUBLISHRESULT']._serialized_start=402
+  _globals['_PUBLISHRESULT']._serialized_end=571
+  _globals['_KAFKAPOSITION']._serialized_start=573
+  _globals['_KAFKAPOSITION']._serialized_end=623
+  _globals['_PUBLISHRESPONSE']._serialized_start=625
+  _globals['_PUBLISHRESPONSE']._serialized_end=683
+  _globals['_PUBLISHBATCHREQUEST']._serialized_start=686
+  _globals['_PUBLISHBATCHREQUEST']._serialized_end=826
+  _globals['_PUBLISHBATCHENTRY']._serialized_start=828
+  _globals['_PUBLISHBATCHENTRY']._serialized_end=937
+  _globals['_ASSIGNEDEVENTIDS']._serialized_start=939
+  _globals['_ASSIGNEDEVENTIDS']._serialized_end=976
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_start=978
+  _globals['_PUBLISHBATCHRESPONSE']._serialized_end=1046
+  _globals['_PUBLISHER']._serialized_start=1132
+  _globals['_PUBLISHER']._serialized_end=1286
 # @@protoc_insertion_point(module_scope)

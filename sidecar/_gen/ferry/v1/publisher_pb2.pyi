@@ -4,9 +4,11 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from sidecar._gen.ferry.v1 import record_pb2 as _record_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -50,26 +52,6 @@ class Event(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    @_typing.final
-    class HeadersEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
-
     TOPIC_FIELD_NUMBER: _builtins.int
     KEY_FIELD_NUMBER: _builtins.int
     PAYLOAD_FIELD_NUMBER: _builtins.int
@@ -80,11 +62,13 @@ class Event(_message.Message):
     or "..", and not an internal topic (starting with "__").
     """
     key: _builtins.bytes
-    """Optional. The Kafka record key; events with the same key keep their
-    publish order in Kafka.
+    """Optional. The Kafka record key; unset is a null key, set and empty is an
+    empty key. Events with the same key keep their publish order in Kafka.
     """
     payload: _builtins.bytes
-    """The record value. May be empty."""
+    """Optional. The record value; unset is a null value (a tombstone on a
+    compacted topic), set and empty is an empty value.
+    """
     event_id: _builtins.str
     """Optional. The client's idempotency key (1-128 printable ASCII
     characters). Publishing an id that Ferry already knows within its
@@ -92,25 +76,33 @@ class Event(_message.Message):
     empty, Ferry assigns a time-ordered id (UUIDv7).
     """
     @_builtins.property
-    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Optional. Record headers. Names must be non-empty, must not start with
-        "ferry-" (reserved) and are bounded in count and size.
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[_record_pb2.Header]:
+        """Optional. Record headers, in order; a key may repeat. Keys must be
+        non-empty and must not start with "ferry-" (reserved); count and size
+        are bounded by the server's settings.
         """
 
     def __init__(
         self,
         *,
         topic: _builtins.str = ...,
-        key: _builtins.bytes = ...,
-        payload: _builtins.bytes = ...,
-        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        key: _builtins.bytes | None = ...,
+        payload: _builtins.bytes | None = ...,
+        headers: _abc.Iterable[_record_pb2.Header] | None = ...,
         event_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key", b"_key", "_payload", b"_payload", "key", b"key", "payload", b"payload"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "headers", b"headers", "key", b"key", "payload", b"payload", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key", b"_key", "_payload", b"_payload", "event_id", b"event_id", "headers", b"headers", "key", b"key", "payload", b"payload", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__key: _TypeAlias = _typing.Literal["key"]  # noqa: Y015
+    _WhichOneofArgType__key: _TypeAlias = _typing.Literal["_key", b"_key"]  # noqa: Y015
+    _WhichOneofReturnType__payload: _TypeAlias = _typing.Literal["payload"]  # noqa: Y015
+    _WhichOneofArgType__payload: _TypeAlias = _typing.Literal["_payload", b"_payload"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key) -> _WhichOneofReturnType__key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__payload) -> _WhichOneofReturnType__payload | None: ...
 
 Global___Event: _TypeAlias = Event  # noqa: Y015
 
@@ -161,6 +153,7 @@ class PublishResult(_message.Message):
     SEQUENCE_FIELD_NUMBER: _builtins.int
     DUPLICATE_FIELD_NUMBER: _builtins.int
     KAFKA_POSITION_FIELD_NUMBER: _builtins.int
+    PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Output only. The event's id (the client's, or the one Ferry assigned)."""
     sequence: _builtins.int
@@ -173,6 +166,12 @@ class PublishResult(_message.Message):
     def kafka_position(self) -> Global___KafkaPosition:
         """Output only. With ACK_LEVEL_KAFKA: where Kafka stored the event."""
 
+    @_builtins.property
+    def publish_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When Ferry logged the event (for a duplicate: when the
+        original was logged). Subscribers see it as ReceivedEvent.publish_time.
+        """
+
     def __init__(
         self,
         *,
@@ -180,10 +179,11 @@ class PublishResult(_message.Message):
         sequence: _builtins.int = ...,
         duplicate: _builtins.bool = ...,
         kafka_position: Global___KafkaPosition | None = ...,
+        publish_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kafka_position", b"kafka_position"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kafka_position", b"kafka_position", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id", "kafka_position", b"kafka_position", "sequence", b"sequence"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["duplicate", b"duplicate", "event_id", b"event_id", "kafka_position", b"kafka_position", "publish_time", b"publish_time", "sequence", b"sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -286,16 +286,16 @@ class PublishBatchEntry(_message.Message):
         """The event was accepted (or was a duplicate of an accepted one)."""
 
     @_builtins.property
-    def error(self) -> Global___EventError:
-        """The event was rejected (e.g. ALREADY_EXISTS for an event_id known with
-        another content); the code is a google.rpc.Code value.
+    def error(self) -> _record_pb2.Failure:
+        """The event was refused (ALREADY_EXISTS, reason EVENT_ID_CONFLICT, for
+        an event_id known with another content); nothing was written for it.
         """
 
     def __init__(
         self,
         *,
         result: Global___PublishResult | None = ...,
-        error: Global___EventError | None = ...,
+        error: _record_pb2.Failure | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "outcome", b"outcome", "result", b"result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
@@ -308,30 +308,33 @@ class PublishBatchEntry(_message.Message):
 Global___PublishBatchEntry: _TypeAlias = PublishBatchEntry  # noqa: Y015
 
 @_typing.final
-class EventError(_message.Message):
-    """EventError is why one event of a batch was rejected."""
+class AssignedEventIds(_message.Message):
+    """AssignedEventIds is packed into the google.rpc.Status details of a
+    DEADLINE_EXCEEDED answer to Publish or PublishBatch.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    CODE_FIELD_NUMBER: _builtins.int
-    MESSAGE_FIELD_NUMBER: _builtins.int
-    code: _builtins.int
-    """Output only. A google.rpc.Code value, never OK."""
-    message: _builtins.str
-    """Output only. A message naming the cause."""
+    EVENT_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. The id of every event of the request, in request order
+        (the client's, or the one Ferry assigned): publish again with these ids
+        and no duplicate is created.
+        """
+
     def __init__(
         self,
         *,
-        code: _builtins.int = ...,
-        message: _builtins.str = ...,
+        event_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_ids", b"event_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___EventError: _TypeAlias = EventError  # noqa: Y015
+Global___AssignedEventIds: _TypeAlias = AssignedEventIds  # noqa: Y015
 
 @_typing.final
 class PublishBatchResponse(_message.Message):

@@ -68,18 +68,36 @@ class PublisherServicer:
     def Publish(self, request, context):
         """Publish logs one event durably and answers with its id and sequence.
 
-        Status codes:
+        Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
+        reason is named below. Status codes:
         OK                 the event is durably logged (or in Kafka, for KAFKA).
-        INVALID_ARGUMENT   a field is malformed; the message names the field
-        (google.rpc.BadRequest details); nothing was written.
-        ALREADY_EXISTS     the event_id is known with a different content.
-        RESOURCE_EXHAUSTED the log is at its size cap or the disk is full
-        (google.rpc.RetryInfo details); nothing was written.
-        DEADLINE_EXCEEDED  KAFKA acknowledgement was not reached in time; the
-        event is logged and will still be delivered.
-        UNAVAILABLE        Ferry is shutting down or its storage failed;
-        nothing was written, retry (on another instance).
-        UNAUTHENTICATED, PERMISSION_DENIED  reserved for token authentication.
+        INVALID_ARGUMENT   FIELD_INVALID: a field is malformed; the message and
+        the google.rpc.BadRequest details name the field.
+        REQUEST_UNDECODABLE: the request is not a valid
+        PublishRequest. Nothing was written; do not retry.
+        ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
+        different content. Nothing was written.
+        RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
+        this topic's share of the cap is used up (its events
+        are not reaching Kafka); DISK_FULL: the disk is full.
+        Nothing was written; retry after the
+        google.rpc.RetryInfo delay. Without an ErrorInfo, the
+        gRPC transport refused a request larger than the
+        server's receive limit: permanent, do not retry.
+        DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: the event is logged and will still
+        be delivered, Kafka did not acknowledge it in time.
+        LOG_COMMIT_TIMEOUT: the call deadline came before the
+        log commit; the event may or may not be logged.
+        Both carry AssignedEventIds: retry with those ids and
+        no duplicate is created. (When the deadline passes in
+        transit, gRPC answers without details.)
+        UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; LOG_WRITE_FAILED:
+        its storage failed. Nothing was written; retry after
+        the google.rpc.RetryInfo delay (on another instance).
+        CANCELLED          the client cancelled, or the call reached the port as
+        the gRPC server stopped (nothing was written); retry
+        with the same event_id.
+        INTERNAL           INTERNAL: a bug in Ferry (its log has the details).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,14 +111,17 @@ class PublisherServicer:
         event index) and nothing is written. Otherwise every event gets its own
         result; an event_id conflict is reported in that event's result.
 
-        Status codes:
-        OK                 see each result; accepted events are durably logged.
-        INVALID_ARGUMENT   some event is malformed; nothing was written.
-        RESOURCE_EXHAUSTED the batch does not fit under the log's size cap or
-        the disk is full; nothing was written.
-        DEADLINE_EXCEEDED  KAFKA acknowledgement was not reached in time; the
-        events are logged and will still be delivered.
-        UNAVAILABLE        Ferry is shutting down or its storage failed.
+        Status codes, with ErrorInfo reasons as for Publish:
+        OK                 see each entry; accepted events are durably logged.
+        INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+        RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
+        does not fit; nothing was written. Without an
+        ErrorInfo: the request is over the receive limit.
+        DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT, LOG_COMMIT_TIMEOUT, with
+        AssignedEventIds in request order.
+        UNAVAILABLE        SHUTTING_DOWN, LOG_WRITE_FAILED.
+        CANCELLED          as for Publish.
+        INTERNAL           INTERNAL: a bug in Ferry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

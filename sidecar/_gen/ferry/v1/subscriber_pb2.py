@@ -22,11 +22,12 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from sidecar._gen.ferry.v1 import record_pb2 as ferry_dot_v1_dot_record__pb2
 from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65rry/v1/subscriber.proto\x12\x08\x66\x65rry.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x10SubscribeRequest\x12*\n\x04open\x18\x01 \x01(\x0b\x32\x1a.ferry.v1.OpenSubscriptionH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.ferry.v1.AckIdsH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.ferry.v1.NackIdsH\x00\x12%\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x13.ferry.v1.ExtendIdsH\x00\x42\t\n\x07request\"\x95\x02\n\x10OpenSubscription\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16max_outstanding_events\x18\x04 \x01(\x05\x12\x1d\n\x15max_outstanding_bytes\x18\x05 \x01(\x03\x12\x1d\n\x15max_delivery_attempts\x18\x06 \x01(\x05\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x07 \x01(\t\x12/\n\x0estart_position\x18\x08 \x01(\x0e\x32\x17.ferry.v1.StartPosition\"\x19\n\x06\x41\x63kIds\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\"O\n\x07NackIds\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x33\n\x10redelivery_delay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"O\n\tExtendIds\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xa8\x01\n\x11SubscribeResponse\x12.\n\x06opened\x18\x01 \x01(\x0b\x32\x1c.ferry.v1.SubscriptionOpenedH\x00\x12*\n\ndeliveries\x18\x02 \x01(\x0b\x32\x14.ferry.v1.DeliveriesH\x00\x12+\n\x0b\x61\x63k_results\x18\x03 \x01(\x0b\x32\x14.ferry.v1.AckResultsH\x00\x42\n\n\x08response\"]\n\x12SubscriptionOpened\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\nDeliveries\x12&\n\ndeliveries\x18\x01 \x03(\x0b\x32\x12.ferry.v1.Delivery\"\xb3\x01\n\x08\x44\x65livery\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12&\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x17.ferry.v1.ReceivedEvent\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x18\n\x10\x64\x65livery_attempt\x18\x05 \x01(\x05\x12\x32\n\x0elease_deadline\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x81\x02\n\rReceivedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x0f\n\x07payload\x18\x04 \x01(\x0c\x12\x35\n\x07headers\x18\x05 \x03(\x0b\x32$.ferry.v1.ReceivedEvent.HeadersEntry\x12\x1a\n\x12published_by_ferry\x18\x06 \x01(\x08\x12.\n\nkafka_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"4\n\nAckResults\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult\"x\n\x0b\x41\x63kIdResult\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.ferry.v1.AckIdStatus\x12\x32\n\x0elease_deadline\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\nAckRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\"5\n\x0b\x41\x63kResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult\"i\n\x0bNackRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\x12\x33\n\x10redelivery_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"6\n\x0cNackResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult\"n\n\x12\x45xtendLeaseRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"=\n\x13\x45xtendLeaseResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02*\xb9\x01\n\x0b\x41\x63kIdStatus\x12\x1d\n\x19\x41\x43K_ID_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43K_ID_STATUS_APPLIED\x10\x01\x12\x1f\n\x1b\x41\x43K_ID_STATUS_ALREADY_ACKED\x10\x02\x12\x19\n\x15\x41\x43K_ID_STATUS_EXPIRED\x10\x03\x12\x19\n\x15\x41\x43K_ID_STATUS_UNKNOWN\x10\x04\x12\x19\n\x15\x41\x43K_ID_STATUS_REVOKED\x10\x05\x32\x8d\x02\n\nSubscriber\x12H\n\tSubscribe\x12\x1a.ferry.v1.SubscribeRequest\x1a\x1b.ferry.v1.SubscribeResponse(\x01\x30\x01\x12\x32\n\x03\x41\x63k\x12\x14.ferry.v1.AckRequest\x1a\x15.ferry.v1.AckResponse\x12\x35\n\x04Nack\x12\x15.ferry.v1.NackRequest\x1a\x16.ferry.v1.NackResponse\x12J\n\x0b\x45xtendLease\x12\x1c.ferry.v1.ExtendLeaseRequest\x1a\x1d.ferry.v1.ExtendLeaseResponseBK\n\x0c\x64\x65v.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65rry/v1/subscriber.proto\x12\x08\x66\x65rry.v1\x1a\x15\x66\x65rry/v1/record.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb4\x01\n\x10SubscribeRequest\x12*\n\x04open\x18\x01 \x01(\x0b\x32\x1a.ferry.v1.OpenSubscriptionH\x00\x12\x1f\n\x03\x61\x63k\x18\x02 \x01(\x0b\x32\x10.ferry.v1.AckIdsH\x00\x12!\n\x04nack\x18\x03 \x01(\x0b\x32\x11.ferry.v1.NackIdsH\x00\x12%\n\x06\x65xtend\x18\x04 \x01(\x0b\x32\x13.ferry.v1.ExtendIdsH\x00\x42\t\n\x07request\"\xbc\x03\n\x10OpenSubscription\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0e\n\x06topics\x18\x02 \x03(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x1e\n\x16max_outstanding_events\x18\x04 \x01(\x05\x12\x1d\n\x15max_outstanding_bytes\x18\x05 \x01(\x03\x12\x1d\n\x15max_delivery_attempts\x18\x06 \x01(\x05\x12\x19\n\x11\x64\x65\x61\x64_letter_topic\x18\x07 \x01(\t\x12/\n\x0estart_position\x18\x08 \x01(\x0e\x32\x17.ferry.v1.StartPosition\x12/\n\x0e\x64\x65livery_order\x18\t \x01(\x0e\x32\x17.ferry.v1.DeliveryOrder\x12\x39\n\x16min_redelivery_backoff\x18\n \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x39\n\x16max_redelivery_backoff\x18\x0b \x01(\x0b\x32\x19.google.protobuf.Duration\"\x19\n\x06\x41\x63kIds\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\"d\n\x07NackIds\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x33\n\x10redelivery_delay\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65\x61\x64_letter\x18\x03 \x01(\x08\"O\n\tExtendIds\x12\x0f\n\x07\x61\x63k_ids\x18\x01 \x03(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"\xcf\x01\n\x11SubscribeResponse\x12.\n\x06opened\x18\x01 \x01(\x0b\x32\x1c.ferry.v1.SubscriptionOpenedH\x00\x12*\n\ndeliveries\x18\x02 \x01(\x0b\x32\x14.ferry.v1.DeliveriesH\x00\x12+\n\x0b\x61\x63k_results\x18\x03 \x01(\x0b\x32\x14.ferry.v1.AckResultsH\x00\x12%\n\x08rejected\x18\x04 \x01(\x0b\x32\x11.ferry.v1.FailureH\x00\x42\n\n\x08response\"]\n\x12SubscriptionOpened\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x31\n\x0elease_duration\x18\x02 \x01(\x0b\x32\x19.google.protobuf.Duration\"4\n\nDeliveries\x12&\n\ndeliveries\x18\x01 \x03(\x0b\x32\x12.ferry.v1.Delivery\"\xb3\x01\n\x08\x44\x65livery\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12&\n\x05\x65vent\x18\x02 \x01(\x0b\x32\x17.ferry.v1.ReceivedEvent\x12\x11\n\tpartition\x18\x03 \x01(\x05\x12\x0e\n\x06offset\x18\x04 \x01(\x03\x12\x18\n\x10\x64\x65livery_attempt\x18\x05 \x01(\x05\x12\x32\n\x0elease_deadline\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xbf\x02\n\rReceivedEvent\x12\x10\n\x08\x65vent_id\x18\x01 \x01(\t\x12\r\n\x05topic\x18\x02 \x01(\t\x12\x10\n\x03key\x18\x03 \x01(\x0cH\x00\x88\x01\x01\x12\x14\n\x07payload\x18\x04 \x01(\x0cH\x01\x88\x01\x01\x12!\n\x07headers\x18\x05 \x03(\x0b\x32\x10.ferry.v1.Header\x12\x1a\n\x12published_by_ferry\x18\x06 \x01(\x08\x12.\n\nkafka_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0fkafka_time_type\x18\x08 \x01(\x0e\x32\x17.ferry.v1.TimestampType\x12\x30\n\x0cpublish_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x06\n\x04_keyB\n\n\x08_payload\"4\n\nAckResults\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult\"x\n\x0b\x41\x63kIdResult\x12\x0e\n\x06\x61\x63k_id\x18\x01 \x01(\t\x12%\n\x06status\x18\x02 \x01(\x0e\x32\x15.ferry.v1.AckIdStatus\x12\x32\n\x0elease_deadline\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"3\n\nAckRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\"5\n\x0b\x41\x63kResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult\"~\n\x0bNackRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\x12\x33\n\x10redelivery_delay\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0b\x64\x65\x61\x64_letter\x18\x04 \x01(\x08\"6\n\x0cNackResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult\"n\n\x12\x45xtendLeaseRequest\x12\x14\n\x0csubscription\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x63k_ids\x18\x02 \x03(\t\x12\x31\n\x0elease_duration\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"=\n\x13\x45xtendLeaseResponse\x12&\n\x07results\x18\x01 \x03(\x0b\x32\x15.ferry.v1.AckIdResult*g\n\rStartPosition\x12\x1e\n\x1aSTART_POSITION_UNSPECIFIED\x10\x00\x12\x1b\n\x17START_POSITION_EARLIEST\x10\x01\x12\x19\n\x15START_POSITION_LATEST\x10\x02*i\n\rDeliveryOrder\x12\x1e\n\x1a\x44\x45LIVERY_ORDER_UNSPECIFIED\x10\x00\x12\x1c\n\x18\x44\x45LIVERY_ORDER_UNORDERED\x10\x01\x12\x1a\n\x16\x44\x45LIVERY_ORDER_PER_KEY\x10\x02*\xb9\x01\n\x0b\x41\x63kIdStatus\x12\x1d\n\x19\x41\x43K_ID_STATUS_UNSPECIFIED\x10\x00\x12\x19\n\x15\x41\x43K_ID_STATUS_APPLIED\x10\x01\x12\x1f\n\x1b\x41\x43K_ID_STATUS_ALREADY_ACKED\x10\x02\x12\x19\n\x15\x41\x43K_ID_STATUS_EXPIRED\x10\x03\x12\x19\n\x15\x41\x43K_ID_STATUS_UNKNOWN\x10\x04\x12\x19\n\x15\x41\x43K_ID_STATUS_REVOKED\x10\x05\x32\x8d\x02\n\nSubscriber\x12H\n\tSubscribe\x12\x1a.ferry.v1.SubscribeRequest\x1a\x1b.ferry.v1.SubscribeResponse(\x01\x30\x01\x12\x32\n\x03\x41\x63k\x12\x14.ferry.v1.AckRequest\x1a\x15.ferry.v1.AckResponse\x12\x35\n\x04Nack\x12\x15.ferry.v1.NackRequest\x1a\x16.ferry.v1.NackResponse\x12J\n\x0b\x45xtendLease\x12\x1c.ferry.v1.ExtendLeaseRequest\x1a\x1d.ferry.v1.ExtendLeaseResponseBK\n\x0c\x64\x65v.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,50 +35,48 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ferry.v1.subscriber_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.ferry.v1P\001Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1'
-  _globals['_RECEIVEDEVENT_HEADERSENTRY']._loaded_options = None
-  _globals['_RECEIVEDEVENT_HEADERSENTRY']._serialized_options = b'8\001'
-  _globals['_STARTPOSITION']._serialized_start=2140
-  _globals['_STARTPOSITION']._serialized_end=2243
-  _globals['_ACKIDSTATUS']._serialized_start=2246
-  _globals['_ACKIDSTATUS']._serialized_end=2431
-  _globals['_SUBSCRIBEREQUEST']._serialized_start=105
-  _globals['_SUBSCRIBEREQUEST']._serialized_end=285
-  _globals['_OPENSUBSCRIPTION']._serialized_start=288
-  _globals['_OPENSUBSCRIPTION']._serialized_end=565
-  _globals['_ACKIDS']._serialized_start=567
-  _globals['_ACKIDS']._serialized_end=592
-  _globals['_NACKIDS']._serialized_start=594
-  _globals['_NACKIDS']._serialized_end=673
-  _globals['_EXTENDIDS']._serialized_start=675
-  _globals['_EXTENDIDS']._serialized_end=754
-  _globals['_SUBSCRIBERESPONSE']._serialized_start=757
-  _globals['_SUBSCRIBERESPONSE']._serialized_end=925
-  _globals['_SUBSCRIPTIONOPENED']._serialized_start=927
-  _globals['_SUBSCRIPTIONOPENED']._serialized_end=1020
-  _globals['_DELIVERIES']._serialized_start=1022
-  _globals['_DELIVERIES']._serialized_end=1074
-  _globals['_DELIVERY']._serialized_start=1077
-  _globals['_DELIVERY']._serialized_end=1256
-  _globals['_RECEIVEDEVENT']._serialized_start=1259
-  _globals['_RECEIVEDEVENT']._serialized_end=1516
-  _globals['_RECEIVEDEVENT_HEADERSENTRY']._serialized_start=1470
-  _globals['_RECEIVEDEVENT_HEADERSENTRY']._serialized_end=1516
-  _globals['_ACKRESULTS']._serialized_start=1518
-  _globals['_ACKRESULTS']._serialized_end=1570
-  _globals['_ACKIDRESULT']._serialized_start=1572
-  _globals['_ACKIDRESULT']._serialized_end=1692
-  _globals['_ACKREQUEST']._serialized_start=1694
-  _globals['_ACKREQUEST']._serialized_end=1745
-  _globals['_ACKRESPONSE']._serialized_start=1747
-  _globals['_ACKRESPONSE']._serialized_end=1800
-  _globals['_NACKREQUEST']._serialized_start=1802
-  _globals['_NACKREQUEST']._serialized_end=1907
-  _globals['_NACKRESPONSE']._serialized_start=1909
-  _globals['_NACKRESPONSE']._serialized_end=1963
-  _globals['_EXTENDLEASEREQUEST']._serialized_start=1965
-  _globals['_EXTENDLEASEREQUEST']._serialized_end=2075
-  _globals['_EXTENDLEASERESPONSE']._serialized_start=2077
-  _globals['_EXTENDLEASERESPONSE']._serialized_end=2138
-  _globals['_SUBSCRIBER']._serialized_start=2434
-  _globals['_SUBSCRIBER']._serialized_end=2703
+  _globals['_STARTPOSITION']._serialized_start=2473
+  _globals['_STARTPOSITION']._serialized_end=2576
+  _globals['_DELIVERYORDER']._serialized_start=2578
+  _globals['_DELIVERYORDER']._serialized_end=2683
+  _globals['_ACKIDSTATUS']._serialized_start=2686
+  _globals['_ACKIDSTATUS']._serialized_end=2871
+  _globals['_SUBSCRIBEREQUEST']._serialized_start=128
+  _globals['_SUBSCRIBEREQUEST']._serialized_end=308
+  _globals['_OPENSUBSCRIPTION']._serialized_start=311
+  _globals['_OPENSUBSCRIPTION']._serialized_end=755
+  _globals['_ACKIDS']._serialized_start=757
+  _globals['_ACKIDS']._serialized_end=782
+  _globals['_NACKIDS']._serialized_start=784
+  _globals['_NACKIDS']._serialized_end=884
+  _globals['_EXTENDIDS']._serialized_start=886
+  _globals['_EXTENDIDS']._serialized_end=965
+  _globals['_SUBSCRIBERESPONSE']._serialized_start=968
+  _globals['_SUBSCRIBERESPONSE']._serialized_end=1175
+  _globals['_SUBSCRIPTIONOPENED']._serialized_start=1177
+  _globals['_SUBSCRIPTIONOPENED']._serialized_end=1270
+  _globals['_DELIVERIES']._serialized_start=1272
+  _globals['_DELIVERIES']._serialized_end=1324
+  _globals['_DELIVERY']._serialized_start=1327
+  _globals['_DELIVERY']._serialized_end=1506
+  _globals['_RECEIVEDEVENT']._serialized_start=1509
+  _globals['_RECEIVEDEVENT']._serialized_end=1828
+  _globals['_ACKRESULTS']._serialized_start=1830
+  _globals['_ACKRESULTS']._serialized_end=1882
+  _globals['_ACKIDRESULT']._serialized_start=1884
+  _globals['_ACKIDRESULT']._serialized_end=2004
+  _globals['_ACKREQUEST']._serialized_start=2006
+  _globals['_ACKREQUEST']._serialized_end=2057
+  _globals['_ACKRESPONSE']._serialized_start=2059
+  _globals['_ACKRESPONSE']._serialized_end=2112
+  _globals['_NACKREQUEST']._serialized_start=2114
+  _globals['_NACKREQUEST']._serialized_end=2240
+  _globals['_NACKRESPONSE']._serialized_start=2242
+  _globals['_NACKRESPONSE']._serialized_end=2296
+  _globals['_EXTENDLEASEREQUEST']._serialized_start=2298
+  _globals['_EXTENDLEASEREQUEST']._serialized_end=2408
+  _globals['_EXTENDLEASERESPONSE']._serialized_start=2410
+  _globals['_EXTENDLEASERESPONSE']._serialized_end=2471
+  _globals['_SUBSCRIBER']._serialized_start=2874
+  _globals['_SUBSCRIBER']._serialized_end=3143
 # @@protoc_insertion_point(module_scope)

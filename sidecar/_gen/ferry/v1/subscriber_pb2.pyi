@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from collections import abc as _abc
+from sidecar._gen.ferry.v1 import record_pb2 as _record_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
@@ -44,6 +45,40 @@ START_POSITION_EARLIEST: StartPosition.ValueType  # 1
 START_POSITION_LATEST: StartPosition.ValueType  # 2
 """Start at records produced after the subscription first opened."""
 Global___StartPosition: _TypeAlias = StartPosition  # noqa: Y015
+
+class _DeliveryOrder:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _DeliveryOrderEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_DeliveryOrder.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    DELIVERY_ORDER_UNSPECIFIED: _DeliveryOrder.ValueType  # 0
+    """Not set: treated as DELIVERY_ORDER_UNORDERED."""
+    DELIVERY_ORDER_UNORDERED: _DeliveryOrder.ValueType  # 1
+    """Records are leased as fast as streams take them; a redelivery may come
+    after newer records of its key.
+    """
+    DELIVERY_ORDER_PER_KEY: _DeliveryOrder.ValueType  # 2
+    """At most one record per key and partition is leased at a time (records
+    with a null key share one key per partition): a record and its
+    redeliveries come before any newer record of its key.
+    """
+
+class DeliveryOrder(_DeliveryOrder, metaclass=_DeliveryOrderEnumTypeWrapper):
+    """DeliveryOrder says how a subscription orders its deliveries."""
+
+DELIVERY_ORDER_UNSPECIFIED: DeliveryOrder.ValueType  # 0
+"""Not set: treated as DELIVERY_ORDER_UNORDERED."""
+DELIVERY_ORDER_UNORDERED: DeliveryOrder.ValueType  # 1
+"""Records are leased as fast as streams take them; a redelivery may come
+after newer records of its key.
+"""
+DELIVERY_ORDER_PER_KEY: DeliveryOrder.ValueType  # 2
+"""At most one record per key and partition is leased at a time (records
+with a null key share one key per partition): a record and its
+redeliveries come before any newer record of its key.
+"""
+Global___DeliveryOrder: _TypeAlias = DeliveryOrder  # noqa: Y015
 
 class _AckIdStatus:
     ValueType = _typing.NewType("ValueType", _builtins.int)
@@ -147,15 +182,22 @@ class OpenSubscription(_message.Message):
     MAX_DELIVERY_ATTEMPTS_FIELD_NUMBER: _builtins.int
     DEAD_LETTER_TOPIC_FIELD_NUMBER: _builtins.int
     START_POSITION_FIELD_NUMBER: _builtins.int
+    DELIVERY_ORDER_FIELD_NUMBER: _builtins.int
+    MIN_REDELIVERY_BACKOFF_FIELD_NUMBER: _builtins.int
+    MAX_REDELIVERY_BACKOFF_FIELD_NUMBER: _builtins.int
     subscription: _builtins.str
-    """Required. The subscription (its Kafka consumer group): 1-200 characters
-    of [a-zA-Z0-9._-].
+    """Required. The subscription: 1-200 characters of [a-zA-Z0-9._-]. Its
+    Kafka consumer group is the server's group prefix (default "ferry.")
+    followed by this name.
     """
     max_outstanding_events: _builtins.int
-    """Optional. The most records leased to this stream at once; default 1000."""
+    """Optional. The most records leased to this stream at once; default 1000,
+    at most 100000.
+    """
     max_outstanding_bytes: _builtins.int
-    """Optional. The most payload bytes leased to this stream at once;
-    default 64 MiB.
+    """Optional. The most key + payload + header bytes leased to this stream at
+    once; default 64 MiB, at most 1 GiB. A single larger record is still
+    delivered when nothing else is outstanding.
     """
     max_delivery_attempts: _builtins.int
     """Optional. After this many deliveries without an ack the record goes to
@@ -163,18 +205,35 @@ class OpenSubscription(_message.Message):
     at least 2 and requires dead_letter_topic.
     """
     dead_letter_topic: _builtins.str
-    """Optional. The topic that receives records past max_delivery_attempts,
-    through Ferry's durable publish path.
+    """Optional. The topic that receives dead letters (past
+    max_delivery_attempts, or nacked with dead_letter), through Ferry's
+    durable publish path. Must be inside the server's allow-list.
     """
     start_position: Global___StartPosition.ValueType
     """Optional. Where a subscription with no committed offsets starts."""
+    delivery_order: Global___DeliveryOrder.ValueType
+    """Optional. How deliveries are ordered; default unordered."""
     @_builtins.property
     def topics(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Required. Topics to consume (1-100), each a valid Kafka topic name."""
+        """Required. Topics to consume (1-100, no repeats), each a valid Kafka topic
+        name inside the server's allow-list.
+        """
 
     @_builtins.property
     def lease_duration(self) -> _duration_pb2.Duration:
         """Optional. Lease length for each delivery; default 30 s, 1 s to 10 min."""
+
+    @_builtins.property
+    def min_redelivery_backoff(self) -> _duration_pb2.Duration:
+        """Optional. The wait before redelivering a record whose lease expired or
+        that was nacked without a delay: min_redelivery_backoff after the first
+        failed attempt, doubling per attempt up to max_redelivery_backoff.
+        Defaults 100 ms and 10 s; 0 to 1 hour, min at most max.
+        """
+
+    @_builtins.property
+    def max_redelivery_backoff(self) -> _duration_pb2.Duration:
+        """Optional. See min_redelivery_backoff."""
 
     def __init__(
         self,
@@ -187,10 +246,13 @@ class OpenSubscription(_message.Message):
         max_delivery_attempts: _builtins.int = ...,
         dead_letter_topic: _builtins.str = ...,
         start_position: Global___StartPosition.ValueType = ...,
+        delivery_order: Global___DeliveryOrder.ValueType = ...,
+        min_redelivery_backoff: _duration_pb2.Duration | None = ...,
+        max_redelivery_backoff: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["lease_duration", b"lease_duration", "max_redelivery_backoff", b"max_redelivery_backoff", "min_redelivery_backoff", b"min_redelivery_backoff"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letter_topic", b"dead_letter_topic", "lease_duration", b"lease_duration", "max_delivery_attempts", b"max_delivery_attempts", "max_outstanding_bytes", b"max_outstanding_bytes", "max_outstanding_events", b"max_outstanding_events", "start_position", b"start_position", "subscription", b"subscription", "topics", b"topics"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letter_topic", b"dead_letter_topic", "delivery_order", b"delivery_order", "lease_duration", b"lease_duration", "max_delivery_attempts", b"max_delivery_attempts", "max_outstanding_bytes", b"max_outstanding_bytes", "max_outstanding_events", b"max_outstanding_events", "max_redelivery_backoff", b"max_redelivery_backoff", "min_redelivery_backoff", b"min_redelivery_backoff", "start_position", b"start_position", "subscription", b"subscription", "topics", b"topics"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,23 +290,32 @@ class NackIds(_message.Message):
 
     ACK_IDS_FIELD_NUMBER: _builtins.int
     REDELIVERY_DELAY_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_FIELD_NUMBER: _builtins.int
+    dead_letter: _builtins.bool
+    """Optional. Send the records straight to the subscription's
+    dead_letter_topic (a poison message that will never succeed) instead of
+    redelivering them; they then count as acked.
+    """
     @_builtins.property
     def ack_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. 1-10000 ack ids."""
 
     @_builtins.property
     def redelivery_delay(self) -> _duration_pb2.Duration:
-        """Optional. Deliver again no sooner than this; default 0, at most 1 hour."""
+        """Optional. Deliver again no sooner than this, at most 1 hour; unset: the
+        subscription's redelivery backoff.
+        """
 
     def __init__(
         self,
         *,
         ack_ids: _abc.Iterable[_builtins.str] | None = ...,
         redelivery_delay: _duration_pb2.Duration | None = ...,
+        dead_letter: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["redelivery_delay", b"redelivery_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_ids", b"ack_ids", "redelivery_delay", b"redelivery_delay"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_ids", b"ack_ids", "dead_letter", b"dead_letter", "redelivery_delay", b"redelivery_delay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -289,6 +360,7 @@ class SubscribeResponse(_message.Message):
     OPENED_FIELD_NUMBER: _builtins.int
     DELIVERIES_FIELD_NUMBER: _builtins.int
     ACK_RESULTS_FIELD_NUMBER: _builtins.int
+    REJECTED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def opened(self) -> Global___SubscriptionOpened:
         """Sent once, first: the stream is open."""
@@ -301,18 +373,25 @@ class SubscribeResponse(_message.Message):
     def ack_results(self) -> Global___AckResults:
         """Results of acks, nacks or extensions sent on this stream, in order."""
 
+    @_builtins.property
+    def rejected(self) -> _record_pb2.Failure:
+        """One request of this stream was refused (in its place in the order of
+        answers); the stream and its leases stay open.
+        """
+
     def __init__(
         self,
         *,
         opened: Global___SubscriptionOpened | None = ...,
         deliveries: Global___Deliveries | None = ...,
         ack_results: Global___AckResults | None = ...,
+        rejected: _record_pb2.Failure | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_results", b"ack_results", "deliveries", b"deliveries", "opened", b"opened", "response", b"response"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["ack_results", b"ack_results", "deliveries", b"deliveries", "opened", b"opened", "rejected", b"rejected", "response", b"response"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_results", b"ack_results", "deliveries", b"deliveries", "opened", b"opened", "response", b"response"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_results", b"ack_results", "deliveries", b"deliveries", "opened", b"opened", "rejected", b"rejected", "response", b"response"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["opened", "deliveries", "ack_results"]  # noqa: Y015
+    _WhichOneofReturnType_response: _TypeAlias = _typing.Literal["opened", "deliveries", "ack_results", "rejected"]  # noqa: Y015
     _WhichOneofArgType_response: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_response) -> _WhichOneofReturnType_response | None: ...
 
@@ -348,7 +427,10 @@ Global___SubscriptionOpened: _TypeAlias = SubscriptionOpened  # noqa: Y015
 
 @_typing.final
 class Deliveries(_message.Message):
-    """Deliveries is a batch of leased records."""
+    """Deliveries is a batch of leased records. Its encoded size stays under the
+    server's delivery message budget (default 3 MiB, below gRPC's 4 MiB
+    default receive limit), except that one record larger than that goes alone.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -422,29 +504,9 @@ Global___Delivery: _TypeAlias = Delivery  # noqa: Y015
 
 @_typing.final
 class ReceivedEvent(_message.Message):
-    """ReceivedEvent is a record as Ferry read it from Kafka."""
+    """ReceivedEvent is a record as Ferry read it from Kafka, byte for byte."""
 
     DESCRIPTOR: _descriptor.Descriptor
-
-    @_typing.final
-    class HeadersEntry(_message.Message):
-        DESCRIPTOR: _descriptor.Descriptor
-
-        KEY_FIELD_NUMBER: _builtins.int
-        VALUE_FIELD_NUMBER: _builtins.int
-        key: _builtins.str
-        value: _builtins.str
-        def __init__(
-            self,
-            *,
-            key: _builtins.str = ...,
-            value: _builtins.str = ...,
-        ) -> None: ...
-        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
-        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     EVENT_ID_FIELD_NUMBER: _builtins.int
     TOPIC_FIELD_NUMBER: _builtins.int
@@ -453,6 +515,8 @@ class ReceivedEvent(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     PUBLISHED_BY_FERRY_FIELD_NUMBER: _builtins.int
     KAFKA_TIME_FIELD_NUMBER: _builtins.int
+    KAFKA_TIME_TYPE_FIELD_NUMBER: _builtins.int
+    PUBLISH_TIME_FIELD_NUMBER: _builtins.int
     event_id: _builtins.str
     """Output only. The stable event id: the publisher's id for events
     published through Ferry, otherwise "<topic>/<partition>/<offset>".
@@ -460,38 +524,58 @@ class ReceivedEvent(_message.Message):
     topic: _builtins.str
     """Output only. The Kafka topic."""
     key: _builtins.bytes
-    """Output only. The record key (empty when none)."""
+    """Output only. The record key; unset when the key is null."""
     payload: _builtins.bytes
-    """Output only. The record value."""
+    """Output only. The record value; unset when the value is null (a
+    tombstone).
+    """
     published_by_ferry: _builtins.bool
     """Output only. True when the record was published through Ferry."""
+    kafka_time_type: _record_pb2.TimestampType.ValueType
+    """Output only. What kafka_time means."""
     @_builtins.property
-    def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Output only. The record headers, without "ferry-event-id" (it is
-        event_id); a dead letter's "ferry-dead-letter-*" headers are kept.
-        Headers that are not valid UTF-8 are left out.
+    def headers(self) -> _containers.RepeatedCompositeFieldContainer[_record_pb2.Header]:
+        """Output only. The record headers in Kafka's order, repeats kept, without
+        Ferry's own "ferry-event-id" and "ferry-publish-time" (they are event_id
+        and publish_time); a dead letter's "ferry-dead-letter-*" headers are
+        kept.
         """
 
     @_builtins.property
     def kafka_time(self) -> _timestamp_pb2.Timestamp:
-        """Output only. The record's Kafka timestamp."""
+        """Output only. The record's Kafka timestamp (see kafka_time_type)."""
+
+    @_builtins.property
+    def publish_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. For records published through Ferry: when Ferry logged the
+        event (PublishResult.publish_time). Unset otherwise.
+        """
 
     def __init__(
         self,
         *,
         event_id: _builtins.str = ...,
         topic: _builtins.str = ...,
-        key: _builtins.bytes = ...,
-        payload: _builtins.bytes = ...,
-        headers: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        key: _builtins.bytes | None = ...,
+        payload: _builtins.bytes | None = ...,
+        headers: _abc.Iterable[_record_pb2.Header] | None = ...,
         published_by_ferry: _builtins.bool = ...,
         kafka_time: _timestamp_pb2.Timestamp | None = ...,
+        kafka_time_type: _record_pb2.TimestampType.ValueType = ...,
+        publish_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["kafka_time", b"kafka_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_key", b"_key", "_payload", b"_payload", "kafka_time", b"kafka_time", "key", b"key", "payload", b"payload", "publish_time", b"publish_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event_id", b"event_id", "headers", b"headers", "kafka_time", b"kafka_time", "key", b"key", "payload", b"payload", "published_by_ferry", b"published_by_ferry", "topic", b"topic"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_key", b"_key", "_payload", b"_payload", "event_id", b"event_id", "headers", b"headers", "kafka_time", b"kafka_time", "kafka_time_type", b"kafka_time_type", "key", b"key", "payload", b"payload", "publish_time", b"publish_time", "published_by_ferry", b"published_by_ferry", "topic", b"topic"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__key: _TypeAlias = _typing.Literal["key"]  # noqa: Y015
+    _WhichOneofArgType__key: _TypeAlias = _typing.Literal["_key", b"_key"]  # noqa: Y015
+    _WhichOneofReturnType__payload: _TypeAlias = _typing.Literal["payload"]  # noqa: Y015
+    _WhichOneofArgType__payload: _TypeAlias = _typing.Literal["_payload", b"_payload"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__key) -> _WhichOneofReturnType__key | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__payload) -> _WhichOneofReturnType__payload | None: ...
 
 Global___ReceivedEvent: _TypeAlias = ReceivedEvent  # noqa: Y015
 
@@ -612,15 +696,18 @@ class NackRequest(_message.Message):
     SUBSCRIPTION_FIELD_NUMBER: _builtins.int
     ACK_IDS_FIELD_NUMBER: _builtins.int
     REDELIVERY_DELAY_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_FIELD_NUMBER: _builtins.int
     subscription: _builtins.str
     """Required. The subscription the ack ids were delivered on."""
+    dead_letter: _builtins.bool
+    """Optional. As NackIds.dead_letter."""
     @_builtins.property
     def ack_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Required. 1-10000 ack ids."""
 
     @_builtins.property
     def redelivery_delay(self) -> _duration_pb2.Duration:
-        """Optional. Deliver again no sooner than this; default 0, at most 1 hour."""
+        """Optional. As NackIds.redelivery_delay."""
 
     def __init__(
         self,
@@ -628,10 +715,11 @@ class NackRequest(_message.Message):
         subscription: _builtins.str = ...,
         ack_ids: _abc.Iterable[_builtins.str] | None = ...,
         redelivery_delay: _duration_pb2.Duration | None = ...,
+        dead_letter: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["redelivery_delay", b"redelivery_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_ids", b"ack_ids", "redelivery_delay", b"redelivery_delay", "subscription", b"subscription"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_ids", b"ack_ids", "dead_letter", b"dead_letter", "redelivery_delay", b"redelivery_delay", "subscription", b"subscription"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -76,17 +76,26 @@ class SubscriberServicer:
     def Subscribe(self, request_iterator, context):
         """Subscribe opens a delivery stream. The first request must be `open`;
         later requests carry acks, nacks and lease extensions. The server sends
-        `opened` first, then deliveries and the results of stream acks.
+        `opened` first, then deliveries, and answers every later request in
+        order with its `ack_results`, or with `rejected` when that one request
+        was invalid (an unknown or empty request, a malformed field): the
+        stream and its leases stay open.
 
-        Status codes (ending the stream):
-        INVALID_ARGUMENT   the first request is not `open`, or a field is
-        malformed (google.rpc.BadRequest details).
-        FAILED_PRECONDITION the subscription is already open in this sidecar
-        with other topics or settings.
-        RESOURCE_EXHAUSTED too many streams are open.
-        UNAVAILABLE        Ferry is shutting down; leases were returned and
-        will be delivered again, reconnect.
+        Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
+        reason is named below. Status codes (ending the stream):
+        INVALID_ARGUMENT   FIELD_INVALID: the first request is not `open`, or
+        a field of it is malformed (google.rpc.BadRequest);
+        TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
+        is outside the allow-list; REQUEST_UNDECODABLE: the
+        first request is not a valid SubscribeRequest.
+        FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
+        is already open in this sidecar with other settings.
+        RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
+        cap is reached (google.rpc.RetryInfo).
+        UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; leases were
+        returned and will be delivered again, reconnect.
         CANCELLED          the client cancelled the stream.
+        INTERNAL           INTERNAL: a bug in Ferry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -95,20 +104,28 @@ class SubscriberServicer:
     def Ack(self, request, context):
         """Ack confirms that records were processed. Acking twice is not an error.
 
-        Status codes:
+        Status codes, with ErrorInfo reasons:
         OK                 see the per-id results.
-        INVALID_ARGUMENT   no ack ids, too many, or an empty subscription.
-        NOT_FOUND          the subscription is not open in this sidecar.
-        UNAVAILABLE        Ferry is shutting down.
+        INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
+        longer than Ferry's format, or an invalid
+        subscription name; REQUEST_UNDECODABLE.
+        NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
+        in this sidecar.
+        UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
+        CANCELLED          the client cancelled the call.
+        INTERNAL           INTERNAL: a bug in Ferry.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def Nack(self, request, context):
-        """Nack returns records for redelivery, optionally after a delay.
+        """Nack returns records for redelivery after the subscription's backoff or
+        the given delay, or sends them straight to the dead-letter topic.
 
-        Status codes: as for Ack.
+        Status codes: as for Ack, and
+        FAILED_PRECONDITION NO_DEAD_LETTER_TOPIC: dead_letter is set but the
+        subscription has no dead_letter_topic.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -43,31 +43,48 @@ class SubscriberStub:
     Subscribe: _grpc.StreamStreamMultiCallable[_subscriber_pb2.SubscribeRequest, _subscriber_pb2.SubscribeResponse]
     """Subscribe opens a delivery stream. The first request must be `open`;
     later requests carry acks, nacks and lease extensions. The server sends
-    `opened` first, then deliveries and the results of stream acks.
+    `opened` first, then deliveries, and answers every later request in
+    order with its `ack_results`, or with `rejected` when that one request
+    was invalid (an unknown or empty request, a malformed field): the
+    stream and its leases stay open.
 
-    Status codes (ending the stream):
-      INVALID_ARGUMENT   the first request is not `open`, or a field is
-                         malformed (google.rpc.BadRequest details).
-      FAILED_PRECONDITION the subscription is already open in this sidecar
-                         with other topics or settings.
-      RESOURCE_EXHAUSTED too many streams are open.
-      UNAVAILABLE        Ferry is shutting down; leases were returned and
-                         will be delivered again, reconnect.
+    Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
+    reason is named below. Status codes (ending the stream):
+      INVALID_ARGUMENT   FIELD_INVALID: the first request is not `open`, or
+                         a field of it is malformed (google.rpc.BadRequest);
+                         TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
+                         is outside the allow-list; REQUEST_UNDECODABLE: the
+                         first request is not a valid SubscribeRequest.
+      FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
+                         is already open in this sidecar with other settings.
+      RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
+                         cap is reached (google.rpc.RetryInfo).
+      UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; leases were
+                         returned and will be delivered again, reconnect.
       CANCELLED          the client cancelled the stream.
+      INTERNAL           INTERNAL: a bug in Ferry.
     """
     Ack: _grpc.UnaryUnaryMultiCallable[_subscriber_pb2.AckRequest, _subscriber_pb2.AckResponse]
     """Ack confirms that records were processed. Acking twice is not an error.
 
-    Status codes:
+    Status codes, with ErrorInfo reasons:
       OK                 see the per-id results.
-      INVALID_ARGUMENT   no ack ids, too many, or an empty subscription.
-      NOT_FOUND          the subscription is not open in this sidecar.
-      UNAVAILABLE        Ferry is shutting down.
+      INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
+                         longer than Ferry's format, or an invalid
+                         subscription name; REQUEST_UNDECODABLE.
+      NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
+                         in this sidecar.
+      UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
+      CANCELLED          the client cancelled the call.
+      INTERNAL           INTERNAL: a bug in Ferry.
     """
     Nack: _grpc.UnaryUnaryMultiCallable[_subscriber_pb2.NackRequest, _subscriber_pb2.NackResponse]
-    """Nack returns records for redelivery, optionally after a delay.
+    """Nack returns records for redelivery after the subscription's backoff or
+    the given delay, or sends them straight to the dead-letter topic.
 
-    Status codes: as for Ack.
+    Status codes: as for Ack, and
+      FAILED_PRECONDITION NO_DEAD_LETTER_TOPIC: dead_letter is set but the
+                         subscription has no dead_letter_topic.
     """
     ExtendLease: _grpc.UnaryUnaryMultiCallable[_subscriber_pb2.ExtendLeaseRequest, _subscriber_pb2.ExtendLeaseResponse]
     """ExtendLease pushes the lease deadline of records still being worked on.
@@ -90,31 +107,48 @@ class SubscriberAsyncStub(SubscriberStub):
     Subscribe: _aio.StreamStreamMultiCallable[_subscriber_pb2.SubscribeRequest, _subscriber_pb2.SubscribeResponse]  # type: ignore[assignment]
     """Subscribe opens a delivery stream. The first request must be `open`;
     later requests carry acks, nacks and lease extensions. The server sends
-    `opened` first, then deliveries and the results of stream acks.
+    `opened` first, then deliveries, and answers every later request in
+    order with its `ack_results`, or with `rejected` when that one request
+    was invalid (an unknown or empty request, a malformed field): the
+    stream and its leases stay open.
 
-    Status codes (ending the stream):
-      INVALID_ARGUMENT   the first request is not `open`, or a field is
-                         malformed (google.rpc.BadRequest details).
-      FAILED_PRECONDITION the subscription is already open in this sidecar
-                         with other topics or settings.
-      RESOURCE_EXHAUSTED too many streams are open.
-      UNAVAILABLE        Ferry is shutting down; leases were returned and
-                         will be delivered again, reconnect.
+    Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
+    reason is named below. Status codes (ending the stream):
+      INVALID_ARGUMENT   FIELD_INVALID: the first request is not `open`, or
+                         a field of it is malformed (google.rpc.BadRequest);
+                         TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
+                         is outside the allow-list; REQUEST_UNDECODABLE: the
+                         first request is not a valid SubscribeRequest.
+      FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
+                         is already open in this sidecar with other settings.
+      RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
+                         cap is reached (google.rpc.RetryInfo).
+      UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; leases were
+                         returned and will be delivered again, reconnect.
       CANCELLED          the client cancelled the stream.
+      INTERNAL           INTERNAL: a bug in Ferry.
     """
     Ack: _aio.UnaryUnaryMultiCallable[_subscriber_pb2.AckRequest, _subscriber_pb2.AckResponse]  # type: ignore[assignment]
     """Ack confirms that records were processed. Acking twice is not an error.
 
-    Status codes:
+    Status codes, with ErrorInfo reasons:
       OK                 see the per-id results.
-      INVALID_ARGUMENT   no ack ids, too many, or an empty subscription.
-      NOT_FOUND          the subscription is not open in this sidecar.
-      UNAVAILABLE        Ferry is shutting down.
+      INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
+                         longer than Ferry's format, or an invalid
+                         subscription name; REQUEST_UNDECODABLE.
+      NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
+                         in this sidecar.
+      UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
+      CANCELLED          the client cancelled the call.
+      INTERNAL           INTERNAL: a bug in Ferry.
     """
     Nack: _aio.UnaryUnaryMultiCallable[_subscriber_pb2.NackRequest, _subscriber_pb2.NackResponse]  # type: ignore[assignment]
-    """Nack returns records for redelivery, optionally after a delay.
+    """Nack returns records for redelivery after the subscription's backoff or
+    the given delay, or sends them straight to the dead-letter topic.
 
-    Status codes: as for Ack.
+    Status codes: as for Ack, and
+      FAILED_PRECONDITION NO_DEAD_LETTER_TOPIC: dead_letter is set but the
+                         subscription has no dead_letter_topic.
     """
     ExtendLease: _aio.UnaryUnaryMultiCallable[_subscriber_pb2.ExtendLeaseRequest, _subscriber_pb2.ExtendLeaseResponse]  # type: ignore[assignment]
     """ExtendLease pushes the lease deadline of records still being worked on.
@@ -140,17 +174,26 @@ class SubscriberServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_subscriber_pb2.SubscribeResponse], _abc.AsyncIterator[_subscriber_pb2.SubscribeResponse]]:
         """Subscribe opens a delivery stream. The first request must be `open`;
         later requests carry acks, nacks and lease extensions. The server sends
-        `opened` first, then deliveries and the results of stream acks.
+        `opened` first, then deliveries, and answers every later request in
+        order with its `ack_results`, or with `rejected` when that one request
+        was invalid (an unknown or empty request, a malformed field): the
+        stream and its leases stay open.
 
-        Status codes (ending the stream):
-          INVALID_ARGUMENT   the first request is not `open`, or a field is
-                             malformed (google.rpc.BadRequest details).
-          FAILED_PRECONDITION the subscription is already open in this sidecar
-                             with other topics or settings.
-          RESOURCE_EXHAUSTED too many streams are open.
-          UNAVAILABLE        Ferry is shutting down; leases were returned and
-                             will be delivered again, reconnect.
+        Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
+        reason is named below. Status codes (ending the stream):
+          INVALID_ARGUMENT   FIELD_INVALID: the first request is not `open`, or
+                             a field of it is malformed (google.rpc.BadRequest);
+                             TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
+                             is outside the allow-list; REQUEST_UNDECODABLE: the
+                             first request is not a valid SubscribeRequest.
+          FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
+                             is already open in this sidecar with other settings.
+          RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
+                             cap is reached (google.rpc.RetryInfo).
+          UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; leases were
+                             returned and will be delivered again, reconnect.
           CANCELLED          the client cancelled the stream.
+          INTERNAL           INTERNAL: a bug in Ferry.
         """
 
     @_abc_1.abstractmethod
@@ -161,11 +204,16 @@ class SubscriberServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_subscriber_pb2.AckResponse, _abc.Awaitable[_subscriber_pb2.AckResponse]]:
         """Ack confirms that records were processed. Acking twice is not an error.
 
-        Status codes:
+        Status codes, with ErrorInfo reasons:
           OK                 see the per-id results.
-          INVALID_ARGUMENT   no ack ids, too many, or an empty subscription.
-          NOT_FOUND          the subscription is not open in this sidecar.
-          UNAVAILABLE        Ferry is shutting down.
+          INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
+                             longer than Ferry's format, or an invalid
+                             subscription name; REQUEST_UNDECODABLE.
+          NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
+                             in this sidecar.
+          UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
+          CANCELLED          the client cancelled the call.
+          INTERNAL           INTERNAL: a bug in Ferry.
         """
 
     @_abc_1.abstractmethod
@@ -174,9 +222,12 @@ class SubscriberServicer(metaclass=_abc_1.ABCMeta):
         request: _subscriber_pb2.NackRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_subscriber_pb2.NackResponse, _abc.Awaitable[_subscriber_pb2.NackResponse]]:
-        """Nack returns records for redelivery, optionally after a delay.
+        """Nack returns records for redelivery after the subscription's backoff or
+        the given delay, or sends them straight to the dead-letter topic.
 
-        Status codes: as for Ack.
+        Status codes: as for Ack, and
+          FAILED_PRECONDITION NO_DEAD_LETTER_TOPIC: dead_letter is set but the
+                             subscription has no dead_letter_topic.
         """
 
     @_abc_1.abstractmethod
