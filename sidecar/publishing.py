@@ -59,7 +59,8 @@ class Publishing:
                     raise KafkaWaitTimeout(
                         f"{len(not_done)} of {len(events)} events are durably logged but Kafka "
                         f"has not acknowledged them within {kafka_wait_s:.1f}s; they stay queued "
-                        "and will still be delivered"
+                        "and will still be delivered",
+                        ids,
                     )
             return [_with_position(o, f) for o, f in zip(outcomes, futures, strict=True)]
         finally:

@@ -8,7 +8,7 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
-from sidecar.api.status import code_of
+from sidecar.api.status import to_failure
 from sidecar.errors import InvalidArgument
 from sidecar.model import Accepted, AckLevel, OutgoingEvent
 from sidecar.publishing import Publishing
@@ -70,8 +70,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             if isinstance(outcome, Accepted):
                 _fill_result(entry.result, outcome)
             else:
-                entry.error.code = code_of(outcome.error)
-                entry.error.message = str(outcome.error)
+                entry.error.CopyFrom(to_failure(outcome.error))
         return response
 
     def _event(self, message: pb.Event, field: str) -> OutgoingEvent:

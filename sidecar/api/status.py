@@ -1,8 +1,12 @@
 """The one place where Ferry's exceptions become gRPC status codes (with google.rpc details).
 
-An interceptor wraps every RPC handler so that servicers simply raise
-FerryError subclasses. Unexpected exceptions are logged and answered
-INTERNAL without leaking their text.
+An interceptor wraps every Ferry RPC handler so that servicers simply raise
+FerryError subclasses; it also decodes requests itself, so that bytes that
+are no valid request answer INVALID_ARGUMENT (REQUEST_UNDECODABLE) instead
+of gRPC's UNKNOWN. Every error carries a google.rpc.ErrorInfo with its
+stable reason; RetryInfo where a retry helps, BadRequest for a bad field,
+AssignedEventIds for a publish that ran out of time. Unexpected exceptions
+are logged and answered INTERNAL without leaking their text.
 """
 
 from __future__ import annotations
@@ -12,19 +16,22 @@ from typing import Any
 
 import grpc
 import structlog
-from google.protobuf import any_pb2, duration_pb2
+from google.protobuf import any_pb2, duration_pb2, message
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from sidecar._gen.ferry.v1 import publisher_pb2, record_pb2
 from sidecar.errors import (
+    ERROR_DOMAIN,
     EventIdConflict,
     FailedPrecondition,
     FerryError,
     InvalidArgument,
-    KafkaWaitTimeout,
     NotFound,
+    PublishTimeout,
     ResourceExhausted,
     Unavailable,
+    UndecodableRequest,
 )
 
 log = structlog.get_logger(__name__)
@@ -35,9 +42,10 @@ _CODES: list[tuple[type[FerryError], int]] = [
     (NotFound, code_pb2.NOT_FOUND),
     (FailedPrecondition, code_pb2.FAILED_PRECONDITION),
     (ResourceExhausted, code_pb2.RESOURCE_EXHAUSTED),
-    (KafkaWaitTimeout, code_pb2.DEADLINE_EXCEEDED),
+    (PublishTimeout, code_pb2.DEADLINE_EXCEEDED),
     (Unavailable, code_pb2.UNAVAILABLE),
 ]
+INTERNAL_MESSAGE = "internal error; see Ferry's log"
 
 
 def code_of(error: BaseException) -> int:
@@ -48,27 +56,45 @@ def code_of(error: BaseException) -> int:
     return int(code_pb2.INTERNAL)
 
 
-def to_status(error: FerryError) -> status_pb2.Status:
-    """A google.rpc.Status with details where they help the client."""
-    status = status_pb2.Status(code=code_of(error), message=str(error))
-    detail: Any = None
+def _details(error: FerryError) -> list[message.Message]:
+    details: list[message.Message] = [
+        error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)
+    ]
     if isinstance(error, InvalidArgument):
-        detail = error_details_pb2.BadRequest(
-            field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(
-                    field=error.field, description=error.description
-                )
-            ]
+        violation = error_details_pb2.BadRequest.FieldViolation(
+            field=error.field, description=error.description
         )
-    elif isinstance(error, ResourceExhausted):
+        details.append(error_details_pb2.BadRequest(field_violations=[violation]))
+    elif isinstance(error, ResourceExhausted | Unavailable):
         delay = duration_pb2.Duration()
         delay.FromNanoseconds(int(error.retry_after * 1e9))
-        detail = error_details_pb2.RetryInfo(retry_delay=delay)
-    if detail is not None:
+        details.append(error_details_pb2.RetryInfo(retry_delay=delay))
+    elif isinstance(error, PublishTimeout):
+        details.append(publisher_pb2.AssignedEventIds(event_ids=error.event_ids))
+    return details
+
+
+def to_status(error: FerryError) -> status_pb2.Status:
+    """A google.rpc.Status with the error's ErrorInfo and the details that help the client."""
+    status = status_pb2.Status(code=code_of(error), message=str(error))
+    for detail in _details(error):
         packed = any_pb2.Any()
         packed.Pack(detail)
         status.details.append(packed)
     return status
+
+
+def to_failure(error: Exception) -> record_pb2.Failure:
+    """The flattened status of one refused item (an event of a batch, a stream request)."""
+    if not isinstance(error, FerryError):
+        log.error("unexpected_item_error", error_type=type(error).__name__, error=str(error))
+        return record_pb2.Failure(
+            code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE, reason=FerryError.reason
+        )
+    failure = record_pb2.Failure(code=code_of(error), message=str(error), reason=error.reason)
+    if isinstance(error, InvalidArgument):
+        failure.field = error.field
+    return failure
 
 
 async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) -> None:
@@ -76,13 +102,45 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) 
         status = rpc_status.to_status(to_status(error))
         await context.abort_with_status(status)  # type: ignore[attr-defined]
     log.exception("unexpected_error", error_type=type(error).__name__)
-    await context.abort(grpc.StatusCode.INTERNAL, "internal error; see Ferry's log")
+    internal = status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_MESSAGE)
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.ErrorInfo(reason=FerryError.reason, domain=ERROR_DOMAIN))
+    internal.details.append(packed)
+    await context.abort_with_status(rpc_status.to_status(internal))  # type: ignore[attr-defined]
 
 
-def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+Decoder = Callable[[bytes], Any]
+
+
+def _decode(decoder: Decoder, data: bytes) -> Any:
+    try:
+        return decoder(data)
+    except message.DecodeError:
+        raise UndecodableRequest(_type_name(decoder)) from None
+
+
+def _type_name(decoder: Decoder) -> str:
+    owner = getattr(decoder, "__self__", None)
+    descriptor = getattr(owner, "DESCRIPTOR", None)
+    return str(getattr(descriptor, "full_name", "request"))
+
+
+async def decoded_stream(decoder: Decoder, requests: AsyncIterator[bytes]) -> AsyncIterator[Any]:
+    """Each stream message decoded; an undecodable one arrives as an UndecodableRequest item,
+    so that the servicer refuses that one message and the stream stays open."""
+    async for data in requests:
         try:
-            return await behavior(request, context)
+            yield decoder(data)
+        except message.DecodeError:
+            yield UndecodableRequest(_type_name(decoder))
+
+
+def _wrap_unary(
+    behavior: Callable[..., Awaitable[Any]], decoder: Decoder
+) -> Callable[..., Awaitable[Any]]:
+    async def handler(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        try:
+            return await behavior(_decode(decoder, data), context)
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -91,10 +149,12 @@ def _wrap_unary(behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaita
     return handler
 
 
-def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., AsyncIterator[Any]]:
-    async def handler(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+def _wrap_stream_stream(
+    behavior: Callable[..., AsyncIterator[Any]], decoder: Decoder
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(requests: AsyncIterator[bytes], context: Any) -> Any:
         try:
-            async for response in behavior(request, context):
+            async for response in behavior(decoded_stream(decoder, requests), context):
                 yield response
         except grpc.aio.AbortError:
             raise
@@ -105,7 +165,7 @@ def _wrap_stream(behavior: Callable[..., AsyncIterator[Any]]) -> Callable[..., A
 
 
 class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-arg]
-    """Maps FerryError raised by any handler to its status; the only such mapping."""
+    """Decodes Ferry's requests and maps FerryError raised by any handler to its status."""
 
     async def intercept_service(
         self,
@@ -117,20 +177,14 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
             return handler  # health and reflection keep their own behaviour
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
-                _wrap_unary(handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                _wrap_unary(handler.unary_unary, handler.request_deserializer),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
-                _wrap_stream(handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
+                _wrap_stream_stream(handler.stream_stream, handler.request_deserializer),
+                request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )
-        if handler.unary_stream:
-            return grpc.unary_stream_rpc_method_handler(
-                _wrap_stream(handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        raise TypeError(f"{handler_call_details.method}: no error mapping for this RPC kind")

@@ -19,7 +19,7 @@ from google.protobuf import duration_pb2
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
 from sidecar.clock import Clock
-from sidecar.errors import InvalidArgument
+from sidecar.errors import InvalidArgument, UndecodableRequest
 from sidecar.subscribe.leases import AckOutcome
 from sidecar.subscribe.records import presentation
 from sidecar.subscribe.registry import SubscriptionRegistry
@@ -115,13 +115,15 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
 
     async def Subscribe(
         self,
-        request_iterator: AsyncIterator[pb.SubscribeRequest],
+        request_iterator: AsyncIterator[pb.SubscribeRequest | UndecodableRequest],
         context: grpc.aio.ServicerContext[Any, Any],
     ) -> AsyncIterator[pb.SubscribeResponse]:
         try:
             first = await anext(aiter(request_iterator))
         except StopAsyncIteration:
             raise InvalidArgument("open", "the stream ended before an open request") from None
+        if isinstance(first, UndecodableRequest):
+            raise first
         if first.WhichOneof("request") != "open":
             raise InvalidArgument("open", "the first request must be open")
         settings, options = parse_open(first.open)
@@ -197,11 +199,13 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
 
     async def _read(
         self,
-        requests: AsyncIterator[pb.SubscribeRequest],
+        requests: AsyncIterator[pb.SubscribeRequest | UndecodableRequest],
         subscription: Subscription,
         stream: Stream,
     ) -> None:
         async for request in requests:
+            if isinstance(request, UndecodableRequest):
+                raise request
             kind = request.WhichOneof("request")
             if kind == "ack":
                 results = subscription.ack(_ack_ids(request.ack.ack_ids, "ack.ack_ids"))

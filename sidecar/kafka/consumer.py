@@ -25,13 +25,13 @@ import queue
 import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import structlog
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from sidecar.clock import SystemClock
+from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, headers_size
 from sidecar.subscribe.watchdog import ConsumerWatchdog
 
 log = structlog.get_logger(__name__)
@@ -54,53 +54,6 @@ MAX_STALL_S = 600.0
 WATCHDOG_EVERY_S = 1.0
 CLOSE_TIMEOUT_S = 30.0
 REPLACED_CLOSE_WAIT_S = 2.0
-
-
-class FetchedRecord(NamedTuple):
-    """A record as read from Kafka (a named tuple: one is built per record fetched)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
-    timestamp_ms: int
-    size: int  # len(value) + len(key): what it costs to hold; see `fetched_record`
-
-
-def fetched_record(
-    topic: str,
-    partition: int,
-    offset: int,
-    key: bytes | None,
-    value: bytes | None,
-    headers: tuple[tuple[str, bytes | None], ...] = (),
-    timestamp_ms: int = 0,
-) -> FetchedRecord:
-    """A FetchedRecord with its size filled in."""
-    size = (len(value) if value else 0) + (len(key) if key else 0)
-    return FetchedRecord(topic, partition, offset, key, value, headers, timestamp_ms, size)
-
-
-@dataclass(frozen=True, slots=True)
-class AssignedPartition:
-    """A partition this consumer now owns, with where the group left off."""
-
-    topic: str
-    partition: int
-    committed: int | None  # None: no commit yet, auto.offset.reset decides
-    metadata: str
-
-
-@dataclass(frozen=True, slots=True)
-class CommitOffset:
-    """Commit `offset` (the next record to read) with the sparse-ack `metadata`."""
-
-    topic: str
-    partition: int
-    offset: int
-    metadata: str
 
 
 class ConsumerSink(Protocol):
@@ -394,8 +347,14 @@ def _record(message: Any) -> FetchedRecord | None:
         if error.code() != KafkaError._PARTITION_EOF:
             log.warning("consume_error", error=str(error))
         return None
-    _, timestamp = message.timestamp()
+    timestamp_type, timestamp = message.timestamp()
     key, value, headers = message.key(), message.value(), message.headers()
+    size = (len(value) if value else 0) + (len(key) if key else 0)
+    if headers:
+        headers = tuple(headers)
+        size += headers_size(headers)
+    else:
+        headers = ()
     # tuple.__new__ skips the named tuple's Python-level __new__: one record per message.
     return _new_tuple(
         FetchedRecord,
@@ -405,9 +364,10 @@ def _record(message: Any) -> FetchedRecord | None:
             message.offset(),
             key,
             value,
-            tuple(headers) if headers else (),
+            headers,
             timestamp,
-            (len(value) if value else 0) + (len(key) if key else 0),
+            timestamp_type,
+            size,
         ),
     )
 

@@ -1,13 +1,77 @@
-"""The narrow Kafka interfaces Ferry's logic needs; confluent-kafka satisfies them.
+"""The narrow Kafka interfaces and record types Ferry's logic needs; confluent-kafka fits them.
 
-Tests may pass fakes for pure-logic units; delivery claims are proven against
-a real broker through the real adapters.
+Only `sidecar/kafka/` imports confluent-kafka: the subscribe and publish paths
+see records and commands through these types. Tests may pass fakes for
+pure-logic units; delivery claims are proven against a real broker through
+the real adapters.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, NamedTuple, Protocol
+
+RecordHeaders = tuple[tuple[str, bytes | None], ...]
+#: Kafka's timestamp types, numbered as librdkafka and ferry.v1.TimestampType number them.
+TIMESTAMP_NOT_AVAILABLE, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME = 0, 1, 2
+
+
+def headers_size(headers: RecordHeaders) -> int:
+    """Bytes the headers add to a record: each key (UTF-8) and value."""
+    return sum(len(k.encode()) + (len(v) if v else 0) for k, v in headers)
+
+
+class FetchedRecord(NamedTuple):
+    """A record as read from Kafka (a named tuple: one is built per record fetched)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: RecordHeaders
+    timestamp_ms: int
+    timestamp_type: int
+    size: int  # key + value + headers bytes: what it costs to hold; see `fetched_record`
+
+
+def fetched_record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: RecordHeaders = (),
+    timestamp_ms: int = 0,
+    timestamp_type: int = TIMESTAMP_CREATE_TIME,
+) -> FetchedRecord:
+    """A FetchedRecord with its size filled in."""
+    size = (len(value) if value else 0) + (len(key) if key else 0) + headers_size(headers)
+    return FetchedRecord(
+        topic, partition, offset, key, value, headers, timestamp_ms, timestamp_type, size
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AssignedPartition:
+    """A partition this consumer now owns, with where the group left off."""
+
+    topic: str
+    partition: int
+    committed: int | None  # None: no commit yet, auto.offset.reset decides
+    metadata: str
+
+
+@dataclass(frozen=True, slots=True)
+class CommitOffset:
+    """Commit `offset` (the next record to read) with the sparse-ack `metadata`."""
+
+    topic: str
+    partition: int
+    offset: int
+    metadata: str
+
 
 DeliveryCallback = Callable[[Any, Any], None]
 

@@ -8,7 +8,7 @@ by the log's idempotency window instead of producing two dead letters.
 
 from __future__ import annotations
 
-from sidecar.kafka.consumer import FetchedRecord
+from sidecar.kafka.ports import FetchedRecord
 from sidecar.model import OutgoingEvent
 from sidecar.subscribe.records import event_id_of, user_headers
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sidecar.forward.forwarder import EVENT_ID_HEADER
-from sidecar.kafka.consumer import FetchedRecord
+from sidecar.kafka.ports import FetchedRecord
 
 
 def presentation(record: FetchedRecord) -> tuple[str, bool, dict[str, str]]:

@@ -17,7 +17,7 @@ from typing import Protocol
 import structlog
 
 from sidecar.clock import Clock
-from sidecar.errors import FailedPrecondition, NotFound, ShuttingDown, TooManyStreams
+from sidecar.errors import NotFound, SettingsConflict, ShuttingDown, TooManyStreams
 from sidecar.subscribe.stream import Stream, StreamOptions
 from sidecar.subscribe.subscription import (
     ConsumerControl,
@@ -101,11 +101,10 @@ class SubscriptionRegistry:
             if subscription is None:
                 subscription = self._start(settings)
             elif subscription.settings != settings:
-                raise FailedPrecondition(
-                    f"subscription {settings.name!r} is open here with other settings "
-                    f"(topics {list(subscription.settings.topics)}, max_delivery_attempts "
-                    f"{subscription.settings.max_delivery_attempts}, dead_letter_topic "
-                    f"{subscription.settings.dead_letter_topic!r}, start position)"
+                # The open settings are not echoed: they are another client's business.
+                raise SettingsConflict(
+                    f"subscription {settings.name!r} is open in this sidecar with other "
+                    "settings; open it with the same settings, or use another name"
                 )
             return subscription, subscription.open_stream(options)
 

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, NamedTuple
 from sidecar.subscribe.leases import AckOutcome, Lease
 
 if TYPE_CHECKING:
-    from sidecar.kafka.consumer import FetchedRecord
+    from sidecar.kafka.ports import FetchedRecord
 
 
 @dataclass(frozen=True, slots=True)

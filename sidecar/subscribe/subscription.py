@@ -30,7 +30,7 @@ import structlog
 
 from sidecar.backoff import backoff_delay
 from sidecar.clock import Clock
-from sidecar.kafka.consumer import AssignedPartition, CommitOffset, FetchedRecord
+from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord
 from sidecar.model import Accepted, Outcome, OutgoingEvent
 from sidecar.subscribe import ackcodec
 from sidecar.subscribe.acktracker import PartitionAckTracker

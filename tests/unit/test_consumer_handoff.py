@@ -6,12 +6,8 @@ import asyncio
 import threading
 from typing import Any
 
-from sidecar.kafka.consumer import (
-    AssignedPartition,
-    ConsumerThread,
-    consumer_config,
-    fetched_record,
-)
+from sidecar.kafka.consumer import ConsumerThread, consumer_config
+from sidecar.kafka.ports import AssignedPartition, fetched_record
 
 
 class RecordingSink:

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 import pytest
 
 from sidecar.clock import ManualClock
-from sidecar.kafka.consumer import AssignedPartition, CommitOffset, FetchedRecord, fetched_record
+from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, fetched_record
 from sidecar.model import Accepted, Outcome, OutgoingEvent
 from sidecar.subscribe import ackcodec
 from sidecar.subscribe.leases import AckOutcome, TopicPartition
