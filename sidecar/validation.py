@@ -12,7 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
-from sidecar.errors import InvalidArgument
+from google.protobuf import duration_pb2
+
+from sidecar.errors import InvalidArgument, TopicNotAllowed
 from sidecar.model import OutgoingEvent, new_event_id
 
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -42,7 +44,7 @@ def check_topic(topic: str, field: str, allowlist: frozenset[str] = frozenset())
     if topic.startswith("__"):
         raise InvalidArgument(field, "names starting with '__' are Kafka's internal topics")
     if allowlist and topic not in allowlist:
-        raise InvalidArgument(field, f"topic {topic!r} is not in the allow-list")
+        raise TopicNotAllowed(field, f"topic {topic!r} is not in the allow-list")
     return topic
 
 
@@ -109,3 +111,25 @@ def _check_headers(headers: Mapping[str, str], limits: EventLimits, field: str) 
             raise InvalidArgument(
                 f"{field}.headers", f"header {name!r}: the 'ferry-' prefix is reserved"
             )
+
+
+#: google.protobuf.Duration's own range: +-10,000 years.
+MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def duration_seconds(value: duration_pb2.Duration, field: str, low: float, high: float) -> float:
+    """A normalised Duration's length in seconds, between `low` and `high`.
+
+    Normalised as the Duration spec says: nanos below one second, with the sign of seconds.
+    """
+    seconds, nanos = value.seconds, value.nanos
+    if not -999_999_999 <= nanos <= 999_999_999 or abs(seconds) > MAX_DURATION_SECONDS:
+        raise InvalidArgument(field, "is not a normalised Duration (nanos must be below 1 s)")
+    if (seconds > 0 and nanos < 0) or (seconds < 0 and nanos > 0):
+        raise InvalidArgument(
+            field, "is not a normalised Duration (seconds and nanos differ in sign)"
+        )
+    total = seconds + nanos / 1e9
+    if not low <= total <= high:
+        raise InvalidArgument(field, f"must be between {low:g}s and {high:g}s")
+    return total

@@ -12,7 +12,7 @@ from sidecar.api.status import to_failure
 from sidecar.errors import InvalidArgument
 from sidecar.model import Accepted, AckLevel, OutgoingEvent
 from sidecar.publishing import Publishing
-from sidecar.validation import EventLimits, check_event
+from sidecar.validation import EventLimits, check_event, duration_seconds
 
 MAX_KAFKA_WAIT_S = 600.0
 _LEVELS = {
@@ -98,8 +98,8 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     ) -> float:
         wait = self._default_wait
         if request.HasField("kafka_wait"):
-            wait = request.kafka_wait.ToNanoseconds() / 1e9
-            if not 0 < wait <= MAX_KAFKA_WAIT_S:
+            wait = duration_seconds(request.kafka_wait, "kafka_wait", 0.0, MAX_KAFKA_WAIT_S)
+            if wait <= 0:
                 raise InvalidArgument("kafka_wait", f"must be > 0 and at most {MAX_KAFKA_WAIT_S}s")
         remaining = context.time_remaining()
         if remaining is not None:

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
@@ -33,7 +32,7 @@ from sidecar.subscribe.stream import (
     StreamOptions,
 )
 from sidecar.subscribe.subscription import AckResult, Subscription, SubscriptionSettings
-from sidecar.validation import check_subscription, check_topic
+from sidecar.validation import check_subscription, check_topic, duration_seconds
 
 DEFAULT_LEASE_S = 30.0
 MIN_LEASE_S, MAX_LEASE_S = 1.0, 600.0
@@ -65,7 +64,9 @@ def parse_open(
     )
     lease = DEFAULT_LEASE_S
     if message.HasField("lease_duration"):
-        lease = _seconds(message.lease_duration, "open.lease_duration", MIN_LEASE_S, MAX_LEASE_S)
+        lease = duration_seconds(
+            message.lease_duration, "open.lease_duration", MIN_LEASE_S, MAX_LEASE_S
+        )
     max_events = message.max_outstanding_events or DEFAULT_MAX_EVENTS
     if not 0 < max_events <= MAX_MAX_EVENTS:
         raise InvalidArgument("open.max_outstanding_events", f"must be 1-{MAX_MAX_EVENTS}")
@@ -91,13 +92,6 @@ def parse_open(
         name, topics, attempts, dlq, message.start_position == pb.START_POSITION_LATEST
     )
     return settings, StreamOptions(lease, max_events, max_bytes)
-
-
-def _seconds(value: duration_pb2.Duration, field: str, low: float, high: float) -> float:
-    seconds = value.ToNanoseconds() / 1e9
-    if not low <= seconds <= high:
-        raise InvalidArgument(field, f"must be between {low:g}s and {high:g}s")
-    return seconds
 
 
 def _ack_ids(ids: Sequence[str], field: str) -> list[str]:
@@ -213,7 +207,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
                 delay = self._nack_delay(request.nack, "nack.redelivery_delay")
                 results = subscription.nack(_ack_ids(request.nack.ack_ids, "nack.ack_ids"), delay)
             elif kind == "extend":
-                duration = _seconds(
+                duration = duration_seconds(
                     request.extend.lease_duration, "extend.lease_duration", MIN_LEASE_S, MAX_LEASE_S
                 )
                 ids = _ack_ids(request.extend.ack_ids, "extend.ack_ids")
@@ -247,7 +241,9 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         self, request: pb.ExtendLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExtendLeaseResponse:
         subscription = self._find(request.subscription)
-        duration = _seconds(request.lease_duration, "lease_duration", MIN_LEASE_S, MAX_LEASE_S)
+        duration = duration_seconds(
+            request.lease_duration, "lease_duration", MIN_LEASE_S, MAX_LEASE_S
+        )
         results = subscription.extend(_ack_ids(request.ack_ids, "ack_ids"), duration)
         response = pb.ExtendLeaseResponse()
         self._fill_results(response.results, results)
@@ -260,7 +256,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     def _nack_delay(request: pb.NackIds | pb.NackRequest, field: str) -> float:
         if not request.HasField("redelivery_delay"):
             return 0.0
-        return _seconds(request.redelivery_delay, field, 0.0, MAX_NACK_DELAY_S)
+        return duration_seconds(request.redelivery_delay, field, 0.0, MAX_NACK_DELAY_S)
 
     def _fill_results(self, out: Any, results: list[AckResult]) -> None:
         """Append one AckIdResult per result to the repeated field `out`, in order."""
