@@ -111,7 +111,9 @@ class FerryApp:
         subscriber = SubscriberServicer(subscriptions, clock)
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
-        server, port = build_server(publisher, subscriber, health, settings.listen)
+        server, port = build_server(
+            publisher, subscriber, health, settings.listen, settings.max_request_bytes
+        )
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)

@@ -21,6 +21,11 @@ KIB = 1024
 MIB = 1024 * KIB
 #: librdkafka's default message.max.bytes; events must fit into one produce request.
 PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+#: A topic (249), an event id (128) and the framing of every field and header of one event.
+REQUEST_OVERHEAD_PER_EVENT = 2 * KIB
+#: The request's own fields (ack level, kafka_wait).
+REQUEST_OVERHEAD = 4 * KIB
+MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
 
 
 class Settings(BaseSettings):
@@ -125,6 +130,11 @@ class Settings(BaseSettings):
                 "max_event_bytes must be positive and leave room under the producer's "
                 f"message.max.bytes ({PRODUCER_MESSAGE_MAX_BYTES})"
             )
+        if self.max_request_bytes > MAX_GRPC_MESSAGE_BYTES:
+            raise ValueError(
+                "max_event_bytes x max_batch_events makes a request limit over gRPC's 2 GiB; "
+                "lower either"
+            )
         if not self.insecure_bind_all and not _is_loopback(host):
             raise ValueError(
                 f"listen: {host} is not a loopback address; Ferry has no TLS yet, "
@@ -134,6 +144,17 @@ class Settings(BaseSettings):
             if key in self.kafka_options:
                 raise ValueError(f"kafka_options may not override {key}")
         return self
+
+    @property
+    def max_request_bytes(self) -> int:
+        """The gRPC receive limit: the largest PublishBatch the event limits allow.
+
+        Per event, room for its topic, event id and protobuf framing beside the bytes that
+        max_event_bytes counts. A larger request is refused by the transport itself
+        (RESOURCE_EXHAUSTED without ErrorInfo): it could never be valid.
+        """
+        per_event = self.max_event_bytes + REQUEST_OVERHEAD_PER_EVENT
+        return self.max_batch_events * per_event + REQUEST_OVERHEAD
 
     @property
     def listen_host(self) -> str:

@@ -16,7 +16,13 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
 
-Headers = tuple[tuple[str, str], ...]
+#: Headers Ferry adds to every record it produces: the event's id, and the Unix milliseconds of
+#: the commit that logged it (ASCII digits). Subscribers see them as fields, not as headers.
+EVENT_ID_HEADER = "ferry-event-id"
+PUBLISH_TIME_HEADER = "ferry-publish-time"
+
+#: Kafka record headers as Kafka holds them: in order, keys may repeat, values raw or null.
+Headers = tuple[tuple[str, bytes | None], ...]
 
 
 class AckLevel(Enum):
@@ -31,8 +37,8 @@ class OutgoingEvent(NamedTuple):
 
     event_id: str
     topic: str
-    key: bytes | None
-    payload: bytes
+    key: bytes | None  # None: a null key, distinct from an empty one
+    payload: bytes | None  # None: a null value (a tombstone), distinct from an empty one
     headers: Headers
     #: True when Ferry made the id up: it cannot collide, so dedupe look-ups are skipped.
     assigned_id: bool = False
@@ -40,9 +46,9 @@ class OutgoingEvent(NamedTuple):
     @property
     def size(self) -> int:
         """Bytes the event costs on the wire and against the log's cap."""
-        size = len(self.payload) + len(self.key or b"")
+        size = len(self.payload or b"") + len(self.key or b"")
         if self.headers:
-            size += sum(len(k.encode()) + len(v.encode()) for k, v in self.headers)
+            size += sum(len(k.encode()) + len(v or b"") for k, v in self.headers)
         return size
 
 
@@ -100,6 +106,8 @@ class Accepted(NamedTuple):
     event_id: str
     sequence: int
     duplicate: bool
+    #: Unix milliseconds of the commit that logged it; 0 when unknown (logged by an older release).
+    publish_time_ms: int
     position: KafkaPosition | None = None
 
 
@@ -120,8 +128,9 @@ class PendingEvent(NamedTuple):
     event_id: str
     topic: str
     key: bytes | None
-    payload: bytes
+    payload: bytes | None
     headers: Headers
+    publish_time_ms: int  # 0: unknown (logged by an older release)
 
 
 class Delivered(NamedTuple):

@@ -8,14 +8,13 @@ internal topics. Headers starting with "ferry-" are Ferry's own.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 
 from google.protobuf import duration_pb2
 
 from sidecar.errors import InvalidArgument, TopicNotAllowed
-from sidecar.model import OutgoingEvent, new_event_id
+from sidecar.model import Headers, OutgoingEvent, new_event_id
 
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 SUBSCRIPTION_RE = re.compile(r"[a-zA-Z0-9._-]{1,200}")
@@ -65,9 +64,9 @@ def check_subscription(name: str, field: str) -> str:
 def check_event(
     *,
     topic: str,
-    key: bytes,
-    payload: bytes,
-    headers: Mapping[str, str],
+    key: bytes | None,
+    payload: bytes | None,
+    headers: Headers,
     event_id: str,
     limits: EventLimits,
     field: str = "event",
@@ -84,9 +83,9 @@ def check_event(
     event = OutgoingEvent(
         event_id=event_id or new_event_id(),
         topic=topic,
-        key=key or None,
+        key=key,
         payload=payload,
-        headers=tuple(sorted(headers.items())) if headers else (),
+        headers=headers,
         assigned_id=not event_id,
     )
     if event.size > limits.max_event_bytes:
@@ -97,10 +96,10 @@ def check_event(
     return event
 
 
-def _check_headers(headers: Mapping[str, str], limits: EventLimits, field: str) -> None:
+def _check_headers(headers: Headers, limits: EventLimits, field: str) -> None:
     if len(headers) > limits.max_headers:
         raise InvalidArgument(f"{field}.headers", f"at most {limits.max_headers} headers")
-    for name in headers:
+    for name, _ in headers:
         if not name:
             raise InvalidArgument(f"{field}.headers", "header names must not be empty")
         if len(name) > MAX_HEADER_NAME:

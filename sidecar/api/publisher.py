@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
-from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
 from sidecar.api.status import to_failure
 from sidecar.errors import InvalidArgument
-from sidecar.model import Accepted, AckLevel, OutgoingEvent
+from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
 from sidecar.publishing import Publishing
 from sidecar.validation import EventLimits, check_event, duration_seconds
 
 MAX_KAFKA_WAIT_S = 600.0
+DEADLINE_MARGIN_S = 0.05
 _LEVELS = {
     pb.ACK_LEVEL_UNSPECIFIED: AckLevel.DURABLE,
     pb.ACK_LEVEL_DURABLE: AckLevel.DURABLE,
@@ -45,7 +47,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             raise InvalidArgument("event", "is required")
         event = self._event(request.event, "event")
         level, wait = self._level(request.ack_level), self._wait(request, context)
-        [outcome] = await self._publishing.publish([event], level, wait)
+        [outcome] = await self._publishing.publish([event], level, wait, _commit_wait(context))
         if not isinstance(outcome, Accepted):
             raise outcome.error
         response = pb.PublishResponse()
@@ -61,7 +63,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
         events = [self._event(e, f"events[{i}]") for i, e in enumerate(request.events)]
         level, wait = self._level(request.ack_level), self._wait(request, context)
-        outcomes = await self._publishing.publish(events, level, wait)
+        outcomes = await self._publishing.publish(events, level, wait, _commit_wait(context))
         response = pb.PublishBatchResponse()
         add_entry = response.entries.add
         for outcome in outcomes:
@@ -74,11 +76,12 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         return response
 
     def _event(self, message: pb.Event, field: str) -> OutgoingEvent:
+        has = message.HasField
         return check_event(
             topic=message.topic,
-            key=message.key,
-            payload=message.payload,
-            headers=message.headers,
+            key=message.key if has("key") else None,
+            payload=message.payload if has("payload") else None,
+            headers=_headers(message.headers) if message.headers else (),
             event_id=message.event_id,
             limits=self._limits,
             field=field,
@@ -101,11 +104,22 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             wait = duration_seconds(request.kafka_wait, "kafka_wait", 0.0, MAX_KAFKA_WAIT_S)
             if wait <= 0:
                 raise InvalidArgument("kafka_wait", f"must be > 0 and at most {MAX_KAFKA_WAIT_S}s")
-        remaining = context.time_remaining()
-        if remaining is not None:
+        commit_wait = _commit_wait(context)
+        if commit_wait is not None:
             # Answer DEADLINE_EXCEEDED ourselves, with the "still delivered" message.
-            wait = min(wait, max(0.0, remaining - 0.05))
+            wait = min(wait, commit_wait)
         return wait
+
+
+def _commit_wait(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
+    """How long Ferry may wait before answering DEADLINE_EXCEEDED itself, with the event ids;
+    a little less than the call's deadline, so that the answer still reaches the client."""
+    remaining = context.time_remaining()
+    return None if remaining is None else max(0.0, remaining - DEADLINE_MARGIN_S)
+
+
+def _headers(headers: Iterable[record_pb2.Header]) -> Headers:
+    return tuple((h.key, h.value if h.HasField("value") else None) for h in headers)
 
 
 def _fill_result(result: pb.PublishResult, outcome: Accepted) -> None:
@@ -113,6 +127,10 @@ def _fill_result(result: pb.PublishResult, outcome: Accepted) -> None:
     result.sequence = outcome.sequence
     if outcome.duplicate:
         result.duplicate = True
+    if outcome.publish_time_ms:
+        stamp = result.publish_time
+        stamp.seconds, millis = divmod(outcome.publish_time_ms, 1000)
+        stamp.nanos = millis * 1_000_000
     if outcome.position is not None:
         result.kafka_position.partition = outcome.position.partition
         result.kafka_position.offset = outcome.position.offset

@@ -23,7 +23,8 @@ PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
 SUBSCRIBER = subscriber_pb2.DESCRIPTOR.services_by_name["Subscriber"].full_name
 #: Health "service" that reports whether Kafka is reachable; publishing works either way.
 KAFKA_HEALTH = "ferry.kafka"
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+#: Ferry's answers: a Deliveries message keeps to its own budget, one large record excepted.
+MAX_SEND_BYTES = 16 * 1024 * 1024
 
 
 class Health:
@@ -47,13 +48,14 @@ def build_server(
     subscriber: SubscriberServicer,
     health_: Health,
     listen: str,
+    max_receive_bytes: int,
 ) -> tuple[grpc.aio.Server, int]:
     """Create the server and bind `listen`; return it with the bound port."""
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_receive_message_length", max_receive_bytes),
+            ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
         ],
     )

@@ -109,10 +109,12 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], error: Exception) 
     await context.abort_with_status(rpc_status.to_status(internal))  # type: ignore[attr-defined]
 
 
-Decoder = Callable[[bytes], Any]
+Decoder = Callable[[bytes], Any] | None
 
 
 def _decode(decoder: Decoder, data: bytes) -> Any:
+    if decoder is None:
+        return data
     try:
         return decoder(data)
     except message.DecodeError:
@@ -130,7 +132,7 @@ async def decoded_stream(decoder: Decoder, requests: AsyncIterator[bytes]) -> As
     so that the servicer refuses that one message and the stream stays open."""
     async for data in requests:
         try:
-            yield decoder(data)
+            yield data if decoder is None else decoder(data)
         except message.DecodeError:
             yield UndecodableRequest(_type_name(decoder))
 
@@ -141,6 +143,21 @@ def _wrap_unary(
     async def handler(data: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         try:
             return await behavior(_decode(decoder, data), context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as error:
+            await _abort(context, error)
+
+    return handler
+
+
+def _wrap_unary_stream(
+    behavior: Callable[..., AsyncIterator[Any]], decoder: Decoder
+) -> Callable[..., AsyncIterator[Any]]:
+    async def handler(data: bytes, context: Any) -> Any:
+        try:
+            async for response in behavior(_decode(decoder, data), context):
+                yield response
         except grpc.aio.AbortError:
             raise
         except Exception as error:
@@ -184,6 +201,12 @@ class ErrorMappingInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[type-
         if handler.stream_stream:
             return grpc.stream_stream_rpc_method_handler(
                 _wrap_stream_stream(handler.stream_stream, handler.request_deserializer),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                _wrap_unary_stream(handler.unary_stream, handler.request_deserializer),
                 request_deserializer=None,
                 response_serializer=handler.response_serializer,
             )

@@ -272,7 +272,7 @@ def _add_delivery(deliveries: Any, leased: LeasedRecord, wall_offset: float) -> 
     """Append `leased` to a Deliveries list: a delivery is built field by field in place, which
     costs a fraction of building each message and copying it into its parent."""
     lease, record = leased
-    event_id, published_by_ferry, headers = presentation(record)
+    shown = presentation(record)
     delivery = deliveries.add(
         ack_id=lease.ack_id,
         partition=record.partition,
@@ -282,14 +282,25 @@ def _add_delivery(deliveries: Any, leased: LeasedRecord, wall_offset: float) -> 
     deadline = delivery.lease_deadline
     deadline.seconds, deadline.nanos = divmod(int((lease.deadline + wall_offset) * 1e9), 10**9)
     event = delivery.event
-    event.event_id = event_id
+    event.event_id = shown.event_id
     event.topic = record.topic
-    if record.key:
+    if record.key is not None:
         event.key = record.key
-    if record.value:
+    if record.value is not None:
         event.payload = record.value
-    if headers:
-        event.headers.update(headers)
-    event.published_by_ferry = published_by_ferry
-    kafka_time = event.kafka_time
-    kafka_time.seconds, kafka_time.nanos = divmod(record.timestamp_ms * 1_000_000, 10**9)
+    if shown.headers:
+        add_header = event.headers.add
+        for name, value in shown.headers:
+            if value is None:
+                add_header(key=name)
+            else:
+                add_header(key=name, value=value)
+    event.published_by_ferry = shown.published_by_ferry
+    if record.timestamp_type:
+        event.kafka_time_type = record.timestamp_type
+        kafka_time = event.kafka_time
+        kafka_time.seconds, kafka_time.nanos = divmod(record.timestamp_ms * 1_000_000, 10**9)
+    if shown.publish_time_ms:
+        publish_time = event.publish_time
+        publish_time.seconds, millis = divmod(shown.publish_time_ms, 1000)
+        publish_time.nanos = millis * 1_000_000

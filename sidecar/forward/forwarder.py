@@ -31,13 +31,18 @@ import structlog
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
-from sidecar.model import Delivered, KafkaPosition, PendingEvent
+from sidecar.model import (
+    EVENT_ID_HEADER,
+    PUBLISH_TIME_HEADER,
+    Delivered,
+    KafkaPosition,
+    PendingEvent,
+)
 from sidecar.wal.store import Statements, connect
 from sidecar.wal.writer import WalWriter
 
 log = structlog.get_logger(__name__)
 
-EVENT_ID_HEADER = "ferry-event-id"
 UNKNOWN_END = 2**63 - 1
 PAGE = 500
 IDLE_WAIT_S = 0.2
@@ -237,7 +242,11 @@ class Forwarder:
                     row.topic,
                     row.payload,
                     row.key,
-                    headers=[(EVENT_ID_HEADER, row.event_id), *row.headers],
+                    headers=[
+                        (EVENT_ID_HEADER, row.event_id),
+                        (PUBLISH_TIME_HEADER, str(row.publish_time_ms)),
+                        *row.headers,
+                    ],
                     timestamp=stamp,
                     on_delivery=callback(lane, row, generation),
                 )

@@ -1,16 +1,18 @@
-"""The dead letter of a record that used up its delivery attempts.
+"""The dead letter of a record: one that used up its delivery attempts, or was nacked as poison.
 
 A dead letter is an ordinary event for Ferry's durable publish path (same
 log, same guarantees). Its id is derived from the subscription and the
 record's coordinates, so writing it twice (a retry, a restart) is deduplicated
-by the log's idempotency window instead of producing two dead letters.
+by the log's idempotency window instead of producing two dead letters. Key,
+value and headers are the record's own, byte for byte, followed by headers
+naming where it came from.
 """
 
 from __future__ import annotations
 
 from sidecar.kafka.ports import FetchedRecord
 from sidecar.model import OutgoingEvent
-from sidecar.subscribe.records import event_id_of, user_headers
+from sidecar.subscribe.records import presentation
 
 PREFIX = "ferry-dead-letter-"
 
@@ -19,20 +21,22 @@ def dead_letter_event(
     record: FetchedRecord, subscription: str, topic: str, attempts: int, reason: str
 ) -> OutgoingEvent:
     """The event to publish to `topic` for `record`, with headers naming where it came from."""
+    shown = presentation(record)
     metadata = {
         f"{PREFIX}subscription": subscription,
         f"{PREFIX}original-topic": record.topic,
         f"{PREFIX}original-partition": str(record.partition),
         f"{PREFIX}original-offset": str(record.offset),
-        f"{PREFIX}original-event-id": event_id_of(record),
+        f"{PREFIX}original-event-id": shown.event_id,
         f"{PREFIX}delivery-attempts": str(attempts),
         f"{PREFIX}reason": reason,
     }
-    headers = {**user_headers(record), **metadata}
+    # A dead letter of a dead letter names its latest origin only.
+    kept = tuple((k, v) for k, v in shown.headers if not k.startswith(PREFIX))
     return OutgoingEvent(
         event_id=f"dead-letter/{subscription}/{record.topic}/{record.partition}/{record.offset}",
         topic=topic,
         key=record.key,
-        payload=record.value or b"",
-        headers=tuple(sorted(headers.items())),
+        payload=record.value,
+        headers=kept + tuple((k, v.encode()) for k, v in metadata.items()),
     )

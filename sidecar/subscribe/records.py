@@ -1,61 +1,45 @@
-"""How a Kafka record presents itself to subscribers: its stable event id and user headers."""
+"""How a Kafka record presents itself to subscribers: its stable event id, the time Ferry logged
+it, and the user's headers exactly as Kafka holds them (order, repeats, bytes, nulls).
+
+Ferry's own `ferry-event-id` and `ferry-publish-time` headers become fields and are left out
+of the headers; every other header, a dead letter's `ferry-dead-letter-*` ones included, stays.
+"""
 
 from __future__ import annotations
 
-from sidecar.forward.forwarder import EVENT_ID_HEADER
-from sidecar.kafka.ports import FetchedRecord
+from typing import NamedTuple
+
+from sidecar.kafka.ports import FetchedRecord, RecordHeaders
+from sidecar.model import EVENT_ID_HEADER, PUBLISH_TIME_HEADER
 
 
-def presentation(record: FetchedRecord) -> tuple[str, bool, dict[str, str]]:
-    """`event_id_of`, whether Ferry published it, and `user_headers`, in one pass over headers."""
+class Presentation(NamedTuple):
+    event_id: str
+    published_by_ferry: bool
+    headers: RecordHeaders
+    publish_time_ms: int  # 0: not published through Ferry, or logged by an older release
+
+
+def presentation(record: FetchedRecord) -> Presentation:
+    """Everything a delivery shows of `record`, in one pass over its headers."""
     ferry_id: str | None = None
-    seen_id = False
-    headers: dict[str, str] = {}
+    publish_ms = 0
+    user: list[tuple[str, bytes | None]] = []
     for name, value in record.headers:
         if name == EVENT_ID_HEADER:
-            if not seen_id and value is not None:
-                seen_id = True
-                try:
-                    ferry_id = value.decode()
-                except UnicodeDecodeError:
-                    ferry_id = None
-            continue
-        try:
-            headers[name] = (value or b"").decode()
-        except UnicodeDecodeError:
-            continue
+            if ferry_id is None and value is not None:
+                ferry_id = _text(value)
+        elif name == PUBLISH_TIME_HEADER:
+            if value is not None and value.isdigit():
+                publish_ms = int(value)
+        else:
+            user.append((name, value))
     event_id = ferry_id or f"{record.topic}/{record.partition}/{record.offset}"
-    return event_id, ferry_id is not None, headers
+    return Presentation(event_id, ferry_id is not None, tuple(user), publish_ms)
 
 
-def ferry_event_id(record: FetchedRecord) -> str | None:
-    """The publisher's event id, for records Ferry produced."""
-    for name, value in record.headers:
-        if name == EVENT_ID_HEADER and value is not None:
-            try:
-                return value.decode()
-            except UnicodeDecodeError:
-                return None
-    return None
-
-
-def event_id_of(record: FetchedRecord) -> str:
-    """A stable id: the publisher's, or the record's coordinates for foreign producers."""
-    return ferry_event_id(record) or f"{record.topic}/{record.partition}/{record.offset}"
-
-
-def user_headers(record: FetchedRecord) -> dict[str, str]:
-    """Headers but the event id (carried as event_id); values that are not UTF-8 are left out.
-
-    Ferry's other headers stay visible: a dead letter's `ferry-dead-letter-*` headers tell its
-    reader where it came from.
-    """
-    headers: dict[str, str] = {}
-    for name, value in record.headers:
-        if name == EVENT_ID_HEADER:
-            continue
-        try:
-            headers[name] = (value or b"").decode()
-        except UnicodeDecodeError:
-            continue
-    return headers
+def _text(value: bytes) -> str | None:
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        return None

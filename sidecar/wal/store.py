@@ -18,24 +18,29 @@ from typing import IO
 
 from sidecar.errors import ConfigError
 from sidecar.model import Delivered, Headers, PendingEvent
+from sidecar.wal.digest import event_digest
 
-#: seq, event_id, topic, key, payload, headers (encoded), digest, size
-InsertRow = tuple[int, str, str, bytes | None, bytes, str, bytes, int]
+#: seq, event_id, topic, key, payload, headers (encoded), digest, size, published_ms
+InsertRow = tuple[int, str, str, bytes | None, bytes | None, str, bytes, int, int]
 
 DB_NAME = "wal.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 LOCK_NAME = "ferry.lock"
 
+#: The schema's version, kept in SQLite's user_version. Version 0 (the first release) stored
+#: header values as UTF-8 text and could not hold a null payload; `migrate` lifts it.
+SCHEMA_VERSION = 1
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     event_id TEXT NOT NULL UNIQUE,
     topic TEXT NOT NULL,
     key BLOB,
-    payload BLOB NOT NULL,
+    payload BLOB,
     headers TEXT NOT NULL,
     digest BLOB NOT NULL,
-    size INTEGER NOT NULL
+    size INTEGER NOT NULL,
+    published_ms INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq);
 CREATE TABLE IF NOT EXISTS delivered_ids (
@@ -44,25 +49,40 @@ CREATE TABLE IF NOT EXISTS delivered_ids (
     seq INTEGER NOT NULL,
     partition INTEGER NOT NULL,
     kafka_offset INTEGER NOT NULL,
-    delivered_at REAL NOT NULL
+    delivered_at REAL NOT NULL,
+    published_ms INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered_ids (delivered_at);
 """
+#: A delivered id whose content fingerprint is not known (remembered by an older release): a
+#: publish of that id is answered as a duplicate, never as a conflict.
+UNKNOWN_DIGEST = b""
 
 
 NO_HEADERS = "[]"
 
 
 def encode_headers(headers: Headers) -> str:
+    """Headers as stored: a JSON list of [key, value] pairs, in order, repeats kept.
+
+    Values are bytes; each byte travels as the code point of the same number (latin-1), which
+    JSON carries exactly, and a null value as null.
+    """
     if not headers:
         return NO_HEADERS  # most events carry none: skip the encoder
-    return json.dumps(headers, separators=(",", ":"), ensure_ascii=False)
+    return json.dumps(
+        [(k, None if v is None else v.decode("latin-1")) for k, v in headers],
+        separators=(",", ":"),
+        ensure_ascii=False,
+    )
 
 
 def decode_headers(text: str) -> Headers:
     if text == NO_HEADERS:
         return ()
-    return tuple((str(k), str(v)) for k, v in json.loads(text))
+    return tuple(
+        (str(k), None if v is None else str(v).encode("latin-1")) for k, v in json.loads(text)
+    )
 
 
 def lock_directory(data_dir: Path) -> IO[bytes]:
@@ -107,9 +127,57 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
             "the data directory must be on a local filesystem"
         )
     if not readonly:
-        conn.executescript(SCHEMA)
+        migrate(conn)
+        create_schema(conn)
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         os.chmod(path, 0o600)
     return conn
+
+
+def create_schema(conn: sqlite3.Connection) -> None:
+    """Create what is missing, statement by statement (executescript would end a transaction)."""
+    for statement in SCHEMA.split(";"):
+        if statement.strip():
+            conn.execute(statement)
+
+
+def migrate(conn: sqlite3.Connection) -> None:
+    """Bring a log written by an older release to SCHEMA_VERSION, in one transaction."""
+    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+    has_events = conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
+    ).fetchone()
+    if version >= SCHEMA_VERSION or not has_events:
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        last = Statements(conn).last_sequence()
+        conn.execute("DROP INDEX IF EXISTS events_by_topic")
+        conn.execute("ALTER TABLE events RENAME TO events_v0")
+        conn.execute("ALTER TABLE delivered_ids ADD COLUMN published_ms INTEGER NOT NULL DEFAULT 0")
+        # Version 0 digested other bytes: a retry of an id it delivered is taken as a duplicate.
+        conn.execute("UPDATE delivered_ids SET digest = ?", (UNKNOWN_DIGEST,))
+        create_schema(conn)
+        rows = conn.execute(
+            "SELECT seq, event_id, topic, key, payload, headers, size FROM events_v0 ORDER BY seq"
+        )
+        for seq, event_id, topic, key, payload, old_headers, size in rows:
+            headers = tuple((str(k), str(v).encode()) for k, v in json.loads(old_headers))
+            stored = encode_headers(headers)
+            fingerprint = event_digest(topic, key, payload, stored)
+            conn.execute(
+                "INSERT INTO events (seq, event_id, topic, key, payload, headers, digest, size)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (seq, event_id, topic, key, payload, stored, fingerprint, size),
+            )
+        conn.execute("DROP TABLE events_v0")
+        conn.execute("DELETE FROM sqlite_sequence WHERE name IN ('events', 'events_v0')")
+        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (last,))
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
 
 
 class Statements:
@@ -124,18 +192,23 @@ class Statements:
         ).fetchone()
         return int(rows), int(size)
 
-    def find_pending(self, event_id: str) -> tuple[int, bytes] | None:
+    def find_pending(self, event_id: str) -> tuple[int, bytes, int] | None:
+        """(seq, digest, published_ms) of a logged event not yet delivered."""
         row = self.conn.execute(
-            "SELECT seq, digest FROM events WHERE event_id = ?", (event_id,)
+            "SELECT seq, digest, published_ms FROM events WHERE event_id = ?", (event_id,)
         ).fetchone()
-        return (int(row[0]), bytes(row[1])) if row else None
+        return (int(row[0]), bytes(row[1]), int(row[2])) if row else None
 
-    def find_delivered(self, event_id: str) -> tuple[int, bytes, int, int] | None:
+    def find_delivered(self, event_id: str) -> tuple[int, bytes, int, int, int] | None:
+        """(seq, digest, partition, offset, published_ms) of a delivered event remembered."""
         row = self.conn.execute(
-            "SELECT seq, digest, partition, kafka_offset FROM delivered_ids WHERE event_id = ?",
+            "SELECT seq, digest, partition, kafka_offset, published_ms FROM delivered_ids"
+            " WHERE event_id = ?",
             (event_id,),
         ).fetchone()
-        return (int(row[0]), bytes(row[1]), int(row[2]), int(row[3])) if row else None
+        if row is None:
+            return None
+        return int(row[0]), bytes(row[1]), int(row[2]), int(row[3]), int(row[4])
 
     def last_sequence(self) -> int:
         """The highest sequence ever handed out (AUTOINCREMENT remembers retired ones too)."""
@@ -148,8 +221,9 @@ class Statements:
     def insert_many(self, rows: Sequence[InsertRow]) -> None:
         """Insert rows whose sequences the writer assigned; one statement for all of them."""
         self.conn.executemany(
-            "INSERT INTO events (seq, event_id, topic, key, payload, headers, digest, size)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO events"
+            " (seq, event_id, topic, key, payload, headers, digest, size, published_ms)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
 
@@ -164,18 +238,18 @@ class Statements:
             return 0, 0
         removed = self.conn.execute(
             "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))"
-            " RETURNING seq, digest, size",
+            " RETURNING seq, digest, size, published_ms",
             ("[" + ",".join(map(str, by_seq)) + "]",),
         ).fetchall()
         # Sequences missing from `removed` were retired already (a repeated delivery report).
         if keep_ids and removed:
             self.conn.executemany(
                 "INSERT OR REPLACE INTO delivered_ids"
-                " (event_id, digest, seq, partition, kafka_offset, delivered_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                " (event_id, digest, seq, partition, kafka_offset, delivered_at, published_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
-                    (d.event_id, digest, seq, d.position.partition, d.position.offset, now)
-                    for seq, digest, _ in removed
+                    (d.event_id, digest, seq, d.position.partition, d.position.offset, now, ms)
+                    for seq, digest, _, ms in removed
                     for d in (by_seq[seq],)
                 ],
             )
@@ -197,10 +271,11 @@ class Statements:
 
     def pending_for_topic(self, topic: str, after_seq: int, limit: int) -> list[PendingEvent]:
         rows = self.conn.execute(
-            "SELECT seq, event_id, key, payload, headers FROM events"
+            "SELECT seq, event_id, key, payload, headers, published_ms FROM events"
             " WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
             (topic, after_seq, limit),
         ).fetchall()
         return [
-            PendingEvent(int(r[0]), r[1], topic, r[2], r[3], decode_headers(r[4])) for r in rows
+            PendingEvent(int(r[0]), r[1], topic, r[2], r[3], decode_headers(r[4]), int(r[5]))
+            for r in rows
         ]

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import queue
 import sqlite3
 import threading
@@ -36,9 +35,11 @@ from sidecar.errors import (
 from sidecar.model import Accepted, Delivered, KafkaPosition, Outcome, OutgoingEvent, Rejected
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.checkpoint import WalBound
+from sidecar.wal.digest import event_digest
 from sidecar.wal.reserve import DiskReserve
 from sidecar.wal.store import (
     DB_NAME,
+    UNKNOWN_DIGEST,
     InsertRow,
     Statements,
     connect,
@@ -61,19 +62,6 @@ FULL_DISK_CHECKPOINT_WAIT_MS = 1_000
 VACUUM_STEP_PAGES = 128
 VACUUM_BUDGET_S = 0.5
 SQLITE_FULL = 13
-
-
-def digest(event: OutgoingEvent, headers: str) -> bytes:
-    """A fingerprint of an event's content, to tell a retry from a conflicting reuse of its id.
-
-    `headers` is the event's headers as stored (`encode_headers`), encoded once by the caller.
-    """
-    h = hashlib.blake2b(digest_size=16)
-    for part in (event.topic.encode(), event.key or b"", event.payload):
-        h.update(len(part).to_bytes(8, "little"))
-        h.update(part)
-    h.update(headers.encode())
-    return h.digest()
 
 
 @dataclass(slots=True)
@@ -145,13 +133,20 @@ class WalWriter:
 
     async def append(self, events: Sequence[OutgoingEvent]) -> list[Outcome]:
         """Log `events` in one transaction; answer once it committed (or failed)."""
+        return await self.submit(events)
+
+    def submit(self, events: Sequence[OutgoingEvent]) -> asyncio.Future[list[Outcome]]:
+        """Queue `events` for the next commit; the future resolves once it committed (or failed).
+
+        Call on the event loop. A caller that stops waiting leaves the events to be logged all
+        the same."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[list[Outcome]] = loop.create_future()
         with self._gate:
             if self._closed:
                 raise ShuttingDown("Ferry is shutting down")
             self._queue.put(_Append(events, future, loop))
-        return await future
+        return future
 
     def retire(self, delivered: Sequence[Delivered]) -> concurrent.futures.Future[None]:
         """Queue the removal of rows Kafka acknowledged; the future resolves at commit."""
@@ -245,10 +240,12 @@ class WalWriter:
             if taken.rows:
                 removed, freed = self._sql.retire(taken.rows, now, self._limits.dedupe_window_s > 0)
                 tally.rows, tally.size = tally.rows - removed, tally.size - freed
-            seen: dict[str, tuple[int, bytes]] = {}
+            seen: dict[str, tuple[int, bytes, int]] = {}
             inserts: list[InsertRow] = []
             for item in appends:
-                results.append(self._insert(item.events, seen, topic_max, tally, inserts))
+                results.append(
+                    self._insert(item.events, seen, topic_max, tally, inserts, int(now * 1000))
+                )
             if inserts:
                 self._sql.insert_many(inserts)
             if prune:
@@ -325,10 +322,11 @@ class WalWriter:
     def _insert(
         self,
         events: Sequence[OutgoingEvent],
-        seen: dict[str, tuple[int, bytes]],
+        seen: dict[str, tuple[int, bytes, int]],
         topic_max: dict[str, int],
         tally: _Tally,
         inserts: list[InsertRow],
+        now_ms: int,
     ) -> list[Outcome] | FerryError:
         """Decide each event's fate and queue the new ones in `inserts`, numbered in order."""
         added = sum(e.size for e in events)
@@ -354,11 +352,11 @@ class WalWriter:
         outcomes: list[Outcome] = []
         for event in events:
             headers = encode_headers(event.headers)
-            fingerprint = digest(event, headers)
+            fingerprint = event_digest(event.topic, event.key, event.payload, headers)
             known = None if event.assigned_id else self._known(event.event_id, seen)
             if known is not None:
-                seq, known_digest, position = known
-                if known_digest != fingerprint:
+                seq, known_digest, known_ms, position = known
+                if known_digest not in (fingerprint, UNKNOWN_DIGEST):
                     outcomes.append(
                         Rejected(
                             EventIdConflict(
@@ -368,7 +366,7 @@ class WalWriter:
                         )
                     )
                 else:
-                    outcomes.append(Accepted(event.event_id, seq, True, position))
+                    outcomes.append(Accepted(event.event_id, seq, True, known_ms, position))
                 continue
             tally.seq = seq = tally.seq + 1
             size = event.size
@@ -382,28 +380,30 @@ class WalWriter:
                     headers,
                     fingerprint,
                     size,
+                    now_ms,
                 )
             )
-            seen[event.event_id] = (seq, fingerprint)
+            seen[event.event_id] = (seq, fingerprint, now_ms)
             topic_max[event.topic] = seq
             tally.rows += 1
             tally.size += size
-            outcomes.append(Accepted(event.event_id, seq, False))
+            outcomes.append(Accepted(event.event_id, seq, False, now_ms))
         return outcomes
 
     def _known(
-        self, event_id: str, seen: dict[str, tuple[int, bytes]]
-    ) -> tuple[int, bytes, KafkaPosition | None] | None:
+        self, event_id: str, seen: dict[str, tuple[int, bytes, int]]
+    ) -> tuple[int, bytes, int, KafkaPosition | None] | None:
+        """(seq, digest, published_ms, Kafka position if delivered) of an id the log knows."""
         if event_id in seen:
-            seq, fingerprint = seen[event_id]
-            return seq, fingerprint, None
+            seq, fingerprint, published_ms = seen[event_id]
+            return seq, fingerprint, published_ms, None
         pending = self._sql.find_pending(event_id)
         if pending is not None:
-            return pending[0], pending[1], None
+            return pending[0], pending[1], pending[2], None
         delivered = self._sql.find_delivered(event_id)
         if delivered is not None:
-            seq, fingerprint, partition, offset = delivered
-            return seq, fingerprint, KafkaPosition(partition, offset)
+            seq, fingerprint, partition, offset, published_ms = delivered
+            return seq, fingerprint, published_ms, KafkaPosition(partition, offset)
         return None
 
     def _rollback(self) -> None:

@@ -19,9 +19,16 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from sidecar.clock import ManualClock
-from sidecar.forward.forwarder import EVENT_ID_HEADER, Forwarder
+from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.ports import DeliveryCallback, ProducerPort
-from sidecar.model import Accepted, Delivered, KafkaPosition, OutgoingEvent
+from sidecar.model import (
+    EVENT_ID_HEADER,
+    PUBLISH_TIME_HEADER,
+    Accepted,
+    Delivered,
+    KafkaPosition,
+    OutgoingEvent,
+)
 from sidecar.wal.writer import WalLimits, WalWriter
 
 LIMITS = WalLimits(max_rows=100_000, max_bytes=1 << 30, dedupe_window_s=3600.0)
@@ -213,7 +220,7 @@ class Rig:
     async def publish(self, topic: str, count: int, start: int = 0) -> list[Accepted]:
         events = [
             OutgoingEvent(
-                f"{topic}-{i}", topic, f"k{i % 3}".encode(), f"payload {i}".encode(), (("h", "v"),)
+                f"{topic}-{i}", topic, f"k{i % 3}".encode(), f"payload {i}".encode(), (("h", b"v"),)
             )
             for i in range(start, start + count)
         ]
@@ -300,7 +307,11 @@ async def test_events_of_a_topic_are_produced_in_log_order(make_rig: RigFactory)
     i = int(first.event_id.rsplit("-", 1)[1])
     assert first.value == f"payload {i}".encode()
     assert first.key == f"k{i % 3}".encode()
-    assert first.headers == [(EVENT_ID_HEADER, first.event_id), ("h", "v")]
+    [(id_name, event_id), (time_name, published_ms), *user] = first.headers
+    assert (id_name, event_id) == (EVENT_ID_HEADER, first.event_id)
+    assert time_name == PUBLISH_TIME_HEADER
+    assert abs(int(str(published_ms)) - time.time() * 1000) < 60_000
+    assert user == [("h", b"v")]
     status = rig.forwarder.status()
     assert status.delivered_total == 480
     assert status.resent_total == 0
@@ -328,7 +339,7 @@ async def test_delivered_positions_reach_the_callback_and_the_log(make_rig: RigF
     ]
     # The log remembers where Kafka put it: a retry of the publish gets the position.
     [again] = await rig.writer.append(
-        [OutgoingEvent("alpha-1", "alpha", b"k1", b"payload 1", (("h", "v"),))]
+        [OutgoingEvent("alpha-1", "alpha", b"k1", b"payload 1", (("h", b"v"),))]
     )
     assert isinstance(again, Accepted)
     assert again.duplicate

@@ -17,6 +17,8 @@ from sidecar.publishing import Publishing
 from sidecar.wal.writer import WalLimits, WalWriter
 
 LIMITS = WalLimits(max_rows=10, max_bytes=1 << 20, dedupe_window_s=3600.0)
+NOW_S = 1_700_000_000.0
+T = int(NOW_S * 1000)
 
 
 def ev(event_id: str, payload: bytes = b"p", topic: str = "orders") -> OutgoingEvent:
@@ -53,7 +55,7 @@ async def rig(data_dir: Path) -> AsyncIterator[Rig]:
         for hook in hooks:
             hook(topics)
 
-    writer = WalWriter(data_dir, LIMITS, on_commit=on_commit)
+    writer = WalWriter(data_dir, LIMITS, on_commit=on_commit, wall_clock=lambda: NOW_S)
     yield Rig(writer, waiters, Publishing(writer, waiters), commits, hooks)
     await asyncio.to_thread(writer.close)
 
@@ -64,7 +66,7 @@ def waiting_count(waiters: DeliveryWaiters) -> int:
 
 async def test_durable_answers_once_logged(rig: Rig) -> None:
     outcomes = await rig.publishing.publish([ev("a"), ev("b")], AckLevel.DURABLE, 0.01)
-    assert outcomes == [Accepted("a", 1, False), Accepted("b", 2, False)]
+    assert outcomes == [Accepted("a", 1, False, T), Accepted("b", 2, False, T)]
     assert rig.writer.pending_rows == 2
     assert rig.publishing.in_progress == 0
 
@@ -91,8 +93,8 @@ async def test_kafka_level_waits_for_the_delivery(rig: Rig) -> None:
     rig.deliver_from_another_thread(Delivered(2, "b", KafkaPosition(1, 10)))
     outcomes = await asyncio.wait_for(task, 2)
     assert outcomes == [
-        Accepted("a", 1, False, KafkaPosition(3, 30)),
-        Accepted("b", 2, False, KafkaPosition(1, 10)),
+        Accepted("a", 1, False, T, KafkaPosition(3, 30)),
+        Accepted("b", 2, False, T, KafkaPosition(1, 10)),
     ]
     assert waiting_count(rig.waiters) == 0
     assert rig.publishing.in_progress == 0
@@ -124,7 +126,7 @@ async def test_a_delivery_right_after_commit_is_not_missed(rig: Rig) -> None:
         lambda topics: rig.waiters.delivered([Delivered(1, "fast", KafkaPosition(2, 9))])
     )
     outcomes = await rig.publishing.publish([ev("fast")], AckLevel.KAFKA, 1.0)
-    assert outcomes == [Accepted("fast", 1, False, KafkaPosition(2, 9))]
+    assert outcomes == [Accepted("fast", 1, False, T, KafkaPosition(2, 9))]
 
 
 async def test_duplicate_already_delivered_returns_its_position_without_waiting(
@@ -134,7 +136,7 @@ async def test_duplicate_already_delivered_returns_its_position_without_waiting(
     await rig.retire(Delivered(1, "a", KafkaPosition(4, 44)))
     # A wait this short would time out if publish() waited for anything.
     outcomes = await rig.publishing.publish([ev("a")], AckLevel.KAFKA, 0.001)
-    assert outcomes == [Accepted("a", 1, True, KafkaPosition(4, 44))]
+    assert outcomes == [Accepted("a", 1, True, T, KafkaPosition(4, 44))]
     assert waiting_count(rig.waiters) == 0
 
 
@@ -146,8 +148,8 @@ async def test_mixed_batch_waits_only_for_what_is_not_delivered(rig: Rig) -> Non
     assert not task.done()
     rig.deliver_from_another_thread(Delivered(2, "new", KafkaPosition(0, 2)))
     assert await asyncio.wait_for(task, 2) == [
-        Accepted("old", 1, True, KafkaPosition(0, 1)),
-        Accepted("new", 2, False, KafkaPosition(0, 2)),
+        Accepted("old", 1, True, T, KafkaPosition(0, 1)),
+        Accepted("new", 2, False, T, KafkaPosition(0, 2)),
     ]
 
 
@@ -157,7 +159,7 @@ async def test_duplicate_still_pending_waits_for_the_delivery(rig: Rig) -> None:
     await asyncio.sleep(0.05)
     assert not task.done()
     rig.deliver_from_another_thread(Delivered(1, "a", KafkaPosition(0, 7)))
-    assert await asyncio.wait_for(task, 2) == [Accepted("a", 1, True, KafkaPosition(0, 7))]
+    assert await asyncio.wait_for(task, 2) == [Accepted("a", 1, True, T, KafkaPosition(0, 7))]
 
 
 async def test_rejected_events_are_not_waited_for(rig: Rig) -> None:

@@ -9,8 +9,10 @@ import grpc
 import pytest
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-from sidecar.api.status import ErrorMappingInterceptor, code_of, to_status
+from sidecar._gen.ferry.v1 import publisher_pb2
+from sidecar.api.status import ErrorMappingInterceptor, code_of, to_failure, to_status
 from sidecar.errors import (
+    ERROR_DOMAIN,
     ConfigError,
     DiskFull,
     EventIdConflict,
@@ -18,28 +20,56 @@ from sidecar.errors import (
     FerryError,
     InvalidArgument,
     KafkaWaitTimeout,
+    LogCommitTimeout,
+    NoDeadLetterTopic,
     NotFound,
+    PublishTimeout,
     ResourceExhausted,
+    SettingsConflict,
     ShuttingDown,
     StorageFailure,
     TooManyStreams,
+    TooManySubscriptions,
+    TopicNotAllowed,
+    TopicShareFull,
     Unavailable,
+    UndecodableRequest,
     WalFull,
 )
 
-CASES: list[tuple[FerryError, int]] = [
-    (InvalidArgument("events[3].topic", "must not be empty"), code_pb2.INVALID_ARGUMENT),
-    (EventIdConflict("id reused"), code_pb2.ALREADY_EXISTS),
-    (NotFound("no such subscription"), code_pb2.NOT_FOUND),
-    (FailedPrecondition("not now"), code_pb2.FAILED_PRECONDITION),
-    (ResourceExhausted("busy", 2.0), code_pb2.RESOURCE_EXHAUSTED),
-    (WalFull("log full", 1.0), code_pb2.RESOURCE_EXHAUSTED),
-    (DiskFull("disk full", 5.0), code_pb2.RESOURCE_EXHAUSTED),
-    (TooManyStreams("too many", 0.25), code_pb2.RESOURCE_EXHAUSTED),
-    (KafkaWaitTimeout("still delivered"), code_pb2.DEADLINE_EXCEEDED),
-    (Unavailable("later"), code_pb2.UNAVAILABLE),
-    (ShuttingDown("draining"), code_pb2.UNAVAILABLE),
-    (StorageFailure("io error"), code_pb2.UNAVAILABLE),
+CASES: list[tuple[FerryError, int, str]] = [
+    (
+        InvalidArgument("events[3].topic", "must not be empty"),
+        code_pb2.INVALID_ARGUMENT,
+        "FIELD_INVALID",
+    ),
+    (TopicNotAllowed("event.topic", "not allowed"), code_pb2.INVALID_ARGUMENT, "TOPIC_NOT_ALLOWED"),
+    (
+        UndecodableRequest("ferry.v1.PublishRequest"),
+        code_pb2.INVALID_ARGUMENT,
+        "REQUEST_UNDECODABLE",
+    ),
+    (EventIdConflict("id reused"), code_pb2.ALREADY_EXISTS, "EVENT_ID_CONFLICT"),
+    (NotFound("no such subscription"), code_pb2.NOT_FOUND, "SUBSCRIPTION_NOT_FOUND"),
+    (FailedPrecondition("not now"), code_pb2.FAILED_PRECONDITION, "FAILED_PRECONDITION"),
+    (
+        SettingsConflict("other settings"),
+        code_pb2.FAILED_PRECONDITION,
+        "SUBSCRIPTION_SETTINGS_CONFLICT",
+    ),
+    (NoDeadLetterTopic("none"), code_pb2.FAILED_PRECONDITION, "NO_DEAD_LETTER_TOPIC"),
+    (ResourceExhausted("busy", 2.0), code_pb2.RESOURCE_EXHAUSTED, "RESOURCE_EXHAUSTED"),
+    (WalFull("log full", 1.0), code_pb2.RESOURCE_EXHAUSTED, "LOG_FULL"),
+    (TopicShareFull("share full", 1.0), code_pb2.RESOURCE_EXHAUSTED, "TOPIC_SHARE_FULL"),
+    (DiskFull("disk full", 5.0), code_pb2.RESOURCE_EXHAUSTED, "DISK_FULL"),
+    (TooManyStreams("too many", 0.25), code_pb2.RESOURCE_EXHAUSTED, "TOO_MANY_STREAMS"),
+    (TooManySubscriptions("too many"), code_pb2.RESOURCE_EXHAUSTED, "TOO_MANY_SUBSCRIPTIONS"),
+    (PublishTimeout("late", ["a"]), code_pb2.DEADLINE_EXCEEDED, "INTERNAL"),
+    (KafkaWaitTimeout("still delivered", ["a"]), code_pb2.DEADLINE_EXCEEDED, "KAFKA_ACK_TIMEOUT"),
+    (LogCommitTimeout("maybe", ["a", "b"]), code_pb2.DEADLINE_EXCEEDED, "LOG_COMMIT_TIMEOUT"),
+    (Unavailable("later"), code_pb2.UNAVAILABLE, "UNAVAILABLE"),
+    (ShuttingDown("draining"), code_pb2.UNAVAILABLE, "SHUTTING_DOWN"),
+    (StorageFailure("io error"), code_pb2.UNAVAILABLE, "LOG_WRITE_FAILED"),
 ]
 
 
@@ -51,17 +81,39 @@ def all_subclasses(cls: type) -> set[type]:
 
 
 def test_cases_cover_every_ferry_error_subclass() -> None:
-    covered = {type(error) for error, _ in CASES}
+    covered = {type(error) for error, _, _ in CASES}
     in_errors_module = {c for c in all_subclasses(FerryError) if c.__module__ == "sidecar.errors"}
     assert in_errors_module <= covered, in_errors_module - covered
 
 
-@pytest.mark.parametrize(("error", "code"), CASES, ids=lambda v: type(v).__name__)
-def test_code_of_every_ferry_error(error: FerryError, code: int) -> None:
+@pytest.mark.parametrize(("error", "code", "reason"), CASES, ids=lambda v: type(v).__name__)
+def test_every_ferry_error_has_its_code_and_error_info(
+    error: FerryError, code: int, reason: str
+) -> None:
     assert code_of(error) == code
     status = to_status(error)
     assert status.code == code
     assert status.message == str(error)
+    [info] = [d for d in unpack(status) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert (info.reason, info.domain) == (reason, ERROR_DOMAIN)
+    failure = to_failure(error)
+    assert (failure.code, failure.reason, failure.message) == (code, reason, str(error))
+
+
+def test_reasons_are_distinct_per_class() -> None:
+    reasons = [reason for _, _, reason in CASES if reason != "INTERNAL"]
+    assert len(reasons) == len(set(reasons))
+
+
+def test_failure_of_an_invalid_field_names_it() -> None:
+    assert to_failure(InvalidArgument("ack.ack_ids", "too many")).field == "ack.ack_ids"
+
+
+def test_failure_of_a_bug_hides_its_text() -> None:
+    failure = to_failure(KeyError("secret"))
+    assert failure.code == code_pb2.INTERNAL
+    assert failure.reason == "INTERNAL"
+    assert "secret" not in failure.message
 
 
 @pytest.mark.parametrize(
@@ -74,7 +126,12 @@ def test_anything_outside_the_tree_is_internal(error: Exception) -> None:
 def unpack(status: status_pb2.Status) -> list[Any]:
     details: list[Any] = []
     for packed in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.ErrorInfo,
+            publisher_pb2.AssignedEventIds,
+        ):
             if packed.Is(kind.DESCRIPTOR):
                 detail = kind()
                 packed.Unpack(detail)
@@ -83,9 +140,13 @@ def unpack(status: status_pb2.Status) -> list[Any]:
     return details
 
 
+def without_error_info(details: list[Any]) -> list[Any]:
+    return [d for d in details if not isinstance(d, error_details_pb2.ErrorInfo)]
+
+
 def test_invalid_argument_carries_bad_request_with_the_field() -> None:
     status = to_status(InvalidArgument("events[3].topic", "must not be empty"))
-    [detail] = unpack(status)
+    [detail] = without_error_info(unpack(status))
     assert isinstance(detail, error_details_pb2.BadRequest)
     [violation] = detail.field_violations
     assert violation.field == "events[3].topic"
@@ -99,27 +160,32 @@ def test_invalid_argument_carries_bad_request_with_the_field() -> None:
         (WalFull("full"), 1_000_000_000),
         (DiskFull("disk", 5.0), 5_000_000_000),
         (TooManyStreams("streams", 0.25), 250_000_000),
+        (ShuttingDown("draining"), 1_000_000_000),
+        (StorageFailure("io"), 1_000_000_000),
     ],
 )
-def test_resource_exhausted_carries_retry_info(error: ResourceExhausted, nanos: int) -> None:
-    [detail] = unpack(to_status(error))
+def test_retryable_errors_carry_retry_info(
+    error: ResourceExhausted | Unavailable, nanos: int
+) -> None:
+    [detail] = without_error_info(unpack(to_status(error)))
     assert isinstance(detail, error_details_pb2.RetryInfo)
     assert detail.retry_delay.ToNanoseconds() == nanos
 
 
 @pytest.mark.parametrize(
-    "error",
-    [
-        EventIdConflict("x"),
-        NotFound("x"),
-        FailedPrecondition("x"),
-        KafkaWaitTimeout("x"),
-        ShuttingDown("x"),
-        StorageFailure("x"),
-    ],
+    "error", [KafkaWaitTimeout("x", ["a", "b"]), LogCommitTimeout("x", ["a", "b"])]
 )
-def test_other_errors_have_no_details(error: FerryError) -> None:
-    assert list(to_status(error).details) == []
+def test_publish_timeouts_carry_the_event_ids(error: PublishTimeout) -> None:
+    [detail] = without_error_info(unpack(to_status(error)))
+    assert isinstance(detail, publisher_pb2.AssignedEventIds)
+    assert list(detail.event_ids) == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    "error", [EventIdConflict("x"), NotFound("x"), FailedPrecondition("x"), NoDeadLetterTopic("x")]
+)
+def test_other_errors_carry_only_error_info(error: FerryError) -> None:
+    assert without_error_info(unpack(to_status(error))) == []
 
 
 # -- through a real grpc.aio server on loopback -------------------------------------------------
@@ -160,8 +226,31 @@ async def crash_bidi(
     yield b""  # pragma: no cover
 
 
+async def publish_unary(
+    request: publisher_pb2.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
+) -> bytes:
+    return request.event.topic.encode()
+
+
+async def topics_bidi(
+    requests: AsyncIterator[publisher_pb2.PublishRequest | UndecodableRequest],
+    context: grpc.aio.ServicerContext[Any, Any],
+) -> AsyncIterator[bytes]:
+    async for request in requests:
+        if isinstance(request, UndecodableRequest):
+            yield b"undecodable"
+        else:
+            yield request.event.topic.encode()
+
+
 def handlers() -> dict[str, grpc.RpcMethodHandler]:
     return {
+        "Publish": grpc.unary_unary_rpc_method_handler(
+            publish_unary, request_deserializer=publisher_pb2.PublishRequest.FromString
+        ),
+        "Topics": grpc.stream_stream_rpc_method_handler(
+            topics_bidi, request_deserializer=publisher_pb2.PublishRequest.FromString
+        ),
         "Fail": grpc.unary_unary_rpc_method_handler(fail_unary),
         "Crash": grpc.unary_unary_rpc_method_handler(crash_unary),
         "Echo": grpc.unary_unary_rpc_method_handler(echo_unary),
@@ -206,7 +295,7 @@ async def test_server_maps_invalid_argument_with_bad_request(channel: grpc.aio.C
     status = status_of(error)
     assert status is not None
     assert status.code == code_pb2.INVALID_ARGUMENT
-    [detail] = unpack(status)
+    [detail] = without_error_info(unpack(status))
     assert isinstance(detail, error_details_pb2.BadRequest)
     assert detail.field_violations[0].field == "events[3].topic"
 
@@ -221,6 +310,10 @@ async def test_server_answers_internal_without_leaking_the_text(
     assert "0xDEADBEEF" not in (error.details() or "")
     assert "ValueError" not in (error.details() or "")
     assert "0xDEADBEEF" not in repr(error.trailing_metadata())
+    status = status_of(error)
+    assert status is not None
+    [info] = unpack(status)
+    assert info.reason == "INTERNAL"
 
 
 async def test_server_passes_successful_calls_through(channel: grpc.aio.Channel) -> None:
@@ -242,7 +335,7 @@ async def test_server_maps_errors_raised_mid_stream(channel: grpc.aio.Channel) -
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     status = status_of(error)
     assert status is not None
-    [detail] = unpack(status)
+    [detail] = without_error_info(unpack(status))
     assert isinstance(detail, error_details_pb2.RetryInfo)
     assert detail.retry_delay.ToNanoseconds() == 3_000_000_000
 
@@ -278,3 +371,36 @@ async def test_unknown_method_stays_unimplemented(channel: grpc.aio.Channel) -> 
     with pytest.raises(grpc.aio.AioRpcError) as info:
         await channel.unary_unary("/ferry.test.Echo/Nope")(b"x", timeout=5)
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+NOT_A_MESSAGE = b"\xff\xff\xff"
+
+
+async def test_undecodable_request_is_invalid_argument(channel: grpc.aio.Channel) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        await channel.unary_unary("/ferry.test.Echo/Publish")(NOT_A_MESSAGE, timeout=5)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "ferry.v1.PublishRequest" in (info.value.details() or "")
+    status = status_of(info.value)
+    assert status is not None
+    [info_detail] = [d for d in unpack(status) if isinstance(d, error_details_pb2.ErrorInfo)]
+    assert info_detail.reason == "REQUEST_UNDECODABLE"
+
+
+async def test_decodable_request_reaches_the_handler_decoded(channel: grpc.aio.Channel) -> None:
+    request = publisher_pb2.PublishRequest(event=publisher_pb2.Event(topic="t1"))
+    reply = await channel.unary_unary("/ferry.test.Echo/Publish")(
+        request.SerializeToString(), timeout=5
+    )
+    assert reply == b"t1"
+
+
+async def test_undecodable_stream_message_reaches_the_handler_as_an_item(
+    channel: grpc.aio.Channel,
+) -> None:
+    call = channel.stream_stream("/ferry.test.Echo/Topics")(timeout=5)
+    good = publisher_pb2.PublishRequest(event=publisher_pb2.Event(topic="t2"))
+    await call.write(NOT_A_MESSAGE)
+    await call.write(good.SerializeToString())
+    await call.done_writing()
+    assert [reply async for reply in call] == [b"undecodable", b"t2"]

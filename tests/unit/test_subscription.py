@@ -5,14 +5,11 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import pytest
-
 from sidecar.clock import ManualClock
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, fetched_record
 from sidecar.model import Accepted, Outcome, OutgoingEvent
 from sidecar.subscribe import ackcodec
 from sidecar.subscribe.leases import AckOutcome, TopicPartition
-from sidecar.subscribe.records import event_id_of, user_headers
 from sidecar.subscribe.stream import LeasedBatch, LeasedRecord, Stream, StreamOptions
 from sidecar.subscribe.subscription import Limits, Subscription, SubscriptionSettings
 
@@ -44,7 +41,7 @@ class DeadLetters:
 
     async def __call__(self, events: list[OutgoingEvent]) -> list[Outcome]:
         self.written.extend(events)
-        return [Accepted(e.event_id, len(self.written), False) for e in events]
+        return [Accepted(e.event_id, len(self.written), False, 0) for e in events]
 
 
 def record(offset: int, partition: int = 0, headers: tuple = ()) -> FetchedRecord:
@@ -155,8 +152,8 @@ async def test_poison_record_goes_to_the_dead_letter_topic_and_then_counts_as_ac
         await asyncio.sleep(0)
     assert [e.topic for e in dead.written] == ["orders.dlq"]
     headers = dict(dead.written[0].headers)
-    assert headers["ferry-dead-letter-original-offset"] == "0"
-    assert headers["ferry-dead-letter-delivery-attempts"] == "2"
+    assert headers["ferry-dead-letter-original-offset"] == b"0"
+    assert headers["ferry-dead-letter-delivery-attempts"] == b"2"
     clock.advance(1)
     sub.tick()
     assert committed(consumer)[(TOPIC, 0)] == 1
@@ -193,26 +190,6 @@ async def test_restored_sparse_acks_are_not_delivered_again() -> None:
     stream = sub.open_stream(options())
     sub.on_records([record(o) for o in range(5, 10)])
     assert [x.record.offset for x in drain(stream)] == [5, 7, 9]
-
-
-@pytest.mark.parametrize(
-    ("headers", "event_id", "shown"),
-    [
-        ((("ferry-event-id", b"e-1"), ("a", b"1")), "e-1", {"a": "1"}),
-        ((("b", b"\xff"),), "orders/0/3", {}),
-        (
-            (("ferry-dead-letter-reason", b"nacked"),),
-            "orders/0/3",
-            {"ferry-dead-letter-reason": "nacked"},
-        ),
-    ],
-)
-def test_event_id_and_headers_seen_by_subscribers(
-    headers: tuple, event_id: str, shown: dict[str, str]
-) -> None:
-    rec = fetched_record(TOPIC, 0, 3, None, b"", headers, 0)
-    assert event_id_of(rec) == event_id
-    assert user_headers(rec) == shown
 
 
 async def test_records_granted_together_reach_the_stream_as_one_batch() -> None:

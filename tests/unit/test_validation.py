@@ -30,7 +30,7 @@ def event(**overrides: Any) -> OutgoingEvent:
         "topic": "orders",
         "key": b"k",
         "payload": b"p",
-        "headers": {},
+        "headers": (),
         "event_id": "id-1",
         "limits": LIMITS,
     }
@@ -154,38 +154,44 @@ def test_bad_event_ids_are_rejected(event_id: str) -> None:
 
 
 def test_header_count_limit() -> None:
-    four = {f"h{i}": "v" for i in range(4)}
+    four = tuple((f"h{i}", b"v") for i in range(4))
     assert len(event(headers=four).headers) == 4
-    five = {f"h{i}": "v" for i in range(5)}
+    five = tuple(("h", b"v") for _ in range(5))
     err = rejected("events[0].headers", headers=five, field="events[0]")
     assert "4" in err.description
 
 
 def test_empty_header_name_rejected() -> None:
-    rejected("event.headers", headers={"": "v"})
+    rejected("event.headers", headers=(("", b"v"),))
 
 
 def test_header_name_length_limit() -> None:
     ok = "h" * MAX_HEADER_NAME
-    assert event(headers={ok: "v"}).headers == ((ok, "v"),)
-    rejected("event.headers", headers={"h" * (MAX_HEADER_NAME + 1): "v"})
+    assert event(headers=((ok, b"v"),)).headers == ((ok, b"v"),)
+    rejected("event.headers", headers=(("h" * (MAX_HEADER_NAME + 1), b"v"),))
 
 
 @pytest.mark.parametrize("name", ["ferry-event-id", "Ferry-X", "FERRY-", "fErRy-anything"])
 def test_reserved_header_prefix_any_case(name: str) -> None:
-    err = rejected("events[7].headers", headers={name: "v"}, field="events[7]")
+    err = rejected("events[7].headers", headers=((name, b"v"),), field="events[7]")
     assert "reserved" in err.description
 
 
 @pytest.mark.parametrize("name", ["ferry", "ferryman", "x-ferry-id", "ferry_id"])
 def test_names_merely_resembling_the_prefix_are_allowed(name: str) -> None:
-    assert event(headers={name: "v"}).headers == ((name, "v"),)
+    assert event(headers=((name, b"v"),)).headers == ((name, b"v"),)
 
 
-def test_headers_are_sorted_and_key_empty_becomes_none() -> None:
-    result = event(headers={"b": "2", "a": "1"}, key=b"")
-    assert result.headers == (("a", "1"), ("b", "2"))
-    assert result.key is None
+def test_headers_keep_order_repeats_bytes_and_nulls() -> None:
+    headers = (("b", b"\xff"), ("a", None), ("b", b""), ("a", b"1"))
+    assert event(headers=headers).headers == headers
+
+
+@pytest.mark.parametrize("value", [None, b""])
+def test_null_and_empty_key_and_payload_stay_apart(value: bytes | None) -> None:
+    result = event(key=value, payload=value)
+    assert result.key is value
+    assert result.payload is value
 
 
 # -- size ------------------------------------------------------------------------------------
@@ -193,7 +199,7 @@ def test_headers_are_sorted_and_key_empty_becomes_none() -> None:
 
 def test_size_counts_payload_key_and_headers_in_utf8_bytes_at_the_boundary() -> None:
     # header: "ké" (3 bytes) + "日" (3 bytes) = 6; key 10; payload fills up to the limit.
-    headers = {"ké": "日"}
+    headers = (("ké", "日".encode()),)
     payload = b"p" * (LIMITS.max_event_bytes - 10 - 6)
     at_limit = event(key=b"k" * 10, payload=payload, headers=headers)
     assert at_limit.size == LIMITS.max_event_bytes
@@ -203,9 +209,13 @@ def test_size_counts_payload_key_and_headers_in_utf8_bytes_at_the_boundary() -> 
     )
     assert str(LIMITS.max_event_bytes + 1) in err.description
     # One more byte in the header value (not in the payload) tips it over too.
-    rejected("event", key=b"k" * 10, payload=payload, headers={"ké": "日a"})
+    rejected("event", key=b"k" * 10, payload=payload, headers=(("ké", "日a".encode()),))
     # ...and so does one more key byte.
     rejected("event", key=b"k" * 11, payload=payload, headers=headers)
+
+
+def test_null_header_values_count_nothing() -> None:
+    assert event(key=None, payload=None, headers=(("abc", None),)).size == 3
 
 
 def test_payload_alone_at_limit_is_ok() -> None:

@@ -26,6 +26,9 @@ from sidecar.wal.store import DB_NAME, LOCK_NAME, Statements, connect
 from sidecar.wal.writer import SQLITE_FULL, WalLimits, WalWriter, _storage_error
 
 BIG = WalLimits(max_rows=1_000_000, max_bytes=1 << 40, dedupe_window_s=3600.0)
+#: The wall clock of writers in these tests, and the publish time of what they log.
+NOW_S = 1_700_000_000.0
+T = int(NOW_S * 1000)
 
 MakeWriter = Callable[..., WalWriter]
 
@@ -33,9 +36,9 @@ MakeWriter = Callable[..., WalWriter]
 def ev(
     event_id: str,
     topic: str = "orders",
-    payload: bytes = b"payload",
+    payload: bytes | None = b"payload",
     key: bytes | None = b"key",
-    headers: tuple[tuple[str, str], ...] = (),
+    headers: tuple[tuple[str, bytes | None], ...] = (),
     assigned: bool = False,
 ) -> OutgoingEvent:
     return OutgoingEvent(event_id, topic, key, payload, headers, assigned_id=assigned)
@@ -46,6 +49,7 @@ def make_writer(data_dir: Path) -> Iterator[MakeWriter]:
     writers: list[WalWriter] = []
 
     def make(limits: WalLimits = BIG, directory: Path = data_dir, **kwargs: object) -> WalWriter:
+        kwargs.setdefault("wall_clock", lambda: NOW_S)
         writer = WalWriter(directory, limits, **kwargs)  # type: ignore[arg-type]
         writers.append(writer)
         return writer
@@ -161,19 +165,19 @@ async def test_group_commit(make_writer: MakeWriter) -> None:
 
 async def test_stored_event_round_trips(make_writer: MakeWriter, data_dir: Path) -> None:
     writer = make_writer()
-    original = ev("a", payload=b"\x00\xffbinary", key=None, headers=(("h", "é日"), ("z", "")))
-    await writer.append([original])
+    headers = (("h", "é日".encode()), ("z", b""), ("h", b"\x00\xff\x80"), ("n", None))
+    original = ev("a", payload=b"\x00\xffbinary", key=None, headers=headers)
+    tombstone = ev("b", payload=None, key=b"")
+    await writer.append([original, tombstone])
     reader = Statements(connect(data_dir, readonly=True))
     try:
-        [row] = reader.pending_for_topic("orders", 0, 10)
+        rows = reader.pending_for_topic("orders", 0, 10)
     finally:
         reader.conn.close()
-    assert (row.event_id, row.key, row.payload, row.headers) == (
-        "a",
-        None,
-        b"\x00\xffbinary",
-        (("h", "é日"), ("z", "")),
-    )
+    assert [(r.event_id, r.key, r.payload, r.headers, r.publish_time_ms) for r in rows] == [
+        ("a", None, b"\x00\xffbinary", headers, T),
+        ("b", b"", None, (), T),
+    ]
 
 
 # -- dedupe --------------------------------------------------------------------------------------
@@ -182,8 +186,8 @@ async def test_stored_event_round_trips(make_writer: MakeWriter, data_dir: Path)
 async def test_same_id_twice_in_one_batch(make_writer: MakeWriter, data_dir: Path) -> None:
     writer = make_writer()
     first, second = await writer.append([ev("a"), ev("a")])
-    assert accepted(first) == Accepted("a", 1, False)
-    assert accepted(second) == Accepted("a", 1, True)
+    assert accepted(first) == Accepted("a", 1, False, T)
+    assert accepted(second) == Accepted("a", 1, True, T)
     assert rows_in(data_dir) == [(1, "a")]
     assert writer.pending_rows == 1
 
@@ -192,7 +196,7 @@ async def test_same_id_in_a_later_batch(make_writer: MakeWriter, data_dir: Path)
     writer = make_writer()
     await writer.append([ev("a"), ev("b")])
     [again] = await writer.append([ev("b")])
-    assert accepted(again) == Accepted("b", 2, True)
+    assert accepted(again) == Accepted("b", 2, True, T)
     assert writer.pending_rows == 2
     assert len(rows_in(data_dir)) == 2
 
@@ -214,9 +218,11 @@ async def test_same_id_concurrently(make_writer: MakeWriter, data_dir: Path) -> 
         ev("a", topic="payments"),
         ev("a", key=b"other key"),
         ev("a", key=None),
-        ev("a", headers=(("h", "v"),)),
+        ev("a", payload=None),
+        ev("a", headers=(("h", b"v"),)),
+        ev("a", headers=(("h", None),)),
     ],
-    ids=["payload", "topic", "key", "no-key", "headers"],
+    ids=["payload", "topic", "key", "no-key", "null-payload", "headers", "null-header"],
 )
 async def test_same_id_with_other_content_is_a_conflict(
     make_writer: MakeWriter, data_dir: Path, other: OutgoingEvent
@@ -331,7 +337,7 @@ async def test_retire_removes_rows_and_remembers_positions(
 
     # A later duplicate is answered with the stored position and sequence; nothing is written.
     [dup] = await writer.append([ev("a", payload=b"1")])
-    assert accepted(dup) == Accepted("a", 1, True, KafkaPosition(2, 40))
+    assert accepted(dup) == Accepted("a", 1, True, T, KafkaPosition(2, 40))
     assert writer.pending_rows == 1
     # Other content under a delivered id is still a conflict.
     [conflict] = await writer.append([ev("c", topic="t2", payload=b"different")])
@@ -349,7 +355,7 @@ async def test_zero_dedupe_window_keeps_no_ids(make_writer: MakeWriter, data_dir
     await retire(writer, Delivered(1, "a", KafkaPosition(0, 1)))
     assert delivered_in(data_dir) == {}
     [again] = await writer.append([ev("a")])
-    assert accepted(again) == Accepted("a", 2, False)
+    assert accepted(again) == Accepted("a", 2, False, T)
 
 
 async def test_old_delivered_ids_are_pruned(make_writer: MakeWriter, data_dir: Path) -> None:
@@ -432,7 +438,7 @@ async def test_reopen_keeps_pending_rows_and_never_reuses_sequences(
     [outcome] = await reopened.append([ev("d")])
     assert accepted(outcome).sequence == 4  # not 3: AUTOINCREMENT never hands a number out twice
     [dup] = await reopened.append([ev("b", payload=b"bb")])
-    assert accepted(dup) == Accepted("b", 2, True)  # dedupe survives a restart
+    assert accepted(dup) == Accepted("b", 2, True, T)  # dedupe survives a restart
     [delivered] = await reopened.append([ev("c")])
     assert accepted(delivered).position == KafkaPosition(0, 0)
 
