@@ -84,11 +84,13 @@ async def test_after_migration_dedupe_holds_and_sequences_go_on(data_dir: Path) 
         delivered = OutgoingEvent("old", "orders", None, b"whatever", ())
         new = OutgoingEvent("n", "orders", None, None, ())
         dup, conflict, old, fresh = await writer.append([same, other, delivered, new])
-        assert isinstance(dup, Accepted) and (dup.sequence, dup.duplicate) == (5, True)
+        assert isinstance(dup, Accepted)
+        assert (dup.sequence, dup.duplicate) == (5, True)
         assert isinstance(conflict, Rejected)  # re-digested: other content is still refused
         # The first release digested other bytes: a delivered id is taken as a duplicate.
         assert old == Accepted("old", 3, True, 0, KafkaPosition(1, 41))
-        assert isinstance(fresh, Accepted) and fresh.sequence == 13
+        assert isinstance(fresh, Accepted)
+        assert fresh.sequence == 13
         await asyncio.wrap_future(writer.retire([Delivered(5, "a", KafkaPosition(0, 1))]))
         assert writer.pending_rows == 3
     finally:
