@@ -78,7 +78,9 @@ def test_grpcurl_lists_services_and_publishes_json(
                 "topic": topic,
                 "key": base64.b64encode(b"user-42").decode(),
                 "payload": base64.b64encode(b'{"hello": "world"}').decode(),
-                "headers": {"content-type": "application/json"},
+                "headers": [
+                    {"key": "content-type", "value": base64.b64encode(b"application/json").decode()}
+                ],
                 "eventId": "grpcurl-1",
             },
             "ackLevel": "ACK_LEVEL_KAFKA",

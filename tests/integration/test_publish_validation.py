@@ -24,6 +24,7 @@ from tests.support.kafka_read import read_topic
 from tests.support.publishing import (
     bad_request_fields,
     event,
+    event_headers,
     last_sequence,
     publish,
 )
@@ -135,6 +136,24 @@ CASES: list[tuple[str, Callable[[str], Callable[[Any], Any]], str]] = [
         ),
         "kafka_wait",
     ),
+    (
+        "duration-nanos-over-a-second",
+        lambda t: _publish(
+            event(t, "e1"),
+            ack_level=pb.ACK_LEVEL_KAFKA,
+            kafka_wait=duration_pb2.Duration(seconds=1, nanos=1_000_000_000),
+        ),
+        "kafka_wait",
+    ),
+    (
+        "duration-signs-differ",
+        lambda t: _publish(
+            event(t, "e1"),
+            ack_level=pb.ACK_LEVEL_KAFKA,
+            kafka_wait=duration_pb2.Duration(seconds=2, nanos=-5),
+        ),
+        "kafka_wait",
+    ),
     ("empty-batch", lambda t: _batch([]), "events"),
     ("batch-over-max", lambda t: _batch(_good(t, MAX_BATCH + 1)), "events"),
     (
@@ -208,10 +227,8 @@ def test_limits_are_inclusive(kafka: KafkaHandle, target: Target) -> None:
     for event_id, ev in events.items():
         record = found[event_id]
         assert record.value == ev.payload
-        assert record.key == (ev.key or None)
-        assert {k: v for k, v in record.headers.items() if k != "ferry-event-id"} == {
-            k: v.encode() for k, v in ev.headers.items()
-        }
+        assert record.key == (ev.key if ev.HasField("key") else None)
+        assert record.user_headers == event_headers(ev)
 
 
 def test_topic_allowlist(kafka: KafkaHandle, tmp_path: Path) -> None:

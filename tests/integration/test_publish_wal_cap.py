@@ -14,6 +14,7 @@ from tests.support.kafka_read import read_topic
 from tests.support.publishing import (
     FAST_RETRY,
     Delivery,
+    error_reason,
     event,
     kafka_restored,
     last_sequence,
@@ -27,6 +28,7 @@ CAP = 50
 
 def _assert_exhausted(error: grpc.RpcError) -> None:
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error
+    assert error_reason(error) == "LOG_FULL"
     delay = retry_delay_s(error)
     assert delay is not None, "RESOURCE_EXHAUSTED without a google.rpc.RetryInfo detail"
     assert delay > 0

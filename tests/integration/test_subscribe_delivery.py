@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 
+from sidecar._gen.ferry.v1.record_pb2 import TIMESTAMP_TYPE_CREATE_TIME
 from tests.conftest import KafkaHandle
 from tests.support.subscriber_client import (
     APPLIED,
     EXPIRED,
     AckingWorker,
     Ferries,
+    delivered_headers,
     end_offsets,
     open_request,
     open_stream,
@@ -117,27 +119,41 @@ def test_unacked_events_come_back_after_the_lease_with_a_new_ack_id(
     client.cancel()
 
 
-def test_foreign_records_get_coordinates_as_event_id(kafka: KafkaHandle, ferries: Ferries) -> None:
+def test_foreign_records_arrive_byte_for_byte_with_coordinates_as_event_id(
+    kafka: KafkaHandle, ferries: Ferries
+) -> None:
+    """Binary, repeated and null headers in Kafka's order; null keys and values (tombstones)
+    told apart from empty ones; the record's timestamp and its type."""
     topic = kafka.topic("sub-foreign", partitions=1)
+    binary = [
+        ("trace", b"abc"),
+        ("binary", b"\xff\xfe\x00"),
+        ("trace", b"again"),
+        ("nothing", None),
+        ("empty", b""),
+        ("ferry-spoof", b"x"),
+    ]
     produce_direct(
         kafka.bootstrap,
         topic,
         [
-            (b"k1", b"v1", [("trace", b"abc"), ("binary", b"\xff\xfe"), ("ferry-spoof", b"x")]),
+            (b"k1", b"v1", binary),  # type: ignore[list-item]
             (None, b"v2", None),
-            (b"k3", b"", [("trace", b"def")]),
+            (b"", b"", [("trace", b"def")]),
+            (b"k4", None, None),  # a tombstone
         ],
     )
     ferry = ferries.start(*FERRY_ARGS)
     client = open_stream(ferry, open_request(unique_subscription("foreign"), [topic], lease_s=30))
-    got = client.take(timeout=30, at_least=3)
-    assert len(got) == 3
+    got = client.take(timeout=30, at_least=4)
+    assert len(got) == 4
     got.sort(key=lambda r: r.delivery.offset)
     expected = [
-        # Only ferry-event-id is Ferry's to hide (it is event_id); other headers pass as they are.
-        (b"k1", b"v1", {"trace": "abc", "ferry-spoof": "x"}),
-        (b"", b"v2", {}),
-        (b"k3", b"", {"trace": "def"}),
+        # Only Ferry's own id and publish-time headers become fields; others pass as they are.
+        (b"k1", b"v1", binary),
+        (None, b"v2", []),
+        (b"", b"", [("trace", b"def")]),
+        (b"k4", None, []),
     ]
     for offset, (r, (key, value, headers)) in enumerate(zip(got, expected, strict=True)):
         event = r.delivery.event
@@ -145,10 +161,12 @@ def test_foreign_records_get_coordinates_as_event_id(kafka: KafkaHandle, ferries
         assert event.event_id == f"{topic}/0/{offset}"
         assert not event.published_by_ferry
         assert event.topic == topic
-        assert event.key == key
-        assert event.payload == value
-        assert dict(event.headers) == headers
+        assert (event.key if event.HasField("key") else None) == key
+        assert (event.payload if event.HasField("payload") else None) == value
+        assert delivered_headers(event) == headers
         assert event.kafka_time.ToMilliseconds() > 0
+        assert event.kafka_time_type == TIMESTAMP_TYPE_CREATE_TIME
+        assert not event.HasField("publish_time")
         assert r.attempt == 1
     assert {x.status for x in client.ack(r.ack_id for r in got)} == {APPLIED}
     client.cancel()

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+FERRY_HEADERS = frozenset({"ferry-event-id", "ferry-publish-time"})
+
 
 @dataclass(frozen=True)
 class Record:
@@ -17,10 +19,17 @@ class Record:
     key: bytes | None
     value: bytes | None
     headers: dict[str, bytes]
+    #: Every header in order, repeats and null values kept.
+    header_list: tuple[tuple[str, bytes | None], ...] = ()
 
     @property
     def event_id(self) -> str:
         return self.headers["ferry-event-id"].decode()
+
+    @property
+    def user_headers(self) -> list[tuple[str, bytes | None]]:
+        """The headers but the ones Ferry adds (event id, publish time)."""
+        return [(k, v) for k, v in self.header_list if k not in FERRY_HEADERS]
 
 
 def read_topic(
@@ -53,9 +62,10 @@ def read_topic(
                     if msg.error().code() == KafkaError._PARTITION_EOF:
                         continue
                     raise RuntimeError(msg.error())
+                header_list = tuple(msg.headers() or ())
                 records.append(Record(
                     msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                    {k: (v or b"") for k, v in (msg.headers() or [])},
+                    {k: (v or b"") for k, v in header_list}, header_list,
                 ))  # fmt: skip
             if batch:
                 last_new = time.monotonic()

@@ -15,11 +15,15 @@ from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from sidecar._gen.ferry.v1 import record_pb2
 from tests.kafka_fixture import KafkaCluster
 from tests.support.kafka_read import Record
 
 #: Flags for tests where Kafka goes away: a lane that failed is retried within seconds.
 FAST_RETRY = ("--retry-max-backoff-s", "2")
+
+
+HeaderPairs = Sequence[tuple[str, bytes | None]]
 
 
 def event(
@@ -28,16 +32,35 @@ def event(
     *,
     key: bytes | None = None,
     payload: bytes | None = None,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | HeaderPairs | None = None,
 ) -> pb.Event:
-    """An event whose payload defaults to something derived from its id."""
-    return pb.Event(
+    """An event whose payload defaults to something derived from its id; a null key unless
+    `key` is given. `headers`: a mapping of text values, or (key, bytes or None) pairs."""
+    message = pb.Event(
         topic=topic,
-        key=key or b"",
         payload=payload if payload is not None else f"payload-of-{event_id}".encode(),
-        headers=dict(headers or {}),
+        headers=[header(k, v) for k, v in header_pairs(headers)],
         event_id=event_id,
     )
+    if key is not None:
+        message.key = key
+    return message
+
+
+def header_pairs(headers: Mapping[str, str] | HeaderPairs | None) -> HeaderPairs:
+    if headers is None:
+        return ()
+    if isinstance(headers, Mapping):
+        return [(k, v.encode()) for k, v in headers.items()]
+    return headers
+
+
+def header(key: str, value: bytes | None) -> record_pb2.Header:
+    return record_pb2.Header(key=key) if value is None else record_pb2.Header(key=key, value=value)
+
+
+def event_headers(ev: pb.Event) -> list[tuple[str, bytes | None]]:
+    return [(h.key, h.value if h.HasField("value") else None) for h in ev.headers]
 
 
 def publish(
@@ -56,7 +79,12 @@ def status_details(error: grpc.RpcError) -> list[Any]:
         return []
     unpacked: list[Any] = []
     for detail in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.RetryInfo):
+        for kind in (
+            error_details_pb2.BadRequest,
+            error_details_pb2.RetryInfo,
+            error_details_pb2.ErrorInfo,
+            pb.AssignedEventIds,
+        ):
             if detail.Is(kind.DESCRIPTOR):
                 message = kind()
                 detail.Unpack(message)
@@ -71,6 +99,15 @@ def bad_request_fields(error: grpc.RpcError) -> list[str]:
         if isinstance(d, error_details_pb2.BadRequest)
         for v in d.field_violations
     ]
+
+
+def error_reason(error: grpc.RpcError) -> str | None:
+    """The google.rpc.ErrorInfo reason of a failed call (None: the call carried none)."""
+    for d in status_details(error):
+        if isinstance(d, error_details_pb2.ErrorInfo):
+            assert d.domain == "ferry.v1", d
+            return str(d.reason)
+    return None
 
 
 def retry_delay_s(error: grpc.RpcError) -> float | None:
@@ -159,10 +196,9 @@ class Delivery:
         assert not missing, f"{len(missing)} acked events missing from Kafka, e.g. {missing[:5]}"
         for event_id, ev in expected.items():
             for record in self.by_id[event_id]:
-                assert record.key == (ev.key or None), event_id
-                assert record.value == ev.payload, event_id
-                headers = {k: v for k, v in record.headers.items() if k != "ferry-event-id"}
-                assert headers == {k: v.encode() for k, v in ev.headers.items()}, event_id
+                assert record.key == (ev.key if ev.HasField("key") else None), event_id
+                assert record.value == (ev.payload if ev.HasField("payload") else None), event_id
+                assert record.user_headers == event_headers(ev), event_id
 
     def order_violations(self, published: Mapping[bytes, Sequence[str]]) -> list[str]:
         """Keys whose first occurrences in Kafka do not follow their publish order."""

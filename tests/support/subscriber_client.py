@@ -453,6 +453,11 @@ def unary_extend(
 # -- publishing and Kafka ----------------------------------------------------------------------
 
 
+def delivered_headers(event: pb.ReceivedEvent) -> list[tuple[str, bytes | None]]:
+    """A delivery's headers as (key, value or None) pairs, in order."""
+    return [(h.key, h.value if h.HasField("value") else None) for h in event.headers]
+
+
 def publish_through_ferry(
     ferry: FerryProcess,
     topic: str,
@@ -487,7 +492,9 @@ def publish_through_ferry(
 def produce_direct(
     bootstrap: str,
     topic: str,
-    records: Iterable[tuple[bytes | None, bytes, list[tuple[str, str | bytes | None]] | None]],
+    records: Iterable[
+        tuple[bytes | None, bytes | None, list[tuple[str, str | bytes | None]] | None]
+    ],
 ) -> int:
     """Produce (key, value, headers) records with a plain producer; returns how many."""
     producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "acks": "all"})
