@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from sidecar.errors import EventIdConflict, KafkaWaitTimeout, ShuttingDown, WalFull
+from sidecar.errors import (
+    EventIdConflict,
+    KafkaWaitTimeout,
+    LogCommitTimeout,
+    ShuttingDown,
+    WalFull,
+)
 from sidecar.forward.waiters import DeliveryWaiters
 from sidecar.model import Accepted, AckLevel, Delivered, KafkaPosition, OutgoingEvent, Rejected
 from sidecar.publishing import Publishing
@@ -109,6 +116,25 @@ async def test_kafka_wait_times_out_but_the_event_stays_logged(rig: Rig) -> None
     assert rig.writer.pending_rows == 2
     assert waiting_count(rig.waiters) == 0  # no leaked waiters
     assert rig.publishing.in_progress == 0
+
+
+@pytest.mark.parametrize("level", [AckLevel.DURABLE, AckLevel.KAFKA])
+async def test_a_commit_slower_than_the_deadline_answers_the_event_ids(
+    rig: Rig, level: AckLevel
+) -> None:
+    committed = threading.Event()
+    rig.hooks.append(lambda topics: time.sleep(0.3) or committed.set())
+    with pytest.raises(LogCommitTimeout) as info:
+        await rig.publishing.publish([ev("a"), ev("b")], level, 5.0, commit_wait_s=0.05)
+    assert info.value.event_ids == ["a", "b"]
+    assert "publish again with the same event ids" in str(info.value)
+    assert rig.publishing.in_progress == 0
+    assert waiting_count(rig.waiters) == 0
+    # The commit goes on without the caller; a retry with the ids is then a duplicate.
+    assert await asyncio.to_thread(committed.wait, 5)
+    again = await rig.publishing.publish([ev("a"), ev("b")], AckLevel.DURABLE, 1.0)
+    assert [accepted.duplicate for accepted in again] == [True, True]  # type: ignore[union-attr]
+    assert rig.writer.pending_rows == 2
 
 
 async def test_partial_delivery_still_times_out_naming_what_is_missing(rig: Rig) -> None:
