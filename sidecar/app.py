@@ -65,6 +65,7 @@ class FerryApp:
                 settings.wal_max_bytes,
                 settings.dedupe_window_s,
                 settings.disk_reserve_bytes,
+                settings.wal_topic_share,
             ),
             on_commit=lambda topics: forwarder_ref[0].notify_committed(topics),
         )

@@ -1,4 +1,9 @@
-"""`ferry serve`: flags mirror the settings (`kafka_bootstrap` → `--kafka-bootstrap`)."""
+"""The `ferry` command.
+
+`ferry serve` runs the sidecar; its flags mirror the settings (`kafka_bootstrap` →
+`--kafka-bootstrap`). `ferry parked list|release|drop` shows and settles the events Kafka
+refused for good (run it while Ferry is stopped: it takes the log's lock).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +12,7 @@ import asyncio
 import os
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 import structlog
@@ -16,6 +22,8 @@ from sidecar.app import FerryApp
 from sidecar.config import Settings, load_settings
 from sidecar.errors import ConfigError
 from sidecar.observability.logging import configure_logging
+from sidecar.wal.parked import drop_parked, list_parked, release_parked
+from sidecar.wal.store import DB_NAME
 
 log = structlog.get_logger(__name__)
 
@@ -43,7 +51,42 @@ def _parser() -> argparse.ArgumentParser:
                 metavar="VALUE",
                 help=f"{field.description} (env {env}, default {field.default})",
             )
+    parked = commands.add_parser(
+        "parked", help="list, release or drop events Kafka refused for good (Ferry stopped)"
+    )
+    parked.add_argument("action", choices=["list", "release", "drop"])
+    parked.add_argument(
+        "--data-dir",
+        type=Path,
+        default=Path(os.environ.get("FERRY_DATA_DIR", "data")),
+        help="directory of the write-ahead log (env FERRY_DATA_DIR, default data)",
+    )
+    parked.add_argument("--topic", default=None, help="only this topic's parked events")
     return parser
+
+
+def _parked(action: str, data_dir: Path, topic: str | None) -> int:
+    if not (data_dir / DB_NAME).exists():
+        print(f"ferry: no write-ahead log in {data_dir}", file=sys.stderr)
+        return 2
+    if action == "list":
+        rows = list_parked(data_dir, topic)
+        print(f"{'sequence':>10}  {'topic':<30} {'bytes':>9}  {'event id':<36}  reason")
+        for row in rows:
+            print(
+                f"{row.sequence:>10}  {row.topic:<30} {row.size:>9}  {row.event_id:<36}  "
+                f"{row.reason}"
+            )
+        print(f"{len(rows)} parked events")
+        return 0
+    try:
+        count = (release_parked if action == "release" else drop_parked)(data_dir, topic)
+    except ConfigError as exc:
+        print(f"ferry: {exc}; stop Ferry first", file=sys.stderr)
+        return 2
+    verb = "released (queued for Kafka again)" if action == "release" else "dropped"
+    print(f"{count} parked events {verb}")
+    return 0
 
 
 async def _serve(settings: Settings) -> None:
@@ -66,6 +109,8 @@ async def _serve(settings: Settings) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "parked":
+        return _parked(args.action, args.data_dir, args.topic)
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k != "command" and v is not None
     }

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     )
     wal_max_bytes: int = Field(1024 * MIB, description="log size cap in event bytes")
     wal_max_rows: int = Field(5_000_000, description="log size cap in events")
+    wal_topic_share: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="fraction of the log's cap one topic may hold, so that a topic whose events "
+        "do not reach Kafka cannot stop the others (1: no share)",
+    )
     disk_reserve_bytes: int = Field(
         8 * MIB,
         ge=0,

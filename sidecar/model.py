@@ -139,3 +139,12 @@ class Delivered(NamedTuple):
     sequence: int
     event_id: str
     position: KafkaPosition
+
+
+class Parked(NamedTuple):
+    """Kafka refused a logged event for good (too large for its topic, not authorised): it
+    leaves the forwarder's way and waits in the log until an operator releases or drops it."""
+
+    sequence: int
+    event_id: str
+    reason: str

@@ -7,7 +7,10 @@ unknown": the row is kept, the lane stops, backs off, and after everything
 it had in flight has reported, it starts again from its oldest unretired row
 (a possible duplicate, never a loss). A failing topic never holds up the
 others. No retry budget ever drops an event; a row leaves the log only after
-a successful delivery report.
+a successful delivery report, or parked: when Kafka refuses a row for good
+(too large for its topic, not authorised), the lane resends one row per wave
+until the refused row is alone, then moves it to the log's parked table
+(counted and logged, released by an operator) and flows on past it.
 
 Per-key order across failures rests on two things. The producer never times a
 send out (sidecar/kafka/producer.py), so its idempotent retries keep each
@@ -31,11 +34,13 @@ import structlog
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
+from sidecar.kafka.producer import refused_for_good
 from sidecar.model import (
     EVENT_ID_HEADER,
     PUBLISH_TIME_HEADER,
     Delivered,
     KafkaPosition,
+    Parked,
     PendingEvent,
 )
 from sidecar.wal.store import Statements, connect
@@ -63,6 +68,9 @@ class Lane:
     retry_at: float = 0.0
     last_error: str = ""
     high_water: int = 0  # highest sequence ever handed to the producer: below it is a resend
+    #: One row per wave, after Kafka refused a wave for good: a refusal of a lone row is that
+    #: row's own (a wave of small records can be refused for the size of their batch).
+    single: bool = False
 
     @property
     def has_work(self) -> bool:
@@ -77,6 +85,7 @@ class ForwarderStatus:
     in_flight: int
     delivered_total: int
     resent_total: int
+    parked_total: int
     failing_topics: dict[str, str]
 
 
@@ -112,11 +121,13 @@ class Forwarder:
         self._generation = 0
         self._fatal: Any = None
         self._delivered: list[Delivered] = []
+        self._parked: list[Parked] = []
         self._retiring: list[concurrent.futures.Future[None]] = []
         self._kafka_reachable: bool | None = None  # None: not known yet
         self._last_delivery = 0.0  # clock() of the last successful delivery report
         self.delivered_total = 0
         self.resent_total = 0
+        self.parked_total = 0
         self._producer: ProducerPort | None = None
         self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
         self._prober = threading.Thread(target=self._probe_loop, name="kafka-probe", daemon=True)
@@ -152,6 +163,7 @@ class Forwarder:
             in_flight=self._in_flight,
             delivered_total=self.delivered_total,
             resent_total=self.resent_total,
+            parked_total=self.parked_total,
             failing_topics={lane.topic: lane.last_error for lane in lanes if lane.failed},
         )
 
@@ -214,7 +226,9 @@ class Forwarder:
                 continue
             while lane.has_work and self._in_flight < self._max_in_flight:
                 room = min(
-                    PAGE, self._lane_cap - lane.in_flight, self._max_in_flight - self._in_flight
+                    1 if lane.single else PAGE,
+                    self._lane_cap - lane.in_flight,
+                    self._max_in_flight - self._in_flight,
                 )
                 if room <= 0:
                     break
@@ -224,8 +238,8 @@ class Forwarder:
                     lane.known_end = rows[-1].sequence if rows else lane.cursor
                 produced = self._produce(producer, lane, rows, stamp)
                 sent += produced
-                if lane.failed:
-                    break  # produce() refused a row: only this lane stops
+                if lane.failed or lane.single:
+                    break  # produce() refused a row (only this lane stops), or one row a wave
                 if produced < len(rows):
                     lane.known_end = max(lane.known_end, rows[-1].sequence)
                     return sent  # the producer's queue is full: poll before sending more
@@ -234,7 +248,7 @@ class Forwarder:
     def _produce(
         self, producer: ProducerPort, lane: Lane, rows: list[PendingEvent], stamp: int
     ) -> int:
-        generation = self._generation
+        generation, alone = self._generation, lane.single
         produce, callback = producer.produce, self._callback
         for count, row in enumerate(rows):
             try:
@@ -248,15 +262,18 @@ class Forwarder:
                         *row.headers,
                     ],
                     timestamp=stamp,
-                    on_delivery=callback(lane, row, generation),
+                    on_delivery=callback(lane, row, generation, alone),
                 )
             except BufferError:
                 return count  # backpressure, not failure: the row is sent on the next round
             except Exception as exc:
                 # produce() also refuses synchronously (KafkaException: _UNKNOWN_TOPIC once Kafka
-                # said the topic does not exist, _MSG_SIZE_TOO_LARGE, ...). Like a failed
+                # said the topic does not exist, MSG_SIZE_TOO_LARGE, ...). Like a failed
                 # delivery, that stops this lane only; escaping would kill the forwarder thread.
-                self._fail_lane(lane, str(exc))
+                if refused_for_good(exc):
+                    self._park(lane, row, str(exc))  # about this very row
+                else:
+                    self._fail_lane(lane, str(exc))
                 return count
             lane.cursor = row.sequence
             lane.in_flight += 1
@@ -268,8 +285,10 @@ class Forwarder:
         return len(rows)
 
     def _callback(
-        self, lane: Lane, row: PendingEvent, generation: int
+        self, lane: Lane, row: PendingEvent, generation: int, alone: bool
     ) -> Callable[[Any, Any], None]:
+        """The delivery report handler of `row`; `alone`: it was sent in a wave of its own."""
+
         def on_delivery(err: Any, msg: Any) -> None:
             if generation != self._generation:
                 return  # a report from a producer that was replaced; its lanes restarted
@@ -277,20 +296,48 @@ class Forwarder:
             self._in_flight -= 1
             if err is None:  # the per-event path: keep it short (reachability: _settle_deliveries)
                 lane.failures = 0
+                lane.single = False
                 position = KafkaPosition(msg.partition(), msg.offset())
                 self._delivered.append(Delivered(row.sequence, row.event_id, position))
-            else:
+            elif not refused_for_good(err):
                 self._fail_lane(lane, str(err))
+            elif alone:
+                self._park(lane, row, str(err))
+            else:
+                # Refused for good, but maybe for the size of the whole batch: resend one row
+                # per wave, at once, until the refused row is found or the lane flows again.
+                lane.single = True
+                self._fail_lane(lane, str(err), backoff=False)
 
         return on_delivery
 
-    def _fail_lane(self, lane: Lane, error: str) -> None:
+    def _park(self, lane: Lane, row: PendingEvent, reason: str) -> None:
+        """Kafka refused `row` for good: take it out of the lane's way (it waits in the log's
+        parked table for an operator) and restart the lane right after it."""
+        self._parked.append(Parked(row.sequence, row.event_id, reason))
+        self.parked_total += 1
+        lane.single = False
+        log.error(
+            "event_parked",
+            topic=lane.topic,
+            event_id=row.event_id,
+            sequence=row.sequence,
+            reason=reason,
+            hint="ferry parked release, once the cause is fixed",
+        )
+        self._fail_lane(lane, reason, backoff=False)
+
+    def _fail_lane(self, lane: Lane, error: str, *, backoff: bool = True) -> None:
+        """Stop the lane; it restarts from its oldest unretired row once everything it had in
+        flight has reported, after a backoff (or at once, to step past a refused row)."""
         if lane.failed:
             return
         lane.failed = True
-        lane.failures += 1
         lane.last_error = error
-        delay = backoff_delay(lane.failures, cap=self._max_backoff_s)
+        delay = 0.0
+        if backoff:
+            lane.failures += 1
+            delay = backoff_delay(lane.failures, cap=self._max_backoff_s)
         lane.retry_at = self._clock() + delay
         log.warning("delivery_failed", topic=lane.topic, error=error, retry_in_s=round(delay, 2))
 
@@ -314,15 +361,19 @@ class Forwarder:
 
     def _settle_deliveries(self) -> None:
         self._retiring = [f for f in self._retiring if not f.done()]
-        if not self._delivered:
+        if not self._delivered and not self._parked:
             return
         delivered, self._delivered = self._delivered, []
-        failpoints.hit("forwarder.after_ack")
-        self._set_reachable(True)
-        self._last_delivery = self._clock()
-        self.delivered_total += len(delivered)
-        self._retiring.append(self._writer.retire(delivered))
-        self._on_delivered(delivered)
+        parked, self._parked = self._parked, []
+        if delivered:
+            failpoints.hit("forwarder.after_ack")
+            self._set_reachable(True)
+            self._last_delivery = self._clock()
+            self.delivered_total += len(delivered)
+        settled: list[Delivered | Parked] = [*delivered, *parked]
+        self._retiring.append(self._writer.retire(settled))
+        if delivered:
+            self._on_delivered(delivered)
 
     # -- Kafka reachability ------------------------------------------------------------------
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from confluent_kafka import Producer
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from sidecar.config import PRODUCER_MESSAGE_MAX_BYTES
 from sidecar.errors import ConfigError
@@ -65,3 +65,23 @@ def producer_factory(
         return producer
 
     return make
+
+
+#: Refusals that no resend changes: the record is too large for its topic, the topic's policy
+#: refuses it, or this client may not write the topic. Anything else may pass on a resend.
+_REFUSED_FOR_GOOD = frozenset({
+    KafkaError.MSG_SIZE_TOO_LARGE,
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_RECORD,
+    KafkaError.POLICY_VIOLATION,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+})  # fmt: skip
+
+
+def refused_for_good(error: Any) -> bool:
+    """Whether a delivery error, or an exception from produce(), is a permanent refusal."""
+    if isinstance(error, KafkaException) and error.args:
+        error = error.args[0]
+    code = error.code() if isinstance(error, KafkaError) else None
+    return code in _REFUSED_FOR_GOOD

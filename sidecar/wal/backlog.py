@@ -14,14 +14,14 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sidecar.model import Delivered
+from sidecar.model import Delivered, Parked
 
 
 @dataclass(slots=True)
 class RetireRequest:
-    """Rows Kafka acknowledged; `done` of them are retired so far."""
+    """Rows Kafka acknowledged (or refused for good: parked); `done` of them are settled so far."""
 
-    delivered: Sequence[Delivered]
+    delivered: Sequence[Delivered | Parked]
     future: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
     done: int = 0
 
@@ -30,7 +30,7 @@ class RetireRequest:
 class RetireSlice:
     """The rows one commit retires, and how far each request will be once it committed."""
 
-    rows: list[Delivered]
+    rows: list[Delivered | Parked]
     reach: list[tuple[RetireRequest, int]]
 
 
@@ -50,7 +50,7 @@ class RetireBacklog:
 
     def take(self, budget: int) -> RetireSlice:
         """The oldest rows, at most `budget` of them (whole requests where they fit)."""
-        rows: list[Delivered] = []
+        rows: list[Delivered | Parked] = []
         reach: list[tuple[RetireRequest, int]] = []
         for request in self._requests:
             room = budget - len(rows)

@@ -12,12 +12,13 @@ import fcntl
 import json
 import os
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, NamedTuple
 
 from sidecar.errors import ConfigError
-from sidecar.model import Delivered, Headers, PendingEvent
+from sidecar.model import Delivered, Headers, Parked, PendingEvent
+from sidecar.wal.admission import Usage
 from sidecar.wal.digest import event_digest
 
 #: seq, event_id, topic, key, payload, headers (encoded), digest, size, published_ms
@@ -53,7 +54,22 @@ CREATE TABLE IF NOT EXISTS delivered_ids (
     published_ms INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered_ids (delivered_at);
+CREATE TABLE IF NOT EXISTS parked (
+    seq INTEGER PRIMARY KEY,
+    event_id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    key BLOB,
+    payload BLOB,
+    headers TEXT NOT NULL,
+    digest BLOB NOT NULL,
+    size INTEGER NOT NULL,
+    published_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    parked_at REAL NOT NULL
+);
 """
+#: The columns an event row has in `events` and in `parked` alike.
+EVENT_COLUMNS = "seq, event_id, topic, key, payload, headers, digest, size, published_ms"
 #: A delivered id whose content fingerprint is not known (remembered by an older release): a
 #: publish of that id is answered as a duplicate, never as a conflict.
 UNKNOWN_DIGEST = b""
@@ -180,6 +196,21 @@ def migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+def _json_list(numbers: Iterable[int]) -> str:
+    return "[" + ",".join(map(str, numbers)) + "]"
+
+
+class ParkedRow(NamedTuple):
+    """A parked event as an operator lists it."""
+
+    sequence: int
+    event_id: str
+    topic: str
+    size: int
+    reason: str
+    parked_at: float
+
+
 class Statements:
     """Every SQL statement the log runs, on one connection. Callers own transactions."""
 
@@ -191,6 +222,27 @@ class Statements:
             "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events"
         ).fetchone()
         return int(rows), int(size)
+
+    def usage(self) -> Usage:
+        """Pending events and bytes, in all and per topic."""
+        usage = Usage()
+        for topic, rows, size in self.conn.execute(
+            "SELECT topic, COUNT(*), SUM(size) FROM events GROUP BY topic"
+        ):
+            usage.topics[str(topic)] = [int(rows), int(size)]
+            usage.rows += int(rows)
+            usage.size += int(size)
+        return usage
+
+    def parked_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
+
+    def find_parked(self, event_id: str) -> tuple[int, bytes, int] | None:
+        """(seq, digest, published_ms) of a parked event."""
+        row = self.conn.execute(
+            "SELECT seq, digest, published_ms FROM parked WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return (int(row[0]), bytes(row[1]), int(row[2])) if row else None
 
     def find_pending(self, event_id: str) -> tuple[int, bytes, int] | None:
         """(seq, digest, published_ms) of a logged event not yet delivered."""
@@ -227,19 +279,21 @@ class Statements:
             rows,
         )
 
-    def retire(self, delivered: Sequence[Delivered], now: float, keep_ids: bool) -> tuple[int, int]:
-        """Delete delivered rows (remembering their ids if asked); return rows and bytes freed.
+    def retire(
+        self, delivered: Sequence[Delivered], now: float, keep_ids: bool
+    ) -> list[tuple[str, int]]:
+        """Delete delivered rows (remembering their ids if asked); return their (topic, size).
 
         One DELETE for the whole list (the sequences travel as a JSON array) and one batched
         INSERT for the ids: per-row statements made retiring cost more than publishing.
         """
         by_seq = {d.sequence: d for d in delivered}
         if not by_seq:
-            return 0, 0
+            return []
         removed = self.conn.execute(
             "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))"
-            " RETURNING seq, digest, size, published_ms",
-            ("[" + ",".join(map(str, by_seq)) + "]",),
+            " RETURNING seq, digest, size, published_ms, topic",
+            (_json_list(by_seq),),
         ).fetchall()
         # Sequences missing from `removed` were retired already (a repeated delivery report).
         if keep_ids and removed:
@@ -249,11 +303,56 @@ class Statements:
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 [
                     (d.event_id, digest, seq, d.position.partition, d.position.offset, now, ms)
-                    for seq, digest, _, ms in removed
+                    for seq, digest, _, ms, _ in removed
                     for d in (by_seq[seq],)
                 ],
             )
-        return len(removed), sum(int(r[2]) for r in removed)
+        return [(str(r[4]), int(r[2])) for r in removed]
+
+    def park(self, parked: Sequence[Parked], now: float) -> list[tuple[str, int]]:
+        """Move rows Kafka refused for good out of the forwarder's way; return (topic, size)."""
+        by_seq = {p.sequence: p for p in parked}
+        if not by_seq:
+            return []
+        self.conn.executemany(
+            f"INSERT OR IGNORE INTO parked ({EVENT_COLUMNS}, reason, parked_at)"
+            f" SELECT {EVENT_COLUMNS}, ?, ? FROM events WHERE seq = ?",
+            [(p.reason, now, p.sequence) for p in by_seq.values()],
+        )
+        removed = self.conn.execute(
+            "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))"
+            " RETURNING topic, size",
+            (_json_list(by_seq),),
+        ).fetchall()
+        return [(str(topic), int(size)) for topic, size in removed]
+
+    def parked(self, topic: str | None) -> list[ParkedRow]:
+        """Parked events, oldest first (of one topic, or all)."""
+        rows = self.conn.execute(
+            "SELECT seq, event_id, topic, size, reason, parked_at FROM parked"
+            " WHERE ?1 IS NULL OR topic = ?1 ORDER BY seq",
+            (topic,),
+        ).fetchall()
+        return [ParkedRow(int(r[0]), r[1], r[2], int(r[3]), r[4], float(r[5])) for r in rows]
+
+    def release_parked(self, topic: str | None) -> int:
+        """Queue parked events for Kafka again, in their order, under new sequences."""
+        first = self.last_sequence()
+        released = self.conn.execute(
+            f"INSERT INTO events ({EVENT_COLUMNS})"
+            f" SELECT ?1 + ROW_NUMBER() OVER (ORDER BY seq),"
+            f" {EVENT_COLUMNS.split(', ', 1)[1]} FROM parked WHERE ?2 IS NULL OR topic = ?2",
+            (first, topic),
+        ).rowcount
+        self.conn.execute("DELETE FROM parked WHERE ?1 IS NULL OR topic = ?1", (topic,))
+        return int(released)
+
+    def drop_parked(self, topic: str | None) -> int:
+        return int(
+            self.conn.execute(
+                "DELETE FROM parked WHERE ?1 IS NULL OR topic = ?1", (topic,)
+            ).rowcount
+        )
 
     def forget_delivered_before(self, cutoff: float, limit: int) -> int:
         """Forget up to `limit` ids delivered before `cutoff`; a bounded step, repeat if full."""

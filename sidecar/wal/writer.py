@@ -30,9 +30,17 @@ from sidecar.errors import (
     FerryError,
     ShuttingDown,
     StorageFailure,
-    WalFull,
 )
-from sidecar.model import Accepted, Delivered, KafkaPosition, Outcome, OutgoingEvent, Rejected
+from sidecar.model import (
+    Accepted,
+    Delivered,
+    KafkaPosition,
+    Outcome,
+    OutgoingEvent,
+    Parked,
+    Rejected,
+)
+from sidecar.wal.admission import Admission, Usage
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.checkpoint import WalBound
 from sidecar.wal.digest import event_digest
@@ -73,10 +81,9 @@ class _Append:
 
 @dataclass(slots=True)
 class _Tally:
-    """The log's totals as a transaction goes; kept only if it commits."""
+    """The log's usage and last sequence as a transaction goes; kept only if it commits."""
 
-    rows: int
-    size: int
+    usage: Usage
     seq: int
 
 
@@ -89,6 +96,8 @@ class WalLimits:
     max_bytes: int
     dedupe_window_s: float
     disk_reserve_bytes: int = 8 * 1024 * 1024
+    #: The fraction of max_rows and max_bytes one topic may hold (1.0: no share).
+    topic_share: float = 1.0
 
 
 class WalWriter:
@@ -109,7 +118,9 @@ class WalWriter:
         self._lock_handle = lock_directory(data_dir)
         self._conn = connect(data_dir)
         self._sql = Statements(self._conn)
-        self.pending_rows, self.pending_bytes = self._sql.totals()
+        self._admission = Admission(limits.max_rows, limits.max_bytes, limits.topic_share)
+        self._usage = self._sql.usage()
+        self.parked_rows = self._sql.parked_count()
         self._last_seq = self._sql.last_sequence()
         self._backlog = RetireBacklog()
         self._prune_more = False
@@ -131,6 +142,14 @@ class WalWriter:
     def data_dir(self) -> Path:
         return self._data_dir
 
+    @property
+    def pending_rows(self) -> int:
+        return self._usage.rows
+
+    @property
+    def pending_bytes(self) -> int:
+        return self._usage.size
+
     async def append(self, events: Sequence[OutgoingEvent]) -> list[Outcome]:
         """Log `events` in one transaction; answer once it committed (or failed)."""
         return await self.submit(events)
@@ -148,9 +167,10 @@ class WalWriter:
             self._queue.put(_Append(events, future, loop))
         return future
 
-    def retire(self, delivered: Sequence[Delivered]) -> concurrent.futures.Future[None]:
-        """Queue the removal of rows Kafka acknowledged; the future resolves at commit."""
-        item = RetireRequest(delivered)
+    def retire(self, settled: Sequence[Delivered | Parked]) -> concurrent.futures.Future[None]:
+        """Queue the removal of rows Kafka acknowledged, and the parking of rows it refused for
+        good; the future resolves at commit."""
+        item = RetireRequest(settled)
         with self._gate:
             if self._closed:
                 item.future.set_exception(ShuttingDown("the write-ahead log is closed"))
@@ -233,13 +253,22 @@ class WalWriter:
             return
         results: list[list[Outcome] | FerryError] = []
         topic_max: dict[str, int] = {}
-        tally = _Tally(self.pending_rows, self.pending_bytes, self._last_seq)
+        tally = _Tally(self._usage.copy(), self._last_seq)
+        parked = 0
         pruned = 0
         try:
             self._conn.execute("BEGIN IMMEDIATE")
             if taken.rows:
-                removed, freed = self._sql.retire(taken.rows, now, self._limits.dedupe_window_s > 0)
-                tally.rows, tally.size = tally.rows - removed, tally.size - freed
+                delivered = [r for r in taken.rows if isinstance(r, Delivered)]
+                refused = [r for r in taken.rows if isinstance(r, Parked)]
+                keep_ids = self._limits.dedupe_window_s > 0
+                for topic, size in self._sql.retire(delivered, now, keep_ids):
+                    tally.usage.remove(topic, size)
+                if refused:
+                    moved = self._sql.park(refused, now)
+                    for topic, size in moved:
+                        tally.usage.remove(topic, size)
+                    parked = len(moved)
             seen: dict[str, tuple[int, bytes, int]] = {}
             inserts: list[InsertRow] = []
             for item in appends:
@@ -270,7 +299,10 @@ class WalWriter:
             self._last_prune = now
             self._prune_more = pruned >= PRUNE_ROWS
         self.commits += 1
-        self.pending_rows, self.pending_bytes, self._last_seq = tally.rows, tally.size, tally.seq
+        self._usage, self._last_seq = tally.usage, tally.seq
+        if parked:
+            self.parked_rows += parked
+            log.warning("events_parked", events=parked, parked_total=self.parked_rows)
         if topic_max:
             try:
                 self._on_commit(topic_max)
@@ -329,26 +361,13 @@ class WalWriter:
         now_ms: int,
     ) -> list[Outcome] | FerryError:
         """Decide each event's fate and queue the new ones in `inserts`, numbered in order."""
-        added = sum(e.size for e in events)
-        limits = self._limits
-        over = tally.rows + len(events) > limits.max_rows or tally.size + added > limits.max_bytes
-        if over:
+        refusal = self._admission.refusal(tally.usage, events)
+        if refusal is not None:
             # Repeats of known events write nothing: only new ones need room under the cap.
-            fresh = {
-                e.event_id: e.size
-                for e in events
-                if e.assigned_id or self._known(e.event_id, seen) is None
-            }
-            added = sum(fresh.values())
-            over = bool(fresh) and (
-                tally.rows + len(fresh) > limits.max_rows or tally.size + added > limits.max_bytes
-            )
-        if over:
-            return WalFull(
-                f"the write-ahead log is at its cap ({tally.rows} events, {tally.size} bytes "
-                "pending); retry once Kafka has caught up",
-                retry_after=1.0,
-            )
+            fresh = [e for e in events if e.assigned_id or self._known(e.event_id, seen) is None]
+            refusal = self._admission.refusal(tally.usage, fresh) if fresh else None
+        if refusal is not None:
+            return refusal
         outcomes: list[Outcome] = []
         for event in events:
             headers = encode_headers(event.headers)
@@ -385,8 +404,7 @@ class WalWriter:
             )
             seen[event.event_id] = (seq, fingerprint, now_ms)
             topic_max[event.topic] = seq
-            tally.rows += 1
-            tally.size += size
+            tally.usage.add(event.topic, size)
             outcomes.append(Accepted(event.event_id, seq, False, now_ms))
         return outcomes
 
@@ -404,6 +422,9 @@ class WalWriter:
         if delivered is not None:
             seq, fingerprint, partition, offset, published_ms = delivered
             return seq, fingerprint, published_ms, KafkaPosition(partition, offset)
+        parked = self._sql.find_parked(event_id) if self.parked_rows else None
+        if parked is not None:
+            return parked[0], parked[1], parked[2], None
         return None
 
     def _rollback(self) -> None:

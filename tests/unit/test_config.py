@@ -246,3 +246,18 @@ def test_log_levels(level: str) -> None:
 
 def test_unknown_log_level_is_refused() -> None:
     assert "log_level" in config_error(log_level="verbose")
+
+
+@pytest.mark.parametrize("share", [0.0, -0.1, 1.5])
+def test_topic_share_is_a_fraction(share: float) -> None:
+    assert "wal_topic_share" in config_error(wal_topic_share=share)
+
+
+def test_the_request_limit_follows_the_event_limits() -> None:
+    s = load_settings(max_event_bytes=1000, max_batch_events=3)
+    assert s.max_request_bytes >= 3 * 1000 + 3 * 377  # each event's topic and event id too
+    assert s.max_request_bytes < 64 * 1024
+
+
+def test_a_request_limit_over_two_gib_is_refused() -> None:
+    assert "max_batch_events" in config_error(max_batch_events=100_000)

@@ -29,6 +29,7 @@ from sidecar.model import (
     KafkaPosition,
     OutgoingEvent,
 )
+from sidecar.wal.store import Statements, connect
 from sidecar.wal.writer import WalLimits, WalWriter
 
 LIMITS = WalLimits(max_rows=100_000, max_bytes=1 << 30, dedupe_window_s=3600.0)
@@ -592,3 +593,53 @@ async def test_stop_when_idle_is_immediate(make_rig: RigFactory) -> None:
     started = time.monotonic()
     await asyncio.to_thread(rig.forwarder.stop, 5.0)
     assert time.monotonic() - started < 1.0
+
+
+async def test_a_row_refused_for_good_is_found_alone_and_parked(make_rig: RigFactory) -> None:
+    """Kafka refuses whole waves that hold the poison row; one row per wave finds it, parks it,
+    and the rest of its lane (same keys included) flows on."""
+    rig = make_rig()
+    refused = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    rig.broker.policy = lambda sent: (
+        refused if any(s.event_id == "alpha-5" for s in rig.broker.producers[-1].queue) else None
+    )
+    await rig.publish("alpha", 10)
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row delivered or parked")
+    delivered = {d.event_id for d in rig.delivered}
+    assert delivered == set(ids("alpha", range(10))) - {"alpha-5"}
+    assert rig.writer.parked_rows == 1
+    assert rig.forwarder.parked_total == 1
+    reader = Statements(connect(rig.writer.data_dir, readonly=True))
+    try:
+        [parked] = reader.parked(None)
+    finally:
+        reader.conn.close()
+    assert (parked.event_id, parked.topic) == ("alpha-5", "alpha")
+    assert "MSG_SIZE_TOO_LARGE" in parked.reason
+
+
+async def test_a_wave_refused_only_for_its_size_parks_nothing(make_rig: RigFactory) -> None:
+    """A refusal that no lone row reproduces (the batch was too large, not a row) parks no row."""
+    rig = make_rig()
+    refused = KafkaError(KafkaError.MSG_SIZE_TOO_LARGE)
+    rig.broker.policy = lambda sent: refused if len(rig.broker.producers[-1].queue) > 3 else None
+    await rig.publish("alpha", 20)
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row delivered")
+    assert {d.event_id for d in rig.delivered} == set(ids("alpha", range(20)))
+    assert rig.writer.parked_rows == 0
+
+
+async def test_a_row_produce_refuses_for_good_is_parked_at_once(make_rig: RigFactory) -> None:
+    rig = make_rig()
+    too_large = KafkaException(KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))
+    produced: list[str] = []
+
+    def raises(topic: str) -> Exception | None:
+        produced.append(topic)
+        return too_large if len(produced) == 3 else None
+
+    rig.broker.produce_raises = raises
+    await rig.publish("alpha", 6)
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row delivered or parked")
+    assert {d.event_id for d in rig.delivered} == set(ids("alpha", range(6))) - {"alpha-2"}
+    assert rig.writer.parked_rows == 1
