@@ -177,7 +177,7 @@ async def test_per_key_redelivery_comes_before_newer_records_of_its_key() -> Non
 
 
 async def test_per_key_dead_letter_frees_the_key_only_once_written() -> None:
-    sub, consumer, clock, dead = make(per_key=True, dlq="dlq")
+    sub, _, _, dead = make(per_key=True, dlq="dlq")
     stream = sub.open_stream(options())
     sub.on_records([rec(0, b"k"), rec(1, b"k")])
     [first] = drain(stream)
