@@ -79,7 +79,9 @@ class Settings(BaseSettings):
     subscription_linger_s: float = Field(
         30.0, ge=0, description="how long a subscription stays joined after its last stream closes"
     )
-    group_prefix: str = Field("", description="prefix of the Kafka consumer group names")
+    group_prefix: str = Field(
+        "ferry.", description="prefix of the Kafka consumer group names (group = prefix + name)"
+    )
     consumer_session_timeout_ms: int = Field(
         10_000, description="Kafka group session timeout: how soon a dead sidecar's partitions move"
     )
