@@ -62,7 +62,7 @@ DEFAULT_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024
 # three Timestamps), plus the topic twice (event.topic, and the "<topic>/<partition>/<offset>"
 # event id of a record not published through Ferry; a Ferry event id is a header value, already
 # in the record's size) and per header its Header message's tag, length and field tags. Headers
-# Ferry leaves out only make it smaller. tests/unit/test_subscribe_budget.py checks the bound.
+# Ferry leaves out only make it smaller. test_subscribe_api_v1.py checks the bound.
 DELIVERY_OVERHEAD = 192
 HEADER_OVERHEAD = 16
 # The SubscribeResponse and Deliveries tags and length prefixes.
