@@ -99,6 +99,7 @@ class FerryApp:
             clock,
             max_streams=settings.max_streams,
             linger_s=settings.subscription_linger_s,
+            max_subscriptions=settings.max_subscriptions,
         )
         limits = EventLimits(
             settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
@@ -109,7 +110,12 @@ class FerryApp:
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
         )
-        subscriber = SubscriberServicer(subscriptions, clock)
+        subscriber = SubscriberServicer(
+            subscriptions,
+            clock,
+            topic_allowlist=settings.topic_allowlist,
+            max_message_bytes=settings.max_delivery_message_bytes,
+        )
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
         server, port = build_server(

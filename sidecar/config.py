@@ -51,7 +51,9 @@ class Settings(BaseSettings):
     max_batch_events: int = Field(1000, description="most events in one PublishBatch")
     max_headers: int = Field(64, description="most headers on one event")
     topic_allowlist: Annotated[frozenset[str], NoDecode] = Field(
-        default_factory=frozenset, description="topics that may be published to (empty: any)"
+        default_factory=frozenset,
+        description="topics that may be published to, subscribed to or used as dead-letter "
+        "topics (empty: any)",
     )
     wal_max_bytes: int = Field(1024 * MIB, description="log size cap in event bytes")
     wal_max_rows: int = Field(5_000_000, description="log size cap in events")
@@ -76,10 +78,22 @@ class Settings(BaseSettings):
     forwarder_max_in_flight: int = Field(20_000, description="most events being sent at once")
     retry_max_backoff_s: float = Field(30.0, gt=0, description="cap of the per-topic retry backoff")
     max_streams: int = Field(1000, description="most Subscribe streams at once")
+    max_subscriptions: int = Field(
+        100, description="most subscriptions at once (each is a Kafka consumer)"
+    )
+    max_delivery_message_bytes: int = Field(
+        3 * MIB,
+        ge=512 * KIB,
+        description="size budget of one Deliveries message (a larger record goes alone), at "
+        "least 512 KiB (an AckResults message takes up to 440 KiB); keep it under the "
+        "clients' receive limit (gRPC's default: 4 MiB)",
+    )
     subscription_linger_s: float = Field(
         30.0, ge=0, description="how long a subscription stays joined after its last stream closes"
     )
-    group_prefix: str = Field("", description="prefix of the Kafka consumer group names")
+    group_prefix: str = Field(
+        "ferry.", description="prefix of the Kafka consumer group names (group = prefix + name)"
+    )
     consumer_session_timeout_ms: int = Field(
         10_000, description="Kafka group session timeout: how soon a dead sidecar's partitions move"
     )
@@ -119,6 +133,7 @@ class Settings(BaseSettings):
         "wal_max_rows",
         "forwarder_max_in_flight",
         "max_streams",
+        "max_subscriptions",
         "consumer_session_timeout_ms",
     )
     @classmethod

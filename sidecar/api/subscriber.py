@@ -1,8 +1,17 @@
 """The ferry.v1.Subscriber servicer: translates messages to and from the subscription registry.
 
 No dispatching logic lives here: the stream handler opens a stream, pumps
-its outbox onto the wire (batching leased records), and feeds acks, nacks
-and extensions from the client to the subscription.
+its outbox onto the wire (batching leased records under the message budget),
+and feeds acks, nacks and extensions from the client to the subscription. A
+malformed request after `open` is answered `rejected` in its place among the
+answers; the stream and its leases stay open.
+
+Every message stays under the delivery message budget (default 3 MiB, below
+gRPC's default 4 MiB receive limit): a Deliveries message takes records while
+their estimated encoded size (`delivery_cost`, an upper bound) fits, one
+larger record goes alone; an AckResults message holds at most 10,000 results
+of at most `ACK_RESULT_MAX_BYTES` each (ack ids longer than Ferry's are
+refused), under `ACK_RESULTS_MAX_BYTES` in all.
 """
 
 from __future__ import annotations
@@ -17,9 +26,11 @@ import grpc
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
+from sidecar.api.status import to_failure
 from sidecar.clock import Clock
-from sidecar.errors import InvalidArgument, UndecodableRequest
-from sidecar.subscribe.leases import AckOutcome
+from sidecar.errors import FerryError, InvalidArgument, UndecodableRequest
+from sidecar.kafka.ports import FetchedRecord
+from sidecar.subscribe.leases import ACK_ID_LENGTH, AckOutcome
 from sidecar.subscribe.records import presentation
 from sidecar.subscribe.registry import SubscriptionRegistry
 from sidecar.subscribe.stream import (
@@ -27,6 +38,7 @@ from sidecar.subscribe.stream import (
     LeasedBatch,
     LeasedRecord,
     OutboxItem,
+    Rejected,
     Stream,
     StreamClosed,
     StreamOptions,
@@ -37,11 +49,28 @@ from sidecar.validation import check_subscription, check_topic, duration_seconds
 DEFAULT_LEASE_S = 30.0
 MIN_LEASE_S, MAX_LEASE_S = 1.0, 600.0
 DEFAULT_MAX_EVENTS, MAX_MAX_EVENTS = 1000, 100_000
-DEFAULT_MAX_BYTES = 64 * 1024 * 1024
+DEFAULT_MAX_BYTES, MAX_MAX_BYTES = 64 * 1024 * 1024, 1024 * 1024 * 1024
+DEFAULT_MIN_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, MAX_BACKOFF_S = 0.1, 10.0, 3600.0
 MAX_TOPICS = 100
 MAX_ACK_IDS = 10_000
 MAX_NACK_DELAY_S = 3600.0
 DELIVERIES_PER_MESSAGE = 500
+DEFAULT_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024
+
+# Encoded bytes of a Delivery beyond its record's key, value and header bytes, at most: every
+# field at its widest (tags, length prefixes, varints of any value, the 20-character ack id,
+# three Timestamps), plus the topic twice (event.topic, and the "<topic>/<partition>/<offset>"
+# event id of a record not published through Ferry; a Ferry event id is a header value, already
+# in the record's size) and per header its Header message's tag, length and field tags. Headers
+# Ferry leaves out only make it smaller. test_subscribe_api_v1.py checks the bound.
+DELIVERY_OVERHEAD = 192
+HEADER_OVERHEAD = 16
+# The SubscribeResponse and Deliveries tags and length prefixes.
+MESSAGE_OVERHEAD = 12
+# One AckIdResult at most: its tag and length, the ack id (tag, length, 20 characters), the
+# status, and a lease deadline Timestamp with both fields at their widest.
+ACK_RESULT_MAX_BYTES = 2 + (2 + ACK_ID_LENGTH) + 2 + (2 + 11 + 6)
+ACK_RESULTS_MAX_BYTES = MESSAGE_OVERHEAD + MAX_ACK_IDS * ACK_RESULT_MAX_BYTES
 
 _STATUS = {
     AckOutcome.APPLIED: pb.ACK_ID_STATUS_APPLIED,
@@ -50,18 +79,35 @@ _STATUS = {
     AckOutcome.UNKNOWN: pb.ACK_ID_STATUS_UNKNOWN,
     AckOutcome.REVOKED: pb.ACK_ID_STATUS_REVOKED,
 }
+_ORDERS = (pb.DELIVERY_ORDER_UNSPECIFIED, pb.DELIVERY_ORDER_UNORDERED, pb.DELIVERY_ORDER_PER_KEY)
+_STARTS = (pb.START_POSITION_UNSPECIFIED, pb.START_POSITION_EARLIEST, pb.START_POSITION_LATEST)
+
+
+def delivery_cost(record: FetchedRecord) -> int:
+    """An upper bound of the encoded size of `record`'s Delivery; cheap (no encoding)."""
+    return (
+        record.size
+        + DELIVERY_OVERHEAD
+        + 2 * len(record.topic)
+        + HEADER_OVERHEAD * len(record.headers)
+    )
 
 
 def parse_open(
-    message: pb.OpenSubscription,
+    message: pb.OpenSubscription, allowlist: frozenset[str] = frozenset()
 ) -> tuple[SubscriptionSettings, StreamOptions]:
-    """Validate OpenSubscription; every error names its field."""
+    """Validate OpenSubscription; every error names its field. Topics and the dead-letter
+    topic must be inside `allowlist` (when it is not empty)."""
     name = check_subscription(message.subscription, "open.subscription")
     if not message.topics or len(message.topics) > MAX_TOPICS:
         raise InvalidArgument("open.topics", f"must list 1-{MAX_TOPICS} topics")
-    topics = tuple(
-        sorted({check_topic(t, f"open.topics[{i}]") for i, t in enumerate(message.topics)})
-    )
+    seen: set[str] = set()
+    for i, topic in enumerate(message.topics):
+        check_topic(topic, f"open.topics[{i}]", allowlist)
+        if topic in seen:
+            raise InvalidArgument(f"open.topics[{i}]", f"repeats topic {topic!r}")
+        seen.add(topic)
+    topics = tuple(sorted(seen))
     lease = DEFAULT_LEASE_S
     if message.HasField("lease_duration"):
         lease = duration_seconds(
@@ -71,25 +117,47 @@ def parse_open(
     if not 0 < max_events <= MAX_MAX_EVENTS:
         raise InvalidArgument("open.max_outstanding_events", f"must be 1-{MAX_MAX_EVENTS}")
     max_bytes = message.max_outstanding_bytes or DEFAULT_MAX_BYTES
-    if max_bytes <= 0:
-        raise InvalidArgument("open.max_outstanding_bytes", "must be positive")
+    if not 0 < max_bytes <= MAX_MAX_BYTES:
+        raise InvalidArgument("open.max_outstanding_bytes", f"must be 1-{MAX_MAX_BYTES} (1 GiB)")
     attempts, dlq = message.max_delivery_attempts, message.dead_letter_topic
     if attempts < 0 or attempts == 1:
         raise InvalidArgument("open.max_delivery_attempts", "must be 0 (unlimited) or at least 2")
-    if bool(attempts) != bool(dlq):
+    if attempts and not dlq:
         raise InvalidArgument(
-            "open.dead_letter_topic", "max_delivery_attempts and dead_letter_topic go together"
+            "open.dead_letter_topic", "is required when max_delivery_attempts is set"
         )
     if dlq:
-        check_topic(dlq, "open.dead_letter_topic")
-        if dlq in topics:
+        check_topic(dlq, "open.dead_letter_topic", allowlist)
+        if dlq in seen:
             raise InvalidArgument("open.dead_letter_topic", "must not be a subscribed topic")
-    if message.start_position not in (
-        pb.START_POSITION_UNSPECIFIED, pb.START_POSITION_EARLIEST, pb.START_POSITION_LATEST,
-    ):  # fmt: skip
+    if message.start_position not in _STARTS:
         raise InvalidArgument("open.start_position", f"unknown value {message.start_position}")
+    if message.delivery_order not in _ORDERS:
+        raise InvalidArgument("open.delivery_order", f"unknown value {message.delivery_order}")
+    low, high = DEFAULT_MIN_BACKOFF_S, DEFAULT_MAX_BACKOFF_S
+    if message.HasField("min_redelivery_backoff"):
+        low = duration_seconds(
+            message.min_redelivery_backoff, "open.min_redelivery_backoff", 0.0, MAX_BACKOFF_S
+        )
+    if message.HasField("max_redelivery_backoff"):
+        high = duration_seconds(
+            message.max_redelivery_backoff, "open.max_redelivery_backoff", 0.0, MAX_BACKOFF_S
+        )
+    if low > high:
+        raise InvalidArgument(
+            "open.min_redelivery_backoff",
+            f"must be at most max_redelivery_backoff ({high:g}s; {DEFAULT_MAX_BACKOFF_S:g}s "
+            "when not set)",
+        )
     settings = SubscriptionSettings(
-        name, topics, attempts, dlq, message.start_position == pb.START_POSITION_LATEST
+        name,
+        topics,
+        attempts,
+        dlq,
+        message.start_position == pb.START_POSITION_LATEST,
+        per_key_order=message.delivery_order == pb.DELIVERY_ORDER_PER_KEY,
+        min_redelivery_backoff=low,
+        max_redelivery_backoff=high,
     )
     return settings, StreamOptions(lease, max_events, max_bytes)
 
@@ -97,15 +165,31 @@ def parse_open(
 def _ack_ids(ids: Sequence[str], field: str) -> list[str]:
     if not ids or len(ids) > MAX_ACK_IDS:
         raise InvalidArgument(field, f"must hold 1-{MAX_ACK_IDS} ack ids")
+    # Results echo the ids: bounding them bounds every AckResults message.
+    if max(map(len, ids)) > ACK_ID_LENGTH:
+        index = next(i for i, ack_id in enumerate(ids) if len(ack_id) > ACK_ID_LENGTH)
+        raise InvalidArgument(
+            f"{field}[{index}]", f"is longer than Ferry's ack ids ({ACK_ID_LENGTH} characters)"
+        )
     return list(ids)
 
 
 class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     """Thin adapter of the Subscriber service onto the registry."""
 
-    def __init__(self, registry: SubscriptionRegistry, clock: Clock) -> None:
+    def __init__(
+        self,
+        registry: SubscriptionRegistry,
+        clock: Clock,
+        *,
+        topic_allowlist: frozenset[str] = frozenset(),
+        max_message_bytes: int = DEFAULT_DELIVERY_MESSAGE_BYTES,
+    ) -> None:
         self._registry = registry
         self._clock = clock
+        self._allowlist = topic_allowlist
+        # What the records of one Deliveries message may add up to (see `delivery_cost`).
+        self._delivery_budget = max_message_bytes - MESSAGE_OVERHEAD
 
     async def Subscribe(
         self,
@@ -120,11 +204,11 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             raise first
         if first.WhichOneof("request") != "open":
             raise InvalidArgument("open", "the first request must be open")
-        settings, options = parse_open(first.open)
+        settings, options = parse_open(first.open, self._allowlist)
         subscription, stream = await self._registry.open_stream(settings, options)
         reader = asyncio.create_task(self._read(request_iterator, subscription, stream))
         # An outbox item read ahead while batching deliveries (or the rest of a batch past the
-        # message limit); it goes out next, so ack results keep the order of their requests.
+        # message budget); it goes out next, so answers keep the order of their requests.
         carry: list[OutboxItem] = []
         try:
             opened = pb.SubscriptionOpened(subscription=settings.name)
@@ -152,20 +236,24 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             response = pb.SubscribeResponse()
             self._fill_results(response.ack_results.results, item.results)
             return response
-        # Leased batches queued behind this one go out in the same message, up to the limit.
+        if isinstance(item, Rejected):
+            return pb.SubscribeResponse(rejected=to_failure(item.error))
+        # Leased batches queued behind this one go out in the same message, within the budget.
         response = pb.SubscribeResponse()
         deliveries = response.deliveries.deliveries
         wall_offset = time.time() - self._clock.monotonic()
-        count = 0
+        budget = self._delivery_budget
+        count = used = 0
         while True:
             records = item.records
-            room = DELIVERIES_PER_MESSAGE - count
-            if len(records) > room:
-                carry.append(LeasedBatch(records[room:]))
-                records = records[:room]
-            for leased in records:
+            for i, leased in enumerate(records):
+                cost = delivery_cost(leased.record)
+                if count and (count >= DELIVERIES_PER_MESSAGE or used + cost > budget):
+                    carry.append(LeasedBatch(records[i:]))  # the next message
+                    break
                 _add_delivery(deliveries, leased, wall_offset)
-            count += len(records)
+                used += cost
+                count += 1
             if carry or stream.outbox.empty():
                 break
             item = stream.outbox.get_nowait()
@@ -184,8 +272,8 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             waiting = {getter} if reader.done() else {getter, reader}
             done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
             if getter not in done:
-                # The reader ended first: a bad client message ends the stream with its error;
-                # a half-close (grpcurl does that) keeps deliveries flowing, acked with unary Ack.
+                # The reader ended first: a bug in it ends the stream (INTERNAL); a half-close
+                # (grpcurl does that) keeps deliveries flowing, acked with unary Ack.
                 reader.result()
             return await getter
         finally:
@@ -198,25 +286,34 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         stream: Stream,
     ) -> None:
         async for request in requests:
-            if isinstance(request, UndecodableRequest):
-                raise request
-            kind = request.WhichOneof("request")
-            if kind == "ack":
-                results = subscription.ack(_ack_ids(request.ack.ack_ids, "ack.ack_ids"))
-            elif kind == "nack":
-                delay = self._nack_delay(request.nack, "nack.redelivery_delay")
-                results = subscription.nack(_ack_ids(request.nack.ack_ids, "nack.ack_ids"), delay)
-            elif kind == "extend":
-                duration = duration_seconds(
-                    request.extend.lease_duration, "extend.lease_duration", MIN_LEASE_S, MAX_LEASE_S
-                )
-                ids = _ack_ids(request.extend.ack_ids, "extend.ack_ids")
-                results = subscription.extend(ids, duration)
-            elif kind == "open":
-                raise InvalidArgument("open", "only the first request may be open")
+            try:
+                results = self._apply(request, subscription)
+            except FerryError as error:
+                stream.report(Rejected(error))
             else:
-                raise InvalidArgument("request", "must set ack, nack or extend")
-            stream.report(AckReport(results))
+                stream.report(AckReport(results))
+
+    def _apply(
+        self, request: pb.SubscribeRequest | UndecodableRequest, subscription: Subscription
+    ) -> list[AckResult]:
+        """Carry out one request after `open`; a FerryError refuses that request alone."""
+        if isinstance(request, UndecodableRequest):
+            raise request
+        kind = request.WhichOneof("request")
+        if kind == "ack":
+            return subscription.ack(_ack_ids(request.ack.ack_ids, "ack.ack_ids"))
+        if kind == "nack":
+            delay = self._nack_delay(request.nack, "nack.redelivery_delay")
+            ids = _ack_ids(request.nack.ack_ids, "nack.ack_ids")
+            return subscription.nack(ids, delay, dead_letter=request.nack.dead_letter)
+        if kind == "extend":
+            duration = duration_seconds(
+                request.extend.lease_duration, "extend.lease_duration", MIN_LEASE_S, MAX_LEASE_S
+            )
+            return subscription.extend(_ack_ids(request.extend.ack_ids, "extend.ack_ids"), duration)
+        if kind == "open":
+            raise InvalidArgument("open", "only the first request may be open")
+        raise InvalidArgument("request", "must set ack, nack or extend")
 
     async def Ack(
         self, request: pb.AckRequest, context: grpc.aio.ServicerContext[Any, Any]
@@ -232,7 +329,8 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     ) -> pb.NackResponse:
         subscription = self._find(request.subscription)
         delay = self._nack_delay(request, "redelivery_delay")
-        results = subscription.nack(_ack_ids(request.ack_ids, "ack_ids"), delay)
+        ids = _ack_ids(request.ack_ids, "ack_ids")
+        results = subscription.nack(ids, delay, dead_letter=request.dead_letter)
         response = pb.NackResponse()
         self._fill_results(response.results, results)
         return response
@@ -253,9 +351,10 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         return self._registry.find(check_subscription(name, "subscription"))
 
     @staticmethod
-    def _nack_delay(request: pb.NackIds | pb.NackRequest, field: str) -> float:
+    def _nack_delay(request: pb.NackIds | pb.NackRequest, field: str) -> float | None:
+        """The requested redelivery delay; None (unset) means the subscription's backoff."""
         if not request.HasField("redelivery_delay"):
-            return 0.0
+            return None
         return duration_seconds(request.redelivery_delay, field, 0.0, MAX_NACK_DELAY_S)
 
     def _fill_results(self, out: Any, results: list[AckResult]) -> None:

@@ -68,7 +68,8 @@ class KeyAlreadyLeased(RuntimeError):
 
 
 ACK_ID_RANDOM_BYTES = 15  # 120 bits: a multiple of 3 bytes, so each id is 20 base64 characters
-_ACK_ID_CHARS = ACK_ID_RANDOM_BYTES * 4 // 3
+#: The length of every ack id Ferry issues; a longer one is refused as malformed.
+ACK_ID_LENGTH = ACK_ID_RANDOM_BYTES * 4 // 3
 _IDS_PER_DRAW = 1024
 
 
@@ -90,8 +91,8 @@ class AckIdSource:
             raw = os.urandom(ACK_ID_RANDOM_BYTES * _IDS_PER_DRAW)
             self._pool = base64.urlsafe_b64encode(raw).decode("ascii")
             start = 0
-        self._next = start + _ACK_ID_CHARS
-        return self._pool[start : start + _ACK_ID_CHARS]
+        self._next = start + ACK_ID_LENGTH
+        return self._pool[start : start + ACK_ID_LENGTH]
 
 
 new_ack_id = AckIdSource()

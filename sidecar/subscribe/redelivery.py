@@ -9,12 +9,32 @@ from the injected clock.
 from __future__ import annotations
 
 import heapq
+import random
 from collections.abc import Iterable
 from typing import NamedTuple
 
 from sidecar import failpoints
 from sidecar.clock import Clock
 from sidecar.subscribe.leases import DeliveryKey, TopicPartition
+
+#: A redelivery waits up to this fraction longer than its backoff, so that records that failed
+#: together do not all come back in the same instant.
+JITTER = 0.2
+
+
+def redelivery_backoff(
+    attempt: int, low: float, high: float, rng: random.Random | None = None
+) -> float:
+    """The wait before redelivering a record whose delivery `attempt` (1-based) failed.
+
+    `low` after the first attempt, doubling per attempt up to `high`; the jitter only adds to
+    that (at most `JITTER` of it, never past `high`), so `low` is a true minimum and `high` a
+    true maximum.
+    """
+    delay = min(high, low * 2.0 ** min(max(attempt - 1, 0), 60))
+    if delay <= 0:
+        return 0.0
+    return min(high, delay * (1 + (rng or random).uniform(0, JITTER)))
 
 
 class Redelivery(NamedTuple):

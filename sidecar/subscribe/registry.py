@@ -2,7 +2,7 @@
 
 Owns the lifecycle around `Subscription`: starting its Kafka consumer,
 checking that every stream of a subscription agrees on its settings, the
-stream limit, the ticker that drives lease expiry and commits, a linger
+stream and subscription limits, the ticker that drives lease expiry and commits, a linger
 period after the last stream leaves (a reconnecting subscriber finds its
 records still leased here instead of waiting for a rebalance), and shutdown.
 """
@@ -17,7 +17,13 @@ from typing import Protocol
 import structlog
 
 from sidecar.clock import Clock
-from sidecar.errors import NotFound, SettingsConflict, ShuttingDown, TooManyStreams
+from sidecar.errors import (
+    NotFound,
+    SettingsConflict,
+    ShuttingDown,
+    TooManyStreams,
+    TooManySubscriptions,
+)
 from sidecar.subscribe.stream import Stream, StreamOptions
 from sidecar.subscribe.subscription import (
     ConsumerControl,
@@ -29,6 +35,10 @@ from sidecar.subscribe.subscription import (
 
 log = structlog.get_logger(__name__)
 TICK_S = 0.05
+DEFAULT_MAX_SUBSCRIPTIONS = 100
+#: A client refused for the subscription cap retries after this: subscriptions whose last
+#: stream closed leave after their linger period.
+SUBSCRIPTION_RETRY_S = 5.0
 
 
 class ConsumerHandle(ConsumerControl, Protocol):
@@ -54,12 +64,14 @@ class SubscriptionRegistry:
         max_streams: int,
         linger_s: float,
         limits: Limits | None = None,
+        max_subscriptions: int = DEFAULT_MAX_SUBSCRIPTIONS,
     ) -> None:
         self._consumer_factory = consumer_factory
         self._dead_letters = dead_letters
         self._clock = clock
         self._max_streams = max_streams
         self._linger_s = linger_s
+        self._max_subscriptions = max_subscriptions
         self._limits = limits or Limits()
         self._subscriptions: dict[str, Subscription] = {}
         self._consumers: dict[str, ConsumerHandle] = {}
@@ -99,6 +111,13 @@ class SubscriptionRegistry:
                 linger.cancel()
             subscription = self._subscriptions.get(settings.name)
             if subscription is None:
+                # Each subscription is a Kafka consumer (a thread, a group member, its fetch
+                # buffers) until it stops, lingering included.
+                if len(self._subscriptions) >= self._max_subscriptions:
+                    raise TooManySubscriptions(
+                        f"this sidecar serves at most {self._max_subscriptions} subscriptions",
+                        SUBSCRIPTION_RETRY_S,
+                    )
                 subscription = self._start(settings)
             elif subscription.settings != settings:
                 # The open settings are not echoed: they are another client's business.

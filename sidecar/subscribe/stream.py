@@ -1,9 +1,9 @@
 """One open Subscribe stream as the dispatcher sees it: its limits and its outbox.
 
-The outbox carries domain values (batches of leased records, ack results, the
-close reason) to the servicer, which turns them into messages. Records granted
-in one dispatch travel as one batch: a queue operation per record cost more
-than the record's lease. A stream that stops reading stops receiving:
+The outbox carries domain values (batches of leased records, ack results, a
+refused request, the close reason) to the servicer, which turns them into
+messages. Records granted in one dispatch travel as one batch: a queue
+operation per record cost more than the record's lease. A stream that stops reading stops receiving:
 `can_take` counts records not yet written as outstanding, so a stuck client
 holds at most its limit in memory.
 """
@@ -51,13 +51,20 @@ class AckReport:
 
 
 @dataclass(frozen=True, slots=True)
+class Rejected:
+    """One client request of the stream was refused; the stream and its leases stay open."""
+
+    error: Exception
+
+
+@dataclass(frozen=True, slots=True)
 class StreamClosed:
     """The server ends the stream with this error (e.g. ShuttingDown)."""
 
     error: Exception
 
 
-OutboxItem = LeasedBatch | AckReport | StreamClosed
+OutboxItem = LeasedBatch | AckReport | Rejected | StreamClosed
 
 
 class Stream:
@@ -92,7 +99,8 @@ class Stream:
             self.outbox.put_nowait(LeasedBatch(self._batch))
             self._batch = []
 
-    def report(self, report: AckReport) -> None:
+    def report(self, report: AckReport | Rejected) -> None:
+        """Queue the answer to one client request, behind what is queued already."""
         self.outbox.put_nowait(report)
 
     def close(self, error: Exception) -> None:

@@ -7,8 +7,11 @@ it posts commits, pauses and resumes to a `ConsumerControl`, and it hands
 dead letters to the durable publish path. Rules it keeps:
 
 - a record is leased to one stream at a time; every lease that ends without
-  an ack (expiry, nack, closed stream) is redelivered with attempt + 1, or
-  dead-lettered once it used up `max_delivery_attempts`;
+  an ack (expiry, nack, closed stream) is redelivered with attempt + 1 (after
+  the subscription's backoff, for expiries and nacks without a delay), or
+  dead-lettered once it used up `max_delivery_attempts` or when a nack asks;
+- under per-key ordering, at most one record per (partition, key) is
+  outstanding (KeyOrder), so redeliveries come before newer records of a key;
 - a partition's commit never passes an unacked record (PartitionAckTracker),
   and out-of-order acks travel in the commit metadata (ackcodec);
 - on revoke, the partition's leases, queued records and redeliveries are
@@ -28,15 +31,16 @@ from typing import Protocol
 
 import structlog
 
-from sidecar.backoff import backoff_delay
 from sidecar.clock import Clock
+from sidecar.errors import NoDeadLetterTopic
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord
 from sidecar.model import Accepted, Outcome, OutgoingEvent
 from sidecar.subscribe import ackcodec
 from sidecar.subscribe.acktracker import PartitionAckTracker
 from sidecar.subscribe.deadletter import dead_letter_event
 from sidecar.subscribe.leases import AckOutcome, DeliveryKey, Lease, LeaseTable, TopicPartition
-from sidecar.subscribe.redelivery import RedeliveryQueue
+from sidecar.subscribe.ordering import KeyOrder
+from sidecar.subscribe.redelivery import RedeliveryQueue, redelivery_backoff
 from sidecar.subscribe.stream import LeasedRecord, Stream, StreamOptions
 
 log = structlog.get_logger(__name__)
@@ -78,8 +82,11 @@ class SubscriptionSettings:
     name: str
     topics: tuple[str, ...]
     max_delivery_attempts: int  # 0: unlimited
-    dead_letter_topic: str
+    dead_letter_topic: str  # "": none (then max_delivery_attempts is 0)
     start_latest: bool
+    per_key_order: bool = False
+    min_redelivery_backoff: float = 0.1  # seconds
+    max_redelivery_backoff: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +118,7 @@ class Subscription:
         self._records: dict[DeliveryKey, FetchedRecord] = {}
         self._held_bytes = 0
         self._fresh: deque[DeliveryKey] = deque()
+        self._order = KeyOrder() if settings.per_key_order else None
         self._streams: dict[int, Stream] = {}
         self._next_stream_id = 1
         self._turn = 0
@@ -172,13 +180,28 @@ class Subscription:
         self._dispatch()
         return results
 
-    def nack(self, ack_ids: Iterable[str], delay: float) -> list[AckResult]:
+    def nack(
+        self, ack_ids: Iterable[str], delay: float | None = None, *, dead_letter: bool = False
+    ) -> list[AckResult]:
+        """End leases: redeliver after `delay` (None: the subscription's backoff), or with
+        `dead_letter` send the records to the dead-letter topic, after which they count as acked.
+        """
+        if dead_letter and not self.settings.dead_letter_topic:
+            raise NoDeadLetterTopic(
+                f"subscription {self.settings.name!r} has no dead_letter_topic; open it with one "
+                "to nack with dead_letter"
+            )
         results: list[AckResult] = []
         for ack_id in ack_ids:
             lease = self._leases.get(ack_id)
             outcome = self._leases.nack(ack_id)
             if outcome is AckOutcome.APPLIED and lease is not None:
-                self._lease_ended(lease, "nacked by subscriber", delay=delay)
+                if dead_letter:
+                    self._release_bytes(lease)
+                    if lease.key in self._records:
+                        self._dead_letter(lease.key, lease.attempt, "dead-lettered by subscriber")
+                else:
+                    self._lease_ended(lease, "nacked by subscriber", delay=delay)
             results.append((ack_id, outcome, None))
         self._dispatch()
         return results
@@ -205,7 +228,9 @@ class Subscription:
                 self._consumer.resume(assigned)
 
     def on_records(self, records: list[FetchedRecord]) -> None:
-        trackers, held, fresh = self._trackers, self._records, self._fresh
+        trackers, held = self._trackers, self._records
+        # Unordered: straight to the fresh queue, no per-key work.
+        admit = self._fresh.append if self._order is None else self._admit_in_order
         held_bytes = 0
         for record in records:
             topic, partition, offset = record.topic, record.partition, record.offset
@@ -222,7 +247,7 @@ class Subscription:
             key = _new_tuple(DeliveryKey, (topic, partition, offset))
             held[key] = record
             held_bytes += record.size
-            fresh.append(key)
+            admit(key)
         self._held_bytes += held_bytes
         self._dispatch()
         self._flow_control()
@@ -232,6 +257,8 @@ class Subscription:
         for lease in self._leases.revoke_partitions(gone):
             self._release_bytes(lease)
         self._redelivery.drop_partitions(gone)
+        if self._order is not None:
+            self._order.drop_partitions(gone)
         self._fresh = deque(k for k in self._fresh if k.topic_partition not in gone)
         for key in [k for k in self._records if k.topic_partition in gone]:
             self._forget(key)
@@ -271,6 +298,7 @@ class Subscription:
             "held": len(self._records),
             "leased": len(self._leases),
             "waiting_redelivery": len(self._redelivery),
+            "waiting_for_key": len(self._order) if self._order is not None else 0,
             "acked_total": self.acked_total,
             "redelivered_total": self.redelivered_total,
             "dead_lettered_total": self.dead_lettered_total,
@@ -329,7 +357,10 @@ class Subscription:
             self._dead_letter(lease.key, lease.attempt, reason)
             return
         if delay is None:
-            delay = backoff_delay(lease.attempt, base=0.1, cap=10.0)
+            settings = self.settings
+            delay = redelivery_backoff(
+                lease.attempt, settings.min_redelivery_backoff, settings.max_redelivery_backoff
+            )
         next_attempt = lease.attempt + 1 if count else lease.attempt
         self._redelivery.schedule(lease.key, next_attempt, self._clock.monotonic() + delay)
 
@@ -339,7 +370,19 @@ class Subscription:
         if stream is not None and record is not None:
             stream.leased_bytes -= record.size
 
+    def _admit_in_order(self, key: DeliveryKey) -> None:
+        """A fetched record of an ordered subscription: fresh if its key is idle, else it waits."""
+        assert self._order is not None
+        if self._order.admit((key.topic, key.partition, self._records[key].key), key):
+            self._fresh.append(key)
+
     def _settle(self, key: DeliveryKey) -> None:
+        if self._order is not None:
+            record = self._records.get(key)
+            if record is not None:
+                following = self._order.settle((key.topic, key.partition, record.key))
+                if following is not None:
+                    self._fresh.appendleft(following)  # it waited its turn: next in line
         tracker = self._trackers.get(key.topic_partition)
         if tracker is not None:
             tracker.ack(key.offset)
@@ -378,6 +421,7 @@ class Subscription:
                 self.dead_lettered_total += 1
                 self._settle(key)
                 self._flow_control()
+                self._dispatch()
 
         self._dead_lettering[key] = asyncio.get_running_loop().create_task(write())
 

@@ -14,6 +14,7 @@ from tests.support.kafka_read import read_topic
 from tests.support.subscriber_client import (
     AckingWorker,
     Ferries,
+    group_of,
     open_request,
     open_stream,
     publish_through_ferry,
@@ -77,7 +78,7 @@ def test_poison_event_is_dead_lettered_after_max_attempts(
     while len(worker.applied) < len(published) - 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert set(worker.applied) == set(published) - {poison}
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     time.sleep(1.5)
     worker.stop()
     assert len([r for r in client.received if r.event_id == poison]) == MAX_ATTEMPTS

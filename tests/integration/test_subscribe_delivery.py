@@ -18,6 +18,7 @@ from tests.support.subscriber_client import (
     Ferries,
     delivered_headers,
     end_offsets,
+    group_of,
     open_request,
     open_stream,
     produce_direct,
@@ -65,7 +66,7 @@ def test_five_thousand_events_are_delivered_once_acked_and_committed(
     assert set(worker.statuses) == {APPLIED}
     assert set(worker.applied) == set(published)
 
-    ends = wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    ends = wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     assert sum(ends.values()) == 5_000
 
     client.cancel()
@@ -115,7 +116,7 @@ def test_unacked_events_come_back_after_the_lease_with_a_new_ack_id(
     assert {x.status for x in fresh} == {APPLIED}
     assert client.take(timeout=lease_s + 1.5) == [], "an acked event was delivered again"
     assert not client.violations
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     client.cancel()
 
 

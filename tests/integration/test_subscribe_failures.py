@@ -22,6 +22,7 @@ from tests.support.subscriber_client import (
     SubprocessSubscriber,
     assigned_partitions,
     committed,
+    group_of,
     open_request,
     open_stream,
     produce_direct,
@@ -125,7 +126,7 @@ def test_cancelled_stream_and_killed_subscriber_process_lose_nothing(
     assert set(by_event) == set(published) - acked_a - child.acked, "C got exactly the rest"
     assert len(c.received) == len(by_event), "C got nothing twice"
     assert acked_a | child.acked | set(worker.applied) == set(published)
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     c.cancel()
 
 
@@ -166,7 +167,7 @@ def test_kill_9_of_the_sidecar_keeps_out_of_order_acks(
 
     time.sleep(1.0)
     _wait(
-        lambda: _covered(kafka.bootstrap, subscription, topic, acked_offsets),
+        lambda: _covered(kafka.bootstrap, group_of(subscription), topic, acked_offsets),
         10,
         "a commit covering every ack (offset + sparse metadata)",
     )
@@ -191,7 +192,7 @@ def test_kill_9_of_the_sidecar_keeps_out_of_order_acks(
     assert redelivered <= set(published)
     # The commit that landed before the kill held every ack: none may come back.
     assert not acked_again, sorted(acked_again)[:10]
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     again.cancel()
 
 
@@ -227,7 +228,7 @@ def test_sigterm_ends_streams_unavailable_and_commits_acks(
     assert sorted(r.event_id for r in rest) == sorted(set(published) - acked)
     assert {r.attempt for r in rest} == {1}
     assert {x.status for x in again.ack(r.ack_id for r in rest)} == {APPLIED}
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     again.cancel()
 
 
@@ -287,7 +288,7 @@ def test_two_sidecars_share_partitions_and_survive_one_killed(
         f"two sidecars: A acked {len(worker_a.applied)}, B acked {len(worker_b.applied)}, "
         f"B held {len(held_by_b)} at the kill"
     )
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     a.cancel()
 
 
@@ -324,11 +325,11 @@ def test_rebalance_while_paused_does_not_stall_the_subscription(
     assert len(client.take(timeout=30, at_least=10)) == 10
     time.sleep(2.0)  # the consumer fetches past 1,000 held records and the subscription pauses
 
-    _join_and_leave(kafka.bootstrap, subscription, topic)
+    _join_and_leave(kafka.bootstrap, group_of(subscription), topic)
     worker = AckingWorker(client).start()
     _wait(lambda: len(worker.applied) == total, 60, "every record acked after the rebalances")
     worker.stop()
     assert not worker.errors
     assert not client.violations
-    wait_committed_to_end(kafka.bootstrap, subscription, topic)
+    wait_committed_to_end(kafka.bootstrap, group_of(subscription), topic)
     client.cancel()

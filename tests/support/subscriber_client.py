@@ -556,6 +556,15 @@ def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
     return result
 
 
+#: Ferry's default --group-prefix: subscription `s` is the Kafka consumer group `ferry.s`.
+GROUP_PREFIX = "ferry."
+
+
+def group_of(subscription: str, prefix: str = GROUP_PREFIX) -> str:
+    """The Kafka consumer group of a subscription (Ferry started without --group-prefix)."""
+    return prefix + subscription
+
+
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str]]:
     """The group's committed (offset, metadata) per partition (-1001: no commit)."""
 
