@@ -44,7 +44,7 @@ class DeadLetters:
 
     async def __call__(self, events: list[OutgoingEvent]) -> list[Outcome]:
         self.written.extend(events)
-        return [Accepted(e.event_id, len(self.written), False) for e in events]
+        return [Accepted(e.event_id, len(self.written), False, 0) for e in events]
 
 
 def rec(offset: int, key: bytes | None, partition: int = 0) -> FetchedRecord:
@@ -299,9 +299,9 @@ async def test_a_dead_letter_nack_writes_the_record_and_counts_it_acked() -> Non
     [letter] = dead.written
     headers = dict(letter.headers)
     assert letter.topic == "dlq"
-    assert headers["ferry-dead-letter-reason"] == "dead-lettered by subscriber"
-    assert headers["ferry-dead-letter-delivery-attempts"] == "1"
-    assert headers["ferry-dead-letter-original-offset"] == "0"
+    assert headers["ferry-dead-letter-reason"] == b"dead-lettered by subscriber"
+    assert headers["ferry-dead-letter-delivery-attempts"] == b"1"
+    assert headers["ferry-dead-letter-original-offset"] == b"0"
     sub.ack([second.lease.ack_id])
     clock.advance(1)
     sub.tick()
