@@ -11,7 +11,10 @@ client must be polled regularly, idle or not: the forwarder polls its producer i
 round, a consumer thread consumes without pause, and an AdminClient would need poll() calls
 of its own. A client that is not polled keeps its lines in memory and delivers them late.
 Lines librdkafka queues after a client's last poll (while it is being destroyed) are dropped
-with it, never printed as text.
+with it, never printed as text. The `debug` option (kafka_options) floods the queue, and
+librdkafka serves queued log lines until the queue is empty without checking the poll's
+timeout (librdkafka issue #5325): with `debug` on, the forwarder's poll(0) and a consumer's
+consume() can take far longer than asked. Turn it on briefly, to troubleshoot.
 
 A line becomes: event="librdkafka", client (producer or consumer), group (consumers),
 instance (librdkafka's name of the handle, e.g. ferry-forwarder#producer-1), fac, severity
