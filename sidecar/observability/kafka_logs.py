@@ -109,7 +109,13 @@ class KafkaClientLog:
         )
 
     def on_error(self, err: Any) -> None:
-        """An error report (confluent-kafka's error_cb)."""
+        """An error report (confluent-kafka's error_cb). Never raises: it runs inside poll()."""
+        try:
+            self._report(err)
+        except Exception as exc:
+            log.error("kafka_error_not_logged", error=repr(exc))
+
+    def _report(self, err: Any) -> None:
         text = self._mask(_error_text(err))
         fatal = bool(err.fatal())
         repeated = 0

@@ -145,3 +145,11 @@ def test_a_real_client_hands_its_lines_to_the_logger_at_poll(
     assert line["instance"].startswith("unit-json-logs#producer-")
     assert "Connection refused" in line["message"]
     assert "%3|" not in capfd.readouterr().err
+
+
+def test_an_error_report_that_cannot_be_read_is_logged_not_raised(
+    client_log: KafkaClientLog,
+) -> None:
+    with capture_logs() as logs:
+        client_log.on_error(object())  # raising here would stop the client's poll()
+    assert [e["event"] for e in logs] == ["kafka_error_not_logged"]
