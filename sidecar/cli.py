@@ -86,7 +86,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    quiet_grpc_core()
+    quiet_grpc_core()  # before grpc loads; why errors stay on: sidecar/observability/stderr.py
     args = _parser().parse_args(argv)
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k != "command" and v is not None
