@@ -1,8 +1,11 @@
 """The `ferry` command.
 
 `ferry serve` runs the sidecar; its flags mirror the settings (`kafka_bootstrap` →
-`--kafka-bootstrap`). `ferry parked list|release|drop` shows and settles the events Kafka
-refused for good (run it while Ferry is stopped: it takes the log's lock).
+`--kafka-bootstrap`). Everything it writes is a JSON line on stdout (sidecar/observability/),
+from the first line on: invalid flags and settings included. Only `--help` answers in text.
+
+`ferry parked list|release|drop` shows and settles the events Kafka refused for good (run it
+while Ferry is stopped: it takes the log's lock); it answers an operator in text.
 """
 
 from __future__ import annotations
@@ -13,23 +16,35 @@ import os
 import signal
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 
 from sidecar import failpoints
-from sidecar.app import FerryApp
 from sidecar.config import Settings, load_settings
 from sidecar.errors import ConfigError
-from sidecar.observability.logging import configure_logging
+from sidecar.observability.logging import (
+    asyncio_exception_handler,
+    configure_logging,
+    register_secrets,
+    sensitive_values,
+)
+from sidecar.observability.stderr import StderrToJson, quiet_grpc_core
 from sidecar.wal.parked import drop_parked, list_parked, release_parked
 from sidecar.wal.store import DB_NAME
 
 log = structlog.get_logger(__name__)
 
 
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        configure_logging()
+        log.error("invalid_arguments", error=message, usage=self.format_usage().strip())
+        sys.exit(2)
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ferry", description="Ferry: Kafka for any language")
+    parser = _Parser(prog="ferry", description="Ferry: Kafka for any language")
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the sidecar")
     for name, field in Settings.model_fields.items():
@@ -90,8 +105,13 @@ def _parked(action: str, data_dir: Path, topic: str | None) -> int:
 
 
 async def _serve(settings: Settings) -> None:
-    app = await FerryApp.start(settings)
+    # Imported here, not at the top: it brings in grpc, whose C core must find the
+    # environment main() prepares (quiet_grpc_core) when it starts.
+    from sidecar.app import FerryApp
+
     loop = asyncio.get_running_loop()
+    loop.set_exception_handler(asyncio_exception_handler)
+    app = await FerryApp.start(settings)
     stop = asyncio.Event()
 
     def on_signal(signum: int) -> None:
@@ -108,6 +128,7 @@ async def _serve(settings: Settings) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    quiet_grpc_core()  # before grpc loads; why errors stay on: sidecar/observability/stderr.py
     args = _parser().parse_args(argv)
     if args.command == "parked":
         return _parked(args.action, args.data_dir, args.topic)
@@ -118,12 +139,17 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(**overrides)
         failpoints.arm_from_env()
     except ConfigError as exc:
-        print(f"ferry: invalid configuration: {exc}", file=sys.stderr)
+        configure_logging()
+        log.error("invalid_configuration", error=str(exc))
         return 2
     configure_logging(settings.log_level)
+    register_secrets(sensitive_values(settings.librdkafka_options()))
+    stderr = StderrToJson().start()
     try:
         asyncio.run(_serve(settings))
     except ConfigError as exc:
         log.error("cannot_start", error=str(exc))
         return 2
+    finally:
+        stderr.drain()  # gRPC's last words (a failed bind, say) before the exit's own line
     return 0

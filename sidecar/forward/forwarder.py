@@ -189,6 +189,9 @@ class Forwarder:
                 else:
                     self._wake.wait(0 if sent else IDLE_WAIT_S)
                     self._wake.clear()
+                    # Nothing to report, but librdkafka's log lines and error reports wait in
+                    # the producer's queue until a poll serves them (kafka_logs.py).
+                    producer.poll(0)
                 self._settle_deliveries()
         finally:
             self._settle_deliveries()
@@ -416,7 +419,6 @@ class Forwarder:
         name = err.name() if hasattr(err, "name") else str(err)
         if name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
             self._set_reachable(False, name)
-        log.warning("kafka_error", error=str(err), fatal=bool(err.fatal()))
 
     def _replace_producer(self, old: ProducerPort) -> ProducerPort:
         log.error("producer_fatal_error", error=str(self._fatal))

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from sidecar.clock import SystemClock
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, headers_size
+from sidecar.observability.kafka_logs import KafkaClientLog
 from sidecar.subscribe.watchdog import ConsumerWatchdog
 
 log = structlog.get_logger(__name__)
@@ -189,8 +190,15 @@ class ConsumerThread:
 
             return guarded
 
+        # Its log lines and error reports are delivered by consume(), on this thread.
+        logs = KafkaClientLog("consumer", self._config, group=self._group)
         consumer = Consumer(
-            {**self._config, "error_cb": _log_error, "stats_cb": current(self._on_statistics)}
+            {
+                **self._config,
+                "error_cb": logs.on_error,
+                "logger": logs.logger,
+                "stats_cb": current(self._on_statistics),
+            }
         )
         consumer.subscribe(
             self._topics,
@@ -373,7 +381,3 @@ def _record(message: Any) -> FetchedRecord | None:
 
 
 _new_tuple = tuple.__new__
-
-
-def _log_error(err: Any) -> None:
-    log.warning("kafka_consumer_error", error=str(err))

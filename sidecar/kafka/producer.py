@@ -21,6 +21,7 @@ from confluent_kafka import KafkaError, KafkaException, Producer
 from sidecar.config import PRODUCER_MESSAGE_MAX_BYTES
 from sidecar.errors import ConfigError
 from sidecar.kafka.ports import ProducerPort
+from sidecar.observability.kafka_logs import KafkaClientLog
 
 REQUIRED = {"enable.idempotence": "true", "acks": "all", "message.timeout.ms": "0"}
 #: Values equivalent to the required ones, and librdkafka's other names for the required keys.
@@ -57,11 +58,22 @@ def producer_config(bootstrap: str, extra: Mapping[str, str]) -> dict[str, Any]:
 def producer_factory(
     bootstrap: str, extra: Mapping[str, str]
 ) -> Callable[[Callable[[Any], None]], ProducerPort]:
-    """A factory the forwarder calls at start and again after a fatal producer error."""
+    """A factory the forwarder calls at start and again after a fatal producer error.
+
+    librdkafka's log lines and error reports go to the JSON log (rate-limited, see
+    sidecar/observability/kafka_logs.py) before `error_cb` sees the error; they are delivered
+    by the producer's poll(), which the forwarder calls in every round.
+    """
     config = producer_config(bootstrap, extra)
 
     def make(error_cb: Callable[[Any], None]) -> ProducerPort:
-        producer: ProducerPort = Producer({**config, "error_cb": error_cb})
+        logs = KafkaClientLog("producer", config)
+
+        def on_error(err: Any) -> None:
+            logs.on_error(err)
+            error_cb(err)
+
+        producer: ProducerPort = Producer({**config, "error_cb": on_error, "logger": logs.logger})
         return producer
 
     return make

@@ -3,6 +3,7 @@ weakening refused."""
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import pytest
@@ -67,7 +68,9 @@ def test_factory_refuses_weak_settings_before_building_any_producer() -> None:
         producer_factory("b:1", {"acks": "1"})
 
 
-def test_factory_passes_the_config_and_error_callback(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_factory_passes_the_config_logger_and_error_callback(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     built: list[dict[str, Any]] = []
 
     class RecordingProducer:
@@ -76,16 +79,28 @@ def test_factory_passes_the_config_and_error_callback(monkeypatch: pytest.Monkey
 
     monkeypatch.setattr(producer_module, "Producer", RecordingProducer)
     make = producer_factory("b:1", {"sasl.password": "pw"})
-
-    def on_error(err: Any) -> None:
-        pass
-
-    make(on_error)
-    make(on_error)
+    errors: list[Any] = []
+    make(errors.append)
+    make(errors.append)
     assert len(built) == 2
-    assert built[0]["error_cb"] is on_error
     assert built[0]["sasl.password"] == "pw"
     assert built[0]["acks"] == "all"
+    assert isinstance(built[0]["logger"], logging.Logger)  # librdkafka's lines as JSON
+    assert built[0]["logger"] is not built[1]["logger"]
+
+    class FatalError:
+        def name(self) -> str:
+            return "_FATAL"
+
+        def str(self) -> str:
+            return "fenced"
+
+        def fatal(self) -> bool:
+            return True
+
+    error = FatalError()
+    built[0]["error_cb"](error)  # logged, then handed on
+    assert errors == [error]
 
 
 def test_librdkafka_accepts_the_config() -> None:
