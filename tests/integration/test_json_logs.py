@@ -67,7 +67,7 @@ def test_every_line_is_json_while_kafka_is_unreachable(data_dir: Path) -> None:
     clients = {(e.get("client"), e.get("group")) for e in failures}
     print(f"{len(lines)} lines, {len(failures)} of them connection failures")
     assert ("producer", None) in clients, "the producer's failure was never logged"
-    assert ("consumer", "json-logs") in clients, "the consumer's failure was never logged"
+    assert ("consumer", "ferry.json-logs") in clients, "the consumer's failure was never logged"
     assert len(failures) <= 5, "\n".join(map(json.dumps, failures))
     assert all(e.get("fac") == "FAIL" for e in failures if e["event"] == "librdkafka")
     # The malformed request's traceback (if it gets one) is one JSON line, logged once.
