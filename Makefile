@@ -5,10 +5,11 @@ VENV := .venv
 BIN := $(VENV)/bin
 CACHE := $(or $(FERRY_CACHE_DIR),$(CURDIR)/.cache)
 STAMP := $(VENV)/.installed
+API_BASELINE := proto/ferry-v1.binpb
 export PATH := $(CACHE)/bin:$(PATH)
 
 .PHONY: setup run test test-unit test-integration check fmt proto proto-check kafka-jars go-tools \
-        kafka-start kafka-stop chaos bench bench-quick clean
+        kafka-start kafka-stop chaos bench bench-quick clean api-docs proto-baseline
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +21,7 @@ kafka-jars: $(STAMP)
 	$(BIN)/python tools/kafka_local.py fetch
 
 go-tools:
-	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli
+	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli protoc-gen-doc
 
 setup: $(STAMP) kafka-jars go-tools
 
@@ -50,6 +51,9 @@ check: $(STAMP) go-tools
 	$(BIN)/mypy
 	$(BIN)/python tools/gen_proto.py --check
 	buf lint
+	buf breaking proto --against $(API_BASELINE)
+	tmp=$$(mktemp -d) && buf generate proto --template proto/buf.gen.doc.yaml -o $$tmp && \
+	  { diff -u docs/api.md $$tmp/docs/api.md || { echo "docs/api.md is stale: run make api-docs"; exit 1; }; }
 	$(BIN)/python tools/check_wheel.py
 
 fmt: $(STAMP)
@@ -58,6 +62,15 @@ fmt: $(STAMP)
 
 proto: $(STAMP)
 	$(BIN)/python tools/gen_proto.py
+
+## make api-docs: docs/api.md from the proto comments
+api-docs: go-tools
+	buf generate proto --template proto/buf.gen.doc.yaml
+
+## make proto-baseline: freeze the current API as the baseline `buf breaking` checks against.
+## Only on purpose: a wire- or source-breaking change to ferry.v1 must not pass CI.
+proto-baseline: go-tools
+	buf build proto -o $(API_BASELINE)
 
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache

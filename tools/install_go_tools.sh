@@ -10,6 +10,7 @@ declare -A modules=(
   [buf]="github.com/bufbuild/buf/cmd/buf@v1.75.0"
   [toxiproxy-server]="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
   [toxiproxy-cli]="github.com/Shopify/toxiproxy/v2/cmd/cli@v2.12.0"
+  [protoc-gen-doc]="github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc@v1.5.1"
 )
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=(grpcurl buf)
