@@ -22,6 +22,7 @@ from tests.support.subscriber_client import (
     SubprocessSubscriber,
     assigned_partitions,
     committed,
+    end_offsets,
     open_request,
     open_stream,
     produce_direct,
@@ -317,7 +318,12 @@ def test_rebalance_while_paused_does_not_stall_the_subscription(
     """
     total = 3_000
     topic = kafka.topic("sub-pause", partitions=2)
-    produce_direct(kafka.bootstrap, topic, ((None, f"{i}".encode(), None) for i in range(total)))
+    # Keyed: an unkeyed producer may put every record into one partition (sticky batches).
+    records = ((f"k{i % 16}".encode(), f"{i}".encode(), None) for i in range(total))
+    produce_direct(kafka.bootstrap, topic, records)
+    ends = end_offsets(kafka.bootstrap, topic)
+    assert sorted(ends) == [0, 1]
+    assert all(ends.values()), f"a partition holds no records: {ends}"
     ferry = ferries.start(*FERRY_ARGS, *FAST_GROUP)
     subscription = unique_subscription("pause")
     client = open_stream(ferry, open_request(subscription, [topic], lease_s=60, max_outstanding=10))

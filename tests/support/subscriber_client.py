@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -533,20 +533,28 @@ def _retrying(read: Callable[[], Any], timeout: float = 20.0) -> Any:
             time.sleep(0.2)
 
 
-def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
-    def read() -> dict[int, int]:
+def watermarks(bootstrap: str, topic: str) -> dict[int, tuple[int, int]]:
+    """(low, high) watermark offsets per partition of `topic`."""
+
+    def read() -> dict[int, tuple[int, int]]:
         consumer = _consumer(bootstrap, f"probe-{uuid.uuid4().hex}")
         try:
             meta = consumer.list_topics(topic, timeout=10).topics[topic]
-            return {
-                p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
-                for p in meta.partitions
-            }
+            marks = {}
+            for p in meta.partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+                marks[p] = (low, high)
+            return marks
         finally:
             consumer.close()
 
-    result: dict[int, int] = _retrying(read)
+    result: dict[int, tuple[int, int]] = _retrying(read)
     return result
+
+
+def end_offsets(bootstrap: str, topic: str) -> dict[int, int]:
+    """The high watermark (the offset the next record gets) per partition of `topic`."""
+    return {p: high for p, (_low, high) in watermarks(bootstrap, topic).items()}
 
 
 def committed(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, str]]:
@@ -568,16 +576,37 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, tuple[int, st
     return result
 
 
+def uncommitted_partitions(
+    marks: Mapping[int, tuple[int, int]], commits: Mapping[int, int]
+) -> dict[int, tuple[int, int]]:
+    """Partitions whose commit has not reached their end: partition -> (committed, end).
+
+    A group commits nothing (a negative offset, -1001) on a partition it never consumed from;
+    that partition has reached its end when it holds nothing to consume (end == low watermark).
+    """
+    behind = {}
+    for partition, (low, high) in marks.items():
+        offset = commits.get(partition, -1001)
+        if offset == high or (offset < 0 and high == low):
+            continue
+        behind[partition] = (offset, high)
+    return behind
+
+
 def wait_committed_to_end(
     bootstrap: str, group: str, topic: str, timeout: float = 15.0
 ) -> dict[int, int]:
     """Wait until the group's commits reach every partition's end; returns the ends."""
-    ends = end_offsets(bootstrap, topic)
+    marks = watermarks(bootstrap, topic)
+    ends = {p: high for p, (_low, high) in marks.items()}
     deadline = time.monotonic() + timeout
     while True:
         got = {p: o for p, (o, _) in committed(bootstrap, group, topic).items()}
-        if got == ends or time.monotonic() > deadline:
-            assert got == ends, f"committed {got} != end offsets {ends}"
+        behind = uncommitted_partitions(marks, got)
+        if not behind or time.monotonic() > deadline:
+            assert not behind, (
+                f"committed {got} != end offsets {ends}: behind (committed, end) {behind}"
+            )
             return ends
         time.sleep(0.2)
 
