@@ -27,11 +27,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2, publisher_pb2_grpc
 from sidecar.wal.peek import pending_rows
+from testkit import kafka_local
 
 ROOT = Path(__file__).resolve().parent.parent
 HOST = "127.0.0.1"
-sys.path.insert(0, str(ROOT / "tools"))
-import kafka_local  # noqa: E402
 
 __all__ = [
     "ROOT",

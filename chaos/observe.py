@@ -2,25 +2,18 @@
 
 from __future__ import annotations
 
-import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar
 
 import psutil
 from confluent_kafka import Consumer, TopicPartition
 
 from chaos.checker import KafkaRecord
-
-_TOOLS = str(Path(__file__).resolve().parents[1] / "tools")
-if _TOOLS not in sys.path:
-    sys.path.insert(0, _TOOLS)
-
-import kafka_local  # noqa: E402
+from testkit import kafka_local
 
 KafkaCluster = kafka_local.KafkaCluster
 EVENT_ID_HEADER = "ferry-event-id"

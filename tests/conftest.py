@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-# Tests fork Kafka brokers (tools/kafka_local.py) from a process that has gRPC loaded; gRPC's
+# Tests fork Kafka brokers (testkit.kafka_local) from a process that has gRPC loaded; gRPC's
 # fork handlers abort such a fork now and then. This must be set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 

@@ -1,5 +1,5 @@
 """Kafka for the test session: an existing cluster from ``$KAFKA_BOOTSTRAP``, or a real local
-1-broker KRaft cluster (``tools/kafka_local.py``) started under a temporary dir.
+1-broker KRaft cluster (``testkit.kafka_local``) started under a temporary dir.
 
 Typical use from ``tests/conftest.py``::
 
@@ -14,17 +14,12 @@ Typical use from ``tests/conftest.py``::
 from __future__ import annotations
 
 import os
-import sys
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
 
-_TOOLS = str(Path(__file__).resolve().parents[1] / "tools")
-if _TOOLS not in sys.path:
-    sys.path.insert(0, _TOOLS)
-
-import kafka_local  # noqa: E402
-from kafka_local import KafkaCluster  # noqa: E402
+from testkit import kafka_local
+from testkit.kafka_local import KafkaCluster
 
 __all__ = ["KafkaCluster", "create_topic", "kafka_for_session", "unique_topic"]
 
