@@ -31,7 +31,7 @@ from chaos.workload import Publisher, PublishPlan, SubscribePlan, Subscriber, ch
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from sidecar.wal.peek import pending_event_ids
-from tests.support.ferry import FerryProcess
+from testkit.ferry_process import FerryProcess
 
 #: Small settings so that faults heal within seconds.
 FAST_FLAGS = (

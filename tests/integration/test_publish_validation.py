@@ -18,15 +18,13 @@ import pytest
 from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from sidecar.forward.forwarder import EVENT_ID_HEADER
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.grpc_errors import bad_request_fields
+from testkit.kafka_read import read_topic
+from testkit.publishing import event, publish
+from testkit.wal_files import last_sequence
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess, running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    bad_request_fields,
-    event,
-    last_sequence,
-    publish,
-)
 
 MAX_EVENT_BYTES = 1024 * 1024 - 64 * 1024  # the default --max-event-bytes
 MAX_HEADERS = 64
@@ -209,7 +207,7 @@ def test_limits_are_inclusive(kafka: KafkaHandle, target: Target) -> None:
         record = found[event_id]
         assert record.value == ev.payload
         assert record.key == (ev.key or None)
-        assert {k: v for k, v in record.headers.items() if k != "ferry-event-id"} == {
+        assert {k: v for k, v in record.headers.items() if k != EVENT_ID_HEADER} == {
             k: v.encode() for k, v in ev.headers.items()
         }
 

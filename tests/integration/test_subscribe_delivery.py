@@ -4,34 +4,19 @@ foreign records; a throughput figure. Real Kafka, real Ferry processes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from testkit.acking_worker import AckingWorker
+from testkit.consumer_offsets import end_offsets, wait_committed_to_end
+from testkit.ferry_process import Ferries
+from testkit.kafka_produce import produce_direct
+from testkit.publishing import publish_through_ferry
+from testkit.stream_client import open_stream
+from testkit.subscribe_calls import APPLIED, EXPIRED, open_request, unique_subscription
 from tests.conftest import KafkaHandle
-from tests.support.subscriber_client import (
-    APPLIED,
-    EXPIRED,
-    AckingWorker,
-    Ferries,
-    end_offsets,
-    open_request,
-    open_stream,
-    produce_direct,
-    publish_through_ferry,
-    unique_subscription,
-    wait_committed_to_end,
-)
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
-
-
-@pytest.fixture
-def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
-    fleet = Ferries(tmp_path, kafka.bootstrap)
-    yield fleet
-    fleet.close()
 
 
 def test_five_thousand_events_are_delivered_once_acked_and_committed(

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from tests.support.subscriber_client import uncommitted_partitions
-
-NO_COMMIT = -1001
+from testkit.consumer_offsets import NO_COMMIT, uncommitted_partitions
 
 
 def test_a_commit_at_the_high_watermark_has_reached_the_end() -> None:
