@@ -1,9 +1,9 @@
 """A broker paused (SIGSTOP) for longer than the consumer session timeout: every subscription
 delivers again afterwards (issue #5).
 
-librdkafka 2.16 sometimes never rejoins after such a pause (librdkafka issue #2944; see
-chaos/repro_stuck_consumer.py): the consumer reports its partitions lost, then waits in
-`query-coord` (or `up`/`wait-join`) forever. Ferry's consumer watchdog replaces such a consumer.
+librdkafka 2.16 sometimes never rejoins after such a pause (librdkafka issue #2944): the
+consumer reports its partitions lost, then waits in `query-coord` (or `up`/`wait-join`)
+forever. Ferry's consumer watchdog replaces such a consumer.
 On the 2-core dev machine two 8 s pauses 4 s apart left 5 of 12 plain consumers stuck, so the
 test runs 12 subscriptions, fetching a steady stream, through two pauses; without the watchdog it
 fails whenever one of them is stuck (2 of 3 runs against the code before the watchdog).
@@ -127,8 +127,8 @@ def test_every_subscription_delivers_again_after_the_broker_was_paused_past_the_
                 time.sleep(0.2)
             return missing(expected)
 
-        # Records keep arriving through the pauses, as in chaos/repro_stuck_consumer.py: consumers
-        # that are fetching when the broker stops get stuck far more often than idle ones.
+        # Records keep arriving through the pauses: consumers that are fetching when the broker
+        # stops get stuck far more often than idle ones.
         producer = SteadyProducer(broker.bootstrap, topic).start()
         assert producer.wait_delivered(100, 30)
         assert not any(wait_acked(30).values()), "not delivered before the pauses"
