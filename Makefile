@@ -18,7 +18,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $@
 
 kafka-jars: $(STAMP)
-	$(BIN)/python tools/kafka_local.py fetch
+	$(BIN)/python -m testkit.kafka_local fetch
 
 go-tools:
 	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli protoc-gen-doc
@@ -27,11 +27,11 @@ setup: $(STAMP) kafka-jars go-tools
 
 ## make run: a local Kafka on 127.0.0.1:9092 (data/kafka) and Ferry on 127.0.0.1:50051 (data/wal)
 run: setup
-	$(BIN)/python tools/kafka_local.py start --dir data/kafka --port 9092 --auto-create-topics
+	$(BIN)/python -m testkit.kafka_local start --dir data/kafka --port 9092 --auto-create-topics
 	$(BIN)/ferry serve --kafka-bootstrap 127.0.0.1:9092 --data-dir data/wal
 
 kafka-stop: $(STAMP)
-	$(BIN)/python tools/kafka_local.py stop --dir data/kafka
+	$(BIN)/python -m testkit.kafka_local stop --dir data/kafka
 
 ## make test: static checks, every test against one real Kafka (with the short fault suite),
 ## then the quick benchmark subset so that the harness keeps working (no thresholds)

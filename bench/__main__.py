@@ -21,13 +21,12 @@ from typing import Any
 from bench import flows, scenarios
 from bench.harness import (
     ROOT,
-    Children,
     EchoServer,
-    FerryServer,
-    KafkaEnv,
     clean_dir,
     install_signal_handlers,
+    kafka_env,
     prune_work,
+    start_ferry,
 )
 from bench.plan import FULL, QUICK, Plan, machine_info
 from bench.rawkafka import Watermarks
@@ -35,6 +34,7 @@ from bench.sampler import Sampler
 from bench.scenarios import Ctx
 from bench.stats import med
 from bench.workers import Pool
+from testkit.processes import Children
 
 Scenario = Callable[[Ctx, dict[str, Any]], dict[str, Any]]
 SCENARIOS: list[tuple[str, Scenario]] = [
@@ -71,14 +71,12 @@ def run(plan: Plan, work: Path, only: set[str]) -> dict[str, Any]:
         echo = EchoServer(children, work)
         sampler.watch("echo", echo.pid)
         say("starting Kafka")
-        kafka = KafkaEnv(children, work)
+        kafka = kafka_env(children, work)
         if kafka.pid():
             sampler.watch("kafka", kafka.pid() or 0)
         say(f"Kafka at {kafka.bootstrap}; starting Ferry")
         marks = Watermarks(kafka.bootstrap)
-        ferry = FerryServer(
-            children, work / "ferry", kafka.bootstrap, *scenarios.FERRY_ARGS, name="ferry"
-        ).start()
+        ferry = start_ferry(children, work / "ferry", kafka.bootstrap, *scenarios.FERRY_ARGS)
         sampler.watch(ferry.name, ferry.pid)
         results["ferry_startup_s"] = round(ferry.startup_s, 2)
         ctx = Ctx(plan, work, children, sampler, pool, kafka, ferry, echo, marks, say)

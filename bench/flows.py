@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from bench import rawkafka
-from bench.harness import FerryServer
 from bench.profiling import Profile
 from bench.scenarios import QUICK_EXIT, Ctx, ferry_probe, measure, publish, settle, usage
 from bench.stats import run_record, summarize
 from sidecar.wal.store import connect
+from testkit.ferry_process import FerryProcess
 
 RECOVERY_TIMEOUT_S = 900.0
 LINGER_WAIT_S = 1.2  # a subscription lingers 1 s (FERRY_ARGS) after its stream, then leaves
@@ -193,7 +193,7 @@ def wal_backlog(ctx: Ctx) -> dict[str, Any]:
 class DepthWatch:
     """Polls the WAL depth every 0.25 s on a thread until it reaches zero."""
 
-    def __init__(self, ferry: FerryServer, stop_file: Path) -> None:
+    def __init__(self, ferry: FerryProcess, stop_file: Path) -> None:
         self.ferry, self.stop_file = ferry, stop_file
         self.curve: list[tuple[float, int]] = []
         self._thread = threading.Thread(target=self._run, name="depth-watch", daemon=True)

@@ -15,8 +15,9 @@ from typing import Any
 
 import psutil
 
-from bench.harness import ROOT, kafka_local
 from bench.stats import latency_ms
+from testkit.kafka_jars import KAFKA_VERSION
+from testkit.paths import ROOT
 
 
 @dataclass(frozen=True)
@@ -137,7 +138,7 @@ def machine_info(work: Path) -> dict[str, Any]:
         "protobuf": _version("protobuf"),
         "confluent_kafka": _version("confluent-kafka"),
         "librdkafka": confluent_kafka.libversion()[0],
-        "kafka": kafka_local.KAFKA_VERSION,
+        "kafka": KAFKA_VERSION,
         "sqlite": sqlite3.sqlite_version,
         "java": _java_version(),
         "ferry_revision": _git(),

@@ -20,8 +20,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench.harness import ROOT, Children
 from bench.sampler import thread_cpu
+from testkit.paths import ROOT
+from testkit.processes import Children
 
 TOP = 12
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")

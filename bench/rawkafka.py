@@ -15,14 +15,12 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from sidecar.model import EVENT_ID_HEADER
 from sidecar.kafka.consumer import consumer_config
 from sidecar.kafka.producer import producer_config
 
-#: Ferry adds a `ferry-event-id` header (a 36-character UUID) to each record: so do we.
-EVENT_ID_HEADER: tuple[str, str | bytes | None] = (
-    "ferry-event-id",
-    "0190b0c4-7a4e-7cc2-9a7e-0123456789ab",
-)
+#: Ferry adds its event id header (a 36-character UUID) to each record: so do we.
+EVENT_ID: tuple[str, str | bytes | None] = (EVENT_ID_HEADER, "0190b0c4-7a4e-7cc2-9a7e-0123456789ab")
 QUIET = {"log_level": 0}
 
 
@@ -40,7 +38,7 @@ def produce_job(job: dict[str, Any]) -> dict[str, Any]:
     """Produce as fast as possible from `start_at`; count deliveries in the measured window."""
     producer = _producer(job["bootstrap"])
     payload, topic = os.urandom(job["payload"]), job["topic"]
-    headers = [EVENT_ID_HEADER]
+    headers = [EVENT_ID]
     delivered = [0, 0]  # ok, failed
 
     def on_delivery(err: Any, _msg: Any) -> None:
@@ -118,7 +116,7 @@ def consume_job(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def prefill(bootstrap: str, topic: str, count: int, payload_size: int) -> float:
-    """Put `count` records (with distinct ferry-event-id headers) into `topic`; return seconds."""
+    """Put `count` records (with distinct event id headers) into `topic`; return seconds."""
     t0 = time.monotonic()
     producer = _producer(bootstrap)
     payload = os.urandom(payload_size)
@@ -130,7 +128,7 @@ def prefill(bootstrap: str, topic: str, count: int, payload_size: int) -> float:
 
     for i in range(count):
         headers: list[tuple[str, str | bytes | None]] = [
-            ("ferry-event-id", f"bench-prefill-{i:012d}")
+            (EVENT_ID_HEADER, f"bench-prefill-{i:012d}")
         ]
         while True:
             try:

@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Children, EchoServer, FerryServer, KafkaEnv
+from bench.harness import EchoServer, create_topic, start_ferry
 from bench.plan import Plan
 from bench.profiling import Profile
 from bench.rawkafka import Watermarks
 from bench.sampler import MACHINE, Sampler
 from bench.stats import run_record, summarize
 from bench.workers import Pool
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_env import KafkaEnv
+from testkit.processes import Children
 
 DRAIN_TIMEOUT_S = 300.0
 PROBE_EVERY_S = 1.0
@@ -39,24 +42,24 @@ class Ctx:
     sampler: Sampler
     pool: Pool
     kafka: KafkaEnv
-    ferry: FerryServer
+    ferry: FerryProcess
     echo: EchoServer
     marks: Watermarks
     say: Callable[[str], None]
     profiles: dict[str, Any] = field(default_factory=dict)
 
     def topic(self, prefix: str, partitions: int = 3) -> str:
-        return self.kafka.create_topic(f"bench-{prefix}-{uuid.uuid4().hex[:8]}", partitions)
+        return create_topic(self.kafka, f"bench-{prefix}-{uuid.uuid4().hex[:8]}", partitions)
 
-    def start_ferry(self, name: str, *args: str, data_dir: Path | None = None) -> FerryServer:
-        ferry = FerryServer(
+    def start_ferry(self, name: str, *args: str, data_dir: Path | None = None) -> FerryProcess:
+        ferry = start_ferry(
             self.children,
             data_dir or self.work / name,
             self.kafka.bootstrap,
             *FERRY_ARGS,
             *args,
             name=name,
-        ).start()
+        )
         self.sampler.watch(name, ferry.pid)
         return ferry
 
@@ -158,7 +161,7 @@ def probe_summary(samples: list[dict[str, float]]) -> dict[str, float]:
 
 
 def ferry_probe(
-    ctx: Ctx, ferry: FerryServer, topic: str, pending: bool = True
+    ctx: Ctx, ferry: FerryProcess, topic: str, pending: bool = True
 ) -> Callable[[], dict[str, int]]:
     """Samples Kafka's record count of `topic` and (unless `pending` is False) the WAL depth."""
     if not pending:
@@ -166,7 +169,7 @@ def ferry_probe(
     return lambda: {"pending": ferry.pending_rows(), "kafka": ctx.marks.total(topic)}
 
 
-def settle(ctx: Ctx, ferry: FerryServer | None = None) -> None:
+def settle(ctx: Ctx, ferry: FerryProcess | None = None) -> None:
     """Let the forwarder empty the WAL, so that no run pays for the previous one."""
     (ferry or ctx.ferry).wait_drained(DRAIN_TIMEOUT_S)
     time.sleep(0.3)

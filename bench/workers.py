@@ -15,8 +15,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.harness import Children
 from bench.sampler import Sampler
+from testkit.processes import Children
 
 START_DELAY_S = 0.3  # time for every worker to get its job before the common start
 

@@ -19,8 +19,9 @@ from pathlib import Path
 
 from chaos import report
 from chaos.harness import Env, ScenarioResult, log
-from chaos.observe import KafkaCluster, ensure_up, off_main
 from chaos.scenarios import SCENARIOS
+from testkit.kafka_local import KafkaCluster
+from testkit.kafka_restore import ensure_running, off_main
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                 )
             finally:
-                ensure_up(cluster)  # whatever a scenario did, the broker runs again
+                ensure_running(cluster)  # whatever a scenario did, the broker runs again
             report.write(*_merged(results, args.merge, started, args.full, notes), args.report)
     finally:
         cluster.stop()

@@ -18,27 +18,16 @@ failed: at-least-once allows them; fault-free scenarios assert that they are zer
 
 from __future__ import annotations
 
-import itertools
 import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from chaos.history import FAIL, OK, UNKNOWN, Op, SubView
+from testkit.delivery import order_violations
+from testkit.kafka_read import KafkaRecord
 
 SAMPLE = 10  # ids shown per problem in messages
-
-
-@dataclass(frozen=True, slots=True)
-class KafkaRecord:
-    """One record as a plain consumer read it."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    event_id: str | None  # the ferry-event-id header; None when absent
 
 
 @dataclass
@@ -146,7 +135,7 @@ def check(
             verdict.corrupted.append(f"{op.event_id}@{record.partition}/{record.offset}")
         if op.outcome == FAIL:
             failed_seen.add(op.event_id)
-    verdict.order_violations = order_violations(kafka, by_id)
+    verdict.order_violations = order_violations(kafka, published_order(by_id.values()))
 
     names = list(dict.fromkeys([*subscriptions, *subs]))
     for name in names:
@@ -167,28 +156,12 @@ def check(
     return verdict
 
 
-def order_violations(kafka: Sequence[KafkaRecord], by_id: Mapping[str, Op]) -> list[str]:
-    """Keys whose first occurrences in Kafka (partition order) do not follow the sequence."""
-    first: dict[str, list[tuple[int, int, int]]] = defaultdict(list)  # key -> (part, off, seq)
-    seen: set[str] = set()
-    for record in sorted(kafka, key=lambda r: (r.topic, r.partition, r.offset)):
-        op = by_id.get(record.event_id or "")
-        if op is None or op.event_id in seen:
-            continue
-        seen.add(op.event_id)
-        first[f"{op.topic}/{op.key}"].append((record.partition, record.offset, op.seq))
-    bad = []
-    for key, items in first.items():
-        partitions = {p for p, _, _ in items}
-        if len(partitions) > 1:
-            bad.append(f"{key}: spread over partitions {sorted(partitions)}")
-            continue
-        seqs = [s for _, _, s in items]
-        for prev, nxt in itertools.pairwise(seqs):
-            if nxt <= prev:
-                bad.append(f"{key}: seq {nxt} after seq {prev}")
-                break
-    return bad
+def published_order(ops: Iterable[Op]) -> dict[str, list[str]]:
+    """Each key's event ids in publish (sequence) order; a key is named "topic/key"."""
+    keys: dict[str, list[Op]] = defaultdict(list)
+    for op in sorted(ops, key=lambda o: o.seq):
+        keys[f"{op.topic}/{op.key}"].append(op)
+    return {key: [op.event_id for op in key_ops] for key, key_ops in keys.items()}
 
 
 def recovery_stats(values: Iterable[float | None]) -> tuple[float | None, float | None]:

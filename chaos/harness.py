@@ -11,7 +11,6 @@ runs the checker and stops Ferry with SIGTERM.
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import os
 import sys
@@ -26,12 +25,16 @@ import grpc
 
 from chaos.checker import check, recovery_stats
 from chaos.history import FAIL, OK, Attempt, History
-from chaos.observe import KafkaCluster, kafka_local, read_all
 from chaos.workload import Publisher, PublishPlan, SubscribePlan, Subscriber, channel, classify
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from sidecar.wal.peek import pending_event_ids
-from tests.support.ferry import FerryProcess
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_admin import create_topic
+from testkit.kafka_local import KafkaCluster
+from testkit.kafka_read import read_to_end
+from testkit.processes import Children
+from testkit.waiting import wait_until
 
 #: Small settings so that faults heal within seconds.
 FAST_FLAGS = (
@@ -40,14 +43,9 @@ FAST_FLAGS = (
 )  # fmt: skip
 
 
-_LIVE: set[FerryProcess] = set()  # killed at interpreter exit, whatever happened
-
-
-@atexit.register
-def _kill_leftovers() -> None:
-    for ferry in list(_LIVE):
-        with contextlib.suppress(Exception):
-            ferry.kill()
+#: Every Ferry a run starts: stopped at interpreter exit whatever happened, and killed with
+#: the process that started it.
+_CHILDREN = Children()
 
 
 #: Open bug with a strict xfail regression test: a wave that partly fails breaks key order.
@@ -128,10 +126,8 @@ class Run:
         self.history = History()
         self.ferry = FerryProcess(
             data_dir or self.dir / "wal", self.bootstrap, *FAST_FLAGS, *ferry_args,
-            env=ferry_env,
+            env=ferry_env, children=_CHILDREN, log_path=self.dir / "ferry.log",
         )  # fmt: skip
-        self.ferry.log_path = self.dir / "ferry.log"
-        _LIVE.add(self.ferry)
         base = PublishPlan(self.topic, **(plan or {}))
         addr = self.ferry.address
         self.publishers = [
@@ -162,7 +158,7 @@ class Run:
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start(self, *, ferry: bool = True, load: bool = True) -> Run:
-        kafka_local.create_topic(self.bootstrap, self.topic, self.partitions, self.replication)
+        create_topic(self.bootstrap, self.topic, self.partitions, self.replication)
         if ferry:
             self.start_ferry()
         if load:
@@ -190,7 +186,7 @@ class Run:
         self._exit_expected = True
 
     def alive(self) -> bool:
-        return self.ferry.proc is not None and self.ferry.proc.poll() is None
+        return self.ferry.alive()
 
     def check_alive(self) -> None:
         """Record a problem if Ferry exited without being told to."""
@@ -203,8 +199,7 @@ class Run:
                 )
 
     def pid(self) -> int:
-        assert self.ferry.proc is not None
-        return self.ferry.proc.pid
+        return self.ferry.pid
 
     # -- probes ------------------------------------------------------------------------------
 
@@ -271,10 +266,9 @@ class Run:
         if not self.alive():
             self.start_ferry()
         t0 = time.monotonic()
-        while self.ferry.pending_rows() and time.monotonic() - t0 < drain_timeout:
-            time.sleep(0.2)
+        wait_until(lambda: not self.ferry.pending_rows(), drain_timeout, 0.2)
         drain_s = time.monotonic() - t0
-        records = read_all(self.bootstrap, [self.topic])
+        records = read_to_end(self.bootstrap, [self.topic])
         target = {r.event_id for r in records if r.event_id}
         self._drain_subscriptions(target, sub_timeout, quiet_s)
         views = self.history.sub_views()
@@ -341,7 +335,6 @@ class Run:
             w.stop()
         with contextlib.suppress(Exception):
             self.kill()
-        _LIVE.discard(self.ferry)
 
 
 def result_for_skip(name: str, env: Env, reason: str) -> ScenarioResult:

@@ -82,14 +82,13 @@ Regression tests are in `tests/faults/test_regressions.py` unless named otherwis
    rejoined: librdkafka logs `GroupCoordinator: Timed out 0 in-flight, 0 retry-queued,
    1 out-queue` every 60 s while a fresh consumer of the same group is assigned at once
    (kafka-pause full: subscription s0 got nothing after the first pause, 59950 events not
-   delivered before the drain timeout). It is librdkafka's (2.16.0) own bug:
-   `python -m chaos.repro_stuck_consumer DIR` left 4 of 4 plain consumers with Ferry's
-   settings stuck for minutes after a 10 s SIGSTOP of the broker (compare librdkafka issue
-   #2944). Nothing was lost (nothing was committed), but subscribers starved until Ferry
-   restarted. Ferry now watches each subscription's consumer (`sidecar/subscribe/watchdog.py`):
-   one that subscribers wait on, that owns no partitions and shows no sign of life in its
-   group for 3 session timeouts is closed and replaced in the same group (logged
-   `consumer_replaced`, with backoff).
+   delivered before the drain timeout). It is librdkafka's (2.16.0) own bug: 4 of 4 plain
+   consumers with Ferry's settings, without Ferry, stayed stuck for minutes after a 10 s
+   SIGSTOP of the broker (compare librdkafka issue #2944). Nothing was lost (nothing was
+   committed), but subscribers starved until Ferry restarted. Ferry now watches each
+   subscription's consumer (`sidecar/subscribe/watchdog.py`): one that subscribers wait on,
+   that owns no partitions and shows no sign of life in its group for 3 session timeouts is
+   closed and replaced in the same group (logged `consumer_replaced`, with backoff).
 """
 
 

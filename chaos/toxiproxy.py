@@ -1,4 +1,4 @@
-"""A toxiproxy server on 127.0.0.1 and a tiny client of its HTTP API (standard library only).
+"""A toxiproxy server on 127.0.0.1 and a tiny client of its HTTP API.
 
 The server binary comes from ``tools/install_go_tools.sh toxiproxy-server`` (in .cache/bin).
 """
@@ -6,9 +6,7 @@ The server binary comes from ``tools/install_go_tools.sh toxiproxy-server`` (in 
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
 import subprocess
 import time
 import urllib.error
@@ -16,13 +14,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-HOST = "127.0.0.1"
+from testkit.paths import ROOT, cached_binary
+from testkit.ports import HOST, free_port
 
 
 def binary() -> str | None:
-    cache = Path(os.environ.get("FERRY_CACHE_DIR") or ROOT / ".cache") / "bin"
-    found = cache / "toxiproxy-server"
+    found = cached_binary("toxiproxy-server")
     if found.exists():
         return str(found)
     return shutil.which("toxiproxy-server")
@@ -34,12 +31,6 @@ def install() -> str | None:
         subprocess.run([str(ROOT / "tools" / "install_go_tools.sh"), "toxiproxy-server"],
                        check=False, capture_output=True)  # fmt: skip
     return binary()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind((HOST, 0))
-        return int(s.getsockname()[1])
 
 
 class Toxiproxy:

@@ -24,6 +24,7 @@ from chaos.history import FAIL, OK, UNKNOWN, Attempt, History, Op
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, subscriber_pb2_grpc
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
+from testkit.subscribe_calls import ack_status, duration
 
 CHANNEL_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -140,7 +141,7 @@ class Publisher(threading.Thread):
         self.calls += 1
         wait = {}
         if plan.ack_level == ppb.ACK_LEVEL_KAFKA:
-            wait["kafka_wait"] = _duration(plan.kafka_wait_s)
+            wait["kafka_wait"] = duration(plan.kafka_wait_s)
         try:
             if len(ops) == 1:
                 request = ppb.PublishRequest(event=self._event(ops[0]), ack_level=plan.ack_level,
@@ -170,18 +171,6 @@ class Publisher(threading.Thread):
 
 def code_name(value: int) -> str:
     return next((c.name for c in grpc.StatusCode if c.value[0] == value), f"CODE_{value}")
-
-
-def _duration(seconds: float) -> Any:
-    from google.protobuf import duration_pb2
-
-    d = duration_pb2.Duration()
-    d.FromNanoseconds(int(seconds * 1e9))
-    return d
-
-
-def ack_status(value: int) -> str:
-    return spb.AckIdStatus.Name(value).removeprefix("ACK_ID_STATUS_")  # type: ignore[arg-type]
 
 
 @dataclass
@@ -230,7 +219,7 @@ class Subscriber(threading.Thread):
             call.cancel()
 
     def open_request(self) -> spb.SubscribeRequest:
-        lease = _duration(self.plan.lease_s)
+        lease = duration(self.plan.lease_s)
         return spb.SubscribeRequest(open=spb.OpenSubscription(
             subscription=self.plan.subscription, topics=list(self.plan.topics),
             lease_duration=lease, max_outstanding_events=self.plan.max_outstanding,

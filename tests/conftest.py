@@ -1,10 +1,11 @@
-"""Session-wide fixtures: one real Kafka for every integration test (or $KAFKA_BOOTSTRAP)."""
+"""Session-wide fixtures: one real Kafka for every integration test (or $KAFKA_BOOTSTRAP), and
+the Ferry processes of a test."""
 
 from __future__ import annotations
 
 import os
 
-# Tests fork Kafka brokers (tools/kafka_local.py) from a process that has gRPC loaded; gRPC's
+# Tests fork Kafka brokers (testkit.kafka_local) from a process that has gRPC loaded; gRPC's
 # fork handlers abort such a fork now and then. This must be set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
@@ -13,15 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.kafka_fixture import KafkaCluster, create_topic, kafka_for_session, unique_topic
+from testkit.ferry_process import Ferries
+from testkit.kafka_env import KafkaEnv
+from testkit.kafka_local import KafkaCluster
 
 
-class KafkaHandle:
-    """The session's Kafka: its bootstrap, and the cluster when this session started it."""
-
-    def __init__(self, bootstrap: str, cluster: KafkaCluster | None) -> None:
-        self.bootstrap = bootstrap
-        self.cluster = cluster
+class KafkaHandle(KafkaEnv):
+    """The session's Kafka (see `KafkaEnv`), for tests."""
 
     def require_control(self) -> KafkaCluster:
         """The local cluster, for tests that stop or pause the broker."""
@@ -29,16 +28,20 @@ class KafkaHandle:
             pytest.skip("needs a Kafka this session controls; $KAFKA_BOOTSTRAP is external")
         return self.cluster
 
-    def topic(self, prefix: str = "t", partitions: int = 3) -> str:
-        return create_topic(self.bootstrap, unique_topic(prefix), partitions)
-
 
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
-    bootstrap, cluster = kafka_for_session(tmp_path_factory.mktemp("kafka"))
-    yield KafkaHandle(bootstrap, cluster)
-    if cluster is not None:
-        cluster.stop()
+    handle = KafkaHandle.from_environment(tmp_path_factory.mktemp("kafka") / "kafka")
+    yield handle
+    handle.close()
+
+
+@pytest.fixture
+def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
+    """Ferry processes of one test, each with its own data dir; all killed at the end."""
+    fleet = Ferries(tmp_path, kafka.bootstrap)
+    yield fleet
+    fleet.close()
 
 
 @pytest.fixture

@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from chaos.harness import Env, Run, ScenarioResult, log
-from chaos.observe import kafka_local
 from chaos.workload import channel
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, subscriber_pb2_grpc
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
+from testkit.kafka_admin import create_topic
 
 ALLOWED = {"OK", "INVALID_ARGUMENT", "ALREADY_EXISTS", "RESOURCE_EXHAUSTED", "NOT_FOUND",
            "FAILED_PRECONDITION"}  # fmt: skip
@@ -228,7 +228,7 @@ def bad_input(env: Env) -> ScenarioResult:
     examples = 400 if env.full else 60
     run = Run(env, "bad-input", subscriptions=(1, 1))
     fuzz_topic = f"{run.topic}-fuzz"
-    kafka_local.create_topic(run.bootstrap, fuzz_topic, 1)
+    create_topic(run.bootstrap, fuzz_topic, 1)
     run.ferry.args += ["--max-streams", str(MAX_STREAMS),
                        "--topic-allowlist", f"{run.topic},{fuzz_topic}"]  # fmt: skip
     run.start()

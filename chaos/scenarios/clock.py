@@ -32,9 +32,10 @@ from pathlib import Path
 import grpc
 
 from chaos.harness import Env, Run, ScenarioResult, log, result_for_skip
-from chaos.workload import ack_status, channel
+from chaos.workload import channel
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
+from testkit.subscribe_calls import ack_status
 
 LIBS = ["/usr/lib/x86_64-linux-gnu/faketime/libfaketimeMT.so.1",
         "/usr/lib/aarch64-linux-gnu/faketime/libfaketimeMT.so.1",

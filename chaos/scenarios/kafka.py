@@ -8,7 +8,8 @@ import time
 from collections.abc import Callable
 
 from chaos.harness import Env, Run, ScenarioResult, log
-from chaos.observe import KafkaCluster, ensure_up, off_main
+from testkit.kafka_local import KafkaCluster
+from testkit.kafka_restore import ensure_running, off_main
 
 PAUSE_S = 7.0  # > the forwarder's 5 s probe: Ferry must notice the hang and ride it out
 
@@ -70,7 +71,7 @@ def _broker_rounds(
         time.sleep(2)
         return run.finish()
     finally:
-        ensure_up(env.kafka)
+        ensure_running(env.kafka)
 
 
 def kafka_down_at_start(env: Env) -> ScenarioResult:
@@ -95,7 +96,7 @@ def kafka_down_at_start(env: Env) -> ScenarioResult:
         time.sleep(2)
         return run.finish()
     finally:
-        ensure_up(env.kafka)
+        ensure_running(env.kafka)
 
 
 def leader_kill(env: Env) -> ScenarioResult:

@@ -27,6 +27,7 @@ from chaos.harness import Env, Run, ScenarioResult, log
 from chaos.workload import SubscribePlan, Subscriber
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
 from sidecar.failpoints import ENV as FAILPOINTS_ENV
+from testkit.waiting import wait_until
 
 #: point -> range of the hit count to die on
 POINTS = {
@@ -99,9 +100,7 @@ def _crash_at(run: Run, point: str, count: int) -> bool:
         run.expect_exit()
         with contextlib.suppress(RuntimeError):  # it died while starting: the log says where
             run.ferry.start(60.0)
-        deadline = time.monotonic() + ARMED_WAIT_S
-        while run.alive() and time.monotonic() < deadline:
-            time.sleep(0.05)
+        wait_until(lambda: not run.alive(), ARMED_WAIT_S, 0.05)
         if run.alive():
             run.kill()  # not reached in time (few hits): an ordinary kill -9 then
         with open(run.ferry.log_path, "rb") as f:

@@ -15,7 +15,9 @@ from collections.abc import Callable
 
 from chaos import toxiproxy
 from chaos.harness import Env, Run, ScenarioResult, log, result_for_skip
-from chaos.observe import KafkaCluster, kafka_local, off_main
+from testkit.kafka_local import KafkaCluster
+from testkit.kafka_restore import off_main
+from testkit.ports import stable_free_port
 
 P = "kafka"
 
@@ -55,7 +57,7 @@ def network(env: Env) -> ScenarioResult:
     cluster = KafkaCluster(base / "kafka", brokers=1, heap="384m")
     try:
         node = cluster.nodes[0]
-        proxied = tp.proxy(P, kafka_local.free_port({node.port}), node.address)
+        proxied = tp.proxy(P, stable_free_port({node.port}), node.address)
         node.advertised = proxied
         off_main(cluster.start, 120)
         run = Run(env, "network", bootstrap=proxied).start()

@@ -23,9 +23,10 @@ import grpc
 
 from chaos.harness import Env, Run, ScenarioResult, log
 from chaos.observe import Sample, sample
-from chaos.workload import SubscribePlan, Subscriber, ack_status, channel
+from chaos.workload import SubscribePlan, Subscriber, channel
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
+from testkit.subscribe_calls import ack_status
 
 RSS_GROWTH_LIMIT_MB = 150.0
 

@@ -9,18 +9,18 @@ from pathlib import Path
 import pytest
 
 from chaos.harness import Env, ScenarioResult
-from chaos.observe import ensure_up
+from testkit.kafka_restore import ensure_running
 from tests.conftest import KafkaHandle
 
 
 @pytest.fixture
 def chaos_env(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Env]:
     cluster = kafka.require_control()
-    ensure_up(cluster)
+    ensure_running(cluster)
     try:
         yield Env(cluster, tmp_path, full=False)
     finally:
-        ensure_up(cluster)  # restore the session Kafka healthy
+        ensure_running(cluster)  # restore the session Kafka healthy
 
 
 def run_scenario(scenario: Callable[[Env], ScenarioResult], env: Env) -> ScenarioResult:

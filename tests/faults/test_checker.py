@@ -6,8 +6,11 @@ from collections import Counter
 
 import pytest
 
-from chaos.checker import KafkaRecord, check, order_violations, recovery_stats
+from chaos.checker import check, published_order, recovery_stats
 from chaos.history import FAIL, OK, UNKNOWN, Attempt, History, Op, SubView
+from sidecar.model import EVENT_ID_HEADER
+from testkit.delivery import order_violations
+from testkit.kafka_read import KafkaRecord
 
 pytestmark = pytest.mark.faults
 T = "topic-a"
@@ -20,11 +23,14 @@ def op(event_id: str, key: str, seq: int, *outcomes: str) -> Op:
 
 
 def rec(o: Op, offset: int, partition: int = 0, **change: object) -> KafkaRecord:
+    """A record of `o`; `event_id=None` leaves the event id header out."""
     fields: dict[str, object] = {
         "topic": o.topic, "partition": partition, "offset": offset, "key": o.key.encode(),
         "value": o.payload, "event_id": o.event_id,
     }  # fmt: skip
     fields.update(change)
+    event_id = fields.pop("event_id")
+    fields["headers"] = {EVENT_ID_HEADER: str(event_id).encode()} if event_id is not None else {}
     return KafkaRecord(**fields)  # type: ignore[arg-type]
 
 
@@ -82,8 +88,8 @@ def test_failed_event_present_in_kafka_or_subscription_is_a_violation() -> None:
 
 def test_record_never_published_is_a_phantom() -> None:
     ops = [op("a1", "a", 1, OK)]
-    stray = KafkaRecord(T, 0, 5, b"z", b"zzz", "never-published")
-    no_header = KafkaRecord(T, 0, 6, None, b"raw", None)
+    stray = KafkaRecord(T, 0, 5, b"z", b"zzz", {EVENT_ID_HEADER: b"never-published"})
+    no_header = KafkaRecord(T, 0, 6, None, b"raw", {})
     view = acked(*ops)
     view.delivered["ghost"] += 1
     v = check(ops, [rec(ops[0], 0), stray, no_header], {"s": view}, 0, ["s"])
@@ -113,7 +119,7 @@ def test_order_follows_first_occurrence_so_a_resent_tail_is_fine() -> None:
     a = [op(f"a{i}", "a", i, OK) for i in (1, 2, 3)]
     # a1 a2 a3, then a resend of a2 a3 after a lost ack: the first occurrences are in order
     kafka = [rec(a[0], 0), rec(a[1], 1), rec(a[2], 2), rec(a[1], 3), rec(a[2], 4)]
-    assert order_violations(kafka, {o.event_id: o for o in a}) == []
+    assert order_violations(kafka, published_order(a)) == []
 
 
 def test_order_violation_detected_per_key() -> None:
@@ -134,9 +140,7 @@ def test_gaps_from_unknown_events_are_not_order_violations() -> None:
 def test_key_spread_over_partitions_is_reported() -> None:
     a = [op("a1", "a", 1, OK), op("a2", "a", 2, OK)]
     kafka = [rec(a[0], 0, partition=0), rec(a[1], 0, partition=1)]
-    assert order_violations(kafka, {o.event_id: o for o in a}) == [
-        f"{T}/a: spread over partitions [0, 1]"
-    ]
+    assert order_violations(kafka, published_order(a)) == [f"{T}/a: spread over partitions [0, 1]"]
 
 
 def test_subscription_that_missed_an_event_loses_it() -> None:
@@ -170,7 +174,7 @@ def test_ack_answered_expired_does_not_count_as_acked() -> None:
     h.delivered("s", ["a1"])
     h.ack_sent("s", ["a1"])
     h.ack_result("s", "a1", "EXPIRED")  # never delivered again afterwards: lost
-    kafka = [KafkaRecord(T, 0, 0, b"a", b"p", "a1")]
+    kafka = [KafkaRecord(T, 0, 0, b"a", b"p", {EVENT_ID_HEADER: b"a1"})]
     v = check(h.ops(), kafka, h.sub_views(), 0, ["s"])
     assert v.sub_lost == {"s": ["a1"]}
     assert v.sub_ambiguous == {"s": 0}

@@ -18,8 +18,9 @@ import grpc
 import pytest
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
-from tests.support.ferry import FerryProcess, free_port
-from tests.support.subscriber_client import open_stream
+from testkit.ferry_process import FerryProcess
+from testkit.ports import free_port
+from testkit.stream_client import open_stream
 
 UNREACHABLE_FOR_S = 10.0
 

@@ -1,8 +1,7 @@
-"""The local Kafka of tools/kafka_local.py is a real, durable, replicating Kafka."""
+"""The local Kafka of testkit.kafka_local is a real, durable, replicating Kafka."""
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from pathlib import Path
@@ -10,11 +9,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-_TOOLS = str(Path(__file__).resolve().parents[2] / "tools")
-if _TOOLS not in sys.path:
-    sys.path.insert(0, _TOOLS)
-
-from kafka_local import FAST_START_JVM_OPTS, KafkaCluster  # noqa: E402
+from testkit.kafka_local import FAST_START_JVM_OPTS, KafkaCluster
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -10,17 +10,12 @@ import pytest
 from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.kafka_read import read_topic
+from testkit.kafka_restore import ensure_running, kafka_restored
+from testkit.publishing import FAST_RETRY, event, publish
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess, running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    FAST_RETRY,
-    Delivery,
-    event,
-    kafka_restored,
-    publish,
-    restart_kafka,
-)
 
 KAFKA = pb.ACK_LEVEL_KAFKA
 
@@ -103,7 +98,7 @@ def test_kafka_ack_timeout_is_deadline_exceeded_and_still_delivered(
             assert info.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
             assert ferry.pending_rows() == 4
 
-            restart_kafka(cluster)
+            ensure_running(cluster)
             result = publish(stub, late["late-1"], ack_level=KAFKA, timeout=60).result
             assert result.duplicate
             assert result.HasField("kafka_position")

@@ -10,10 +10,11 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from testkit.delivery import Delivery
+from testkit.ferry_process import running_ferry
+from testkit.kafka_read import read_topic
+from testkit.publishing import event
 from tests.conftest import KafkaHandle
-from tests.support.ferry import running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import Delivery, event
 
 TOTAL = 10_000
 UNARY_WORKERS = 8  # each owns 2 keys and publishes one event per call

@@ -12,10 +12,11 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_read import read_topic
+from testkit.publishing import event
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import Delivery, event
 
 KILLS = 5
 CLIENTS = 4

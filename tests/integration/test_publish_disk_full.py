@@ -17,18 +17,13 @@ import grpc
 import pytest
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_admin import create_topic, unique_topic
+from testkit.kafka_read import read_topic
+from testkit.publishing import FAST_RETRY, event, publish
+from testkit.wal_files import integrity_check, last_sequence
 from tests.conftest import KafkaHandle
-from tests.kafka_fixture import create_topic, unique_topic
-from tests.support.ferry import FerryProcess
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    FAST_RETRY,
-    Delivery,
-    event,
-    integrity_check,
-    last_sequence,
-    publish,
-)
 
 DISK = "32m"  # Ferry holds back a quarter of it (--disk-reserve-bytes) to recover with
 PAYLOAD = 16 * 1024

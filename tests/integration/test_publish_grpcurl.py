@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.kafka_read import read_topic
+from testkit.paths import ROOT, cached_binary
 from tests.conftest import KafkaHandle
-from tests.support.ferry import ROOT, FerryProcess, running_ferry
-from tests.support.kafka_read import read_topic
 
 
 @pytest.fixture(scope="session")
@@ -26,8 +26,7 @@ def grpcurl() -> Path:
         capture_output=True,
         timeout=600,
     )
-    cache = Path(os.environ.get("FERRY_CACHE_DIR") or ROOT / ".cache")
-    binary = cache / "bin" / "grpcurl"
+    binary = cached_binary("grpcurl")
     assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
     return binary
 

@@ -8,16 +8,11 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_restore import ensure_running, kafka_restored
+from testkit.publishing import FAST_RETRY, event, publish
+from testkit.waiting import wait_for
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.publishing import (
-    FAST_RETRY,
-    event,
-    kafka_restored,
-    publish,
-    restart_kafka,
-    wait_for,
-)
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -48,7 +43,7 @@ def test_health_follows_kafka_reachability(kafka: KafkaHandle, data_dir: Path) -
             assert _status(ferry, "ferry.v1.Publisher") == SERVING
             publish(ferry.publisher(), event(topic, "while-down"))
 
-            restart_kafka(cluster)
+            ensure_running(cluster)
             wait_for(lambda: _status(ferry, "ferry.kafka") == SERVING, 30, 0.2, "SERVING again")
             ferry.wait_drained(30)
             assert ferry.terminate() == 0

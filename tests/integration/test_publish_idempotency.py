@@ -11,10 +11,11 @@ import pytest
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.kafka_read import read_topic
+from testkit.publishing import event, publish
+from testkit.wal_files import last_sequence
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess, running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import event, last_sequence, publish
 
 CONCURRENT = 20
 

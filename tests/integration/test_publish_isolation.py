@@ -13,20 +13,15 @@ import pytest
 from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.grpc_errors import error_reason, retry_delay_s
+from testkit.kafka_admin import create_topic, unique_topic
+from testkit.kafka_read import read_topic
+from testkit.publishing import FAST_RETRY, event, publish
+from testkit.waiting import wait_for
+from testkit.wal_files import last_sequence
 from tests.conftest import KafkaHandle
-from tests.kafka_fixture import create_topic, unique_topic
-from tests.support.ferry import FerryProcess, running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    FAST_RETRY,
-    Delivery,
-    error_reason,
-    event,
-    last_sequence,
-    publish,
-    retry_delay_s,
-    wait_for,
-)
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -10,17 +10,12 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_read import read_topic
+from testkit.kafka_restore import ensure_running, kafka_restored
+from testkit.publishing import FAST_RETRY, event, publish
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    FAST_RETRY,
-    Delivery,
-    event,
-    kafka_restored,
-    publish,
-    restart_kafka,
-)
 
 
 def test_kafka_down_before_ferry_starts(kafka: KafkaHandle, data_dir: Path) -> None:
@@ -47,7 +42,7 @@ def test_kafka_down_before_ferry_starts(kafka: KafkaHandle, data_dir: Path) -> N
             assert ferry.pending_rows() == 300
             time.sleep(6)  # longer than the forwarder's 5 s reachability probe
             assert ferry.pending_rows() == 300
-            restart_kafka(cluster)
+            ensure_running(cluster)
             ferry.wait_drained(60)
             assert ferry.terminate() == 0
         finally:
@@ -94,7 +89,7 @@ def test_kafka_stopped_and_restarted_while_publishing(kafka: KafkaHandle, data_d
             during_outage = len(acked)
             time.sleep(3)
             assert len(acked) > during_outage + 100, "publishing stalled while Kafka was down"
-            restart_kafka(cluster)
+            ensure_running(cluster)
             time.sleep(1.5)
             stop.set()
             client.join(10)

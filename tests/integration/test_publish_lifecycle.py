@@ -13,18 +13,15 @@ import pytest
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.kafka_read import read_topic
+from testkit.kafka_restore import ensure_running, kafka_restored
+from testkit.paths import ROOT
+from testkit.ports import free_port
+from testkit.publishing import FAST_RETRY, event, publish
+from testkit.waiting import wait_for
 from tests.conftest import KafkaHandle
-from tests.support.ferry import ROOT, FerryProcess, free_port, running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    FAST_RETRY,
-    Delivery,
-    event,
-    kafka_restored,
-    publish,
-    restart_kafka,
-    wait_for,
-)
 
 
 def _burst(
@@ -171,7 +168,7 @@ def test_second_sigterm_during_a_long_drain_exits_at_once(
             # Every OK is logged; a CANCELLED one may or may not be (outcome unknown).
             pending = ferry.pending_rows()
             assert len(published) <= pending <= len(published) + len(prober.with_code("CANCELLED"))
-            restart_kafka(cluster)
+            ensure_running(cluster)
             ferry.start()
             ferry.wait_drained(60)
             assert ferry.terminate() == 0

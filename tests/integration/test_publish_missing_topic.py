@@ -8,11 +8,13 @@ from pathlib import Path
 from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.delivery import Delivery
+from testkit.ferry_process import running_ferry
+from testkit.kafka_admin import create_topic, unique_topic
+from testkit.kafka_read import read_topic
+from testkit.publishing import FAST_RETRY, event, publish
+from testkit.waiting import wait_for
 from tests.conftest import KafkaHandle
-from tests.kafka_fixture import create_topic, unique_topic
-from tests.support.ferry import running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import FAST_RETRY, Delivery, event, publish, wait_for
 
 PROMPT_S = 10.0
 

@@ -12,24 +12,14 @@ from grpc_status import rpc_status
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1.record_pb2 import TIMESTAMP_TYPE_CREATE_TIME
+from testkit.ferry_process import running_ferry
+from testkit.grpc_errors import bad_request_fields, error_reason
+from testkit.kafka_read import read_topic
+from testkit.publishing import event, event_headers, publish
+from testkit.stream_client import open_stream
+from testkit.subscribe_calls import APPLIED, open_request, unique_subscription
+from testkit.wal_files import last_sequence
 from tests.conftest import KafkaHandle
-from tests.support.ferry import running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    bad_request_fields,
-    error_reason,
-    event,
-    event_headers,
-    last_sequence,
-    publish,
-)
-from tests.support.subscriber_client import (
-    APPLIED,
-    delivered_headers,
-    open_request,
-    open_stream,
-    unique_subscription,
-)
 
 BINARY_HEADERS = [("a", b"\xff\x00"), ("a", None), ("b", b""), ("a", b"last")]
 
@@ -68,7 +58,7 @@ def test_published_records_are_exact_in_kafka_and_at_the_subscriber(
         assert delivered.published_by_ferry
         assert (delivered.key if delivered.HasField("key") else None) == key
         assert (delivered.payload if delivered.HasField("payload") else None) == value
-        assert delivered_headers(delivered) == event_headers(ev)
+        assert event_headers(delivered) == event_headers(ev)
         assert delivered.publish_time == results[ev.event_id].publish_time
         assert delivered.kafka_time_type == TIMESTAMP_TYPE_CREATE_TIME
     assert event_headers(events[0]) == BINARY_HEADERS

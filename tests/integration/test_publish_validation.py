@@ -18,16 +18,12 @@ import pytest
 from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.ferry_process import FerryProcess, running_ferry
+from testkit.grpc_errors import bad_request_fields
+from testkit.kafka_read import read_topic
+from testkit.publishing import event, event_headers, publish
+from testkit.wal_files import last_sequence
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess, running_ferry
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    bad_request_fields,
-    event,
-    event_headers,
-    last_sequence,
-    publish,
-)
 
 MAX_EVENT_BYTES = 1024 * 1024 - 64 * 1024  # the default --max-event-bytes
 MAX_HEADERS = 64

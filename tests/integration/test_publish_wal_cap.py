@@ -8,20 +8,14 @@ import grpc
 import pytest
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.delivery import Delivery
+from testkit.ferry_process import FerryProcess
+from testkit.grpc_errors import error_reason, retry_delay_s
+from testkit.kafka_read import read_topic
+from testkit.kafka_restore import ensure_running, kafka_restored
+from testkit.publishing import FAST_RETRY, event, publish
+from testkit.wal_files import last_sequence
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import (
-    FAST_RETRY,
-    Delivery,
-    error_reason,
-    event,
-    kafka_restored,
-    last_sequence,
-    publish,
-    restart_kafka,
-    retry_delay_s,
-)
 
 CAP = 50
 
@@ -74,7 +68,7 @@ def test_wal_row_cap_refuses_then_recovers(kafka: KafkaHandle, data_dir: Path) -
             again = publish(stub, accepted["e-00"]).result
             assert again.duplicate
 
-            restart_kafka(cluster)
+            ensure_running(cluster)
             ferry.wait_drained(60)
             after = event(topic, "after-drain")
             publish(stub, after, ack_level=pb.ACK_LEVEL_KAFKA, timeout=30)

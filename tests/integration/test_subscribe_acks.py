@@ -3,45 +3,33 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from concurrent.futures import Future
-from pathlib import Path
 
 import grpc
 import pytest
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
-from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.publishing import bad_request_fields
-from tests.support.subscriber_client import (
+from testkit.ferry_process import Ferries, FerryProcess
+from testkit.grpc_errors import bad_request_fields
+from testkit.publishing import publish_through_ferry
+from testkit.stream_client import Received, StreamClient, open_stream
+from testkit.subscribe_calls import (
     ALREADY_ACKED,
     APPLIED,
     EXPIRED,
     UNKNOWN,
-    Ferries,
-    Received,
-    StreamClient,
     duration,
     open_request,
-    open_stream,
-    publish_through_ferry,
     unary_ack,
     unary_extend,
     unary_nack,
     unique_subscription,
 )
+from tests.conftest import KafkaHandle
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
 LEASE_S = 3.0
 NACK_DELAY_S = 2.0
-
-
-@pytest.fixture
-def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
-    fleet = Ferries(tmp_path, kafka.bootstrap)
-    yield fleet
-    fleet.close()
 
 
 def _statuses(results: list[pb.AckIdResult]) -> list[int]:

@@ -4,33 +4,18 @@ subscription moves on past it."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
-import pytest
-
+from testkit.acking_worker import AckingWorker
+from testkit.consumer_offsets import wait_committed_to_end
+from testkit.ferry_process import Ferries
+from testkit.kafka_read import read_topic
+from testkit.publishing import publish_through_ferry
+from testkit.stream_client import open_stream
+from testkit.subscribe_calls import group_of, open_request, unique_subscription
 from tests.conftest import KafkaHandle
-from tests.support.kafka_read import read_topic
-from tests.support.subscriber_client import (
-    AckingWorker,
-    Ferries,
-    group_of,
-    open_request,
-    open_stream,
-    publish_through_ferry,
-    unique_subscription,
-    wait_committed_to_end,
-)
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
 MAX_ATTEMPTS = 3
-
-
-@pytest.fixture
-def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
-    fleet = Ferries(tmp_path, kafka.bootstrap)
-    yield fleet
-    fleet.close()
 
 
 def test_poison_event_is_dead_lettered_after_max_attempts(

@@ -4,37 +4,20 @@ foreign records; a throughput figure. Real Kafka, real Ferry processes."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from sidecar._gen.ferry.v1.record_pb2 import TIMESTAMP_TYPE_CREATE_TIME
+from testkit.acking_worker import AckingWorker
+from testkit.consumer_offsets import end_offsets, wait_committed_to_end
+from testkit.ferry_process import Ferries
+from testkit.kafka_produce import produce_direct
+from testkit.publishing import event_headers, publish_through_ferry
+from testkit.stream_client import open_stream
+from testkit.subscribe_calls import APPLIED, EXPIRED, group_of, open_request, unique_subscription
 from tests.conftest import KafkaHandle
-from tests.support.subscriber_client import (
-    APPLIED,
-    EXPIRED,
-    AckingWorker,
-    Ferries,
-    delivered_headers,
-    end_offsets,
-    group_of,
-    open_request,
-    open_stream,
-    produce_direct,
-    publish_through_ferry,
-    unique_subscription,
-    wait_committed_to_end,
-)
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
-
-
-@pytest.fixture
-def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
-    fleet = Ferries(tmp_path, kafka.bootstrap)
-    yield fleet
-    fleet.close()
 
 
 def test_five_thousand_events_are_delivered_once_acked_and_committed(
@@ -164,7 +147,7 @@ def test_foreign_records_arrive_byte_for_byte_with_coordinates_as_event_id(
         assert event.topic == topic
         assert (event.key if event.HasField("key") else None) == key
         assert (event.payload if event.HasField("payload") else None) == value
-        assert delivered_headers(event) == headers
+        assert event_headers(event) == headers
         assert event.kafka_time.ToMilliseconds() > 0
         assert event.kafka_time_type == TIMESTAMP_TYPE_CREATE_TIME
         assert not event.HasField("publish_time")

@@ -4,51 +4,27 @@ the sidecar, and a second sidecar dying mid-work. Nothing leased and unacked may
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import grpc
 import pytest
 from confluent_kafka import Consumer
 
 from sidecar.subscribe import ackcodec
+from testkit.acking_worker import AckingWorker
+from testkit.consumer_offsets import committed, end_offsets, wait_committed_to_end
+from testkit.ferry_log import assigned_partitions
+from testkit.ferry_process import Ferries
+from testkit.kafka_produce import produce_direct
+from testkit.publishing import publish_through_ferry
+from testkit.stream_client import Received, StreamClient, open_stream
+from testkit.subscribe_calls import APPLIED, group_of, open_request, unique_subscription
+from testkit.subscriber_process import SubprocessSubscriber, spawn_subscriber
+from testkit.waiting import wait_for
 from tests.conftest import KafkaHandle
-from tests.support.subscriber_client import (
-    APPLIED,
-    AckingWorker,
-    Ferries,
-    Received,
-    StreamClient,
-    SubprocessSubscriber,
-    assigned_partitions,
-    committed,
-    group_of,
-    open_request,
-    open_stream,
-    produce_direct,
-    publish_through_ferry,
-    spawn_subscriber,
-    unique_subscription,
-    wait_committed_to_end,
-)
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
 # The broker's minimum: a killed sidecar's partitions move (and a restarted one rejoins) soonest.
 FAST_GROUP = ("--consumer-session-timeout-ms", "6000")
-
-
-@pytest.fixture
-def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
-    fleet = Ferries(tmp_path, kafka.bootstrap)
-    yield fleet
-    fleet.close()
-
-
-def _wait(predicate: object, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not (callable(predicate) and predicate()):
-        assert time.monotonic() < deadline, f"timed out after {timeout}s: {what}"
-        time.sleep(0.05)
 
 
 def _unacked(received: list[Received], acked: set[str]) -> set[str]:
@@ -74,7 +50,7 @@ def test_cancelled_stream_and_killed_subscriber_process_lose_nothing(
     results = a.ack(r.ack_id for r in first_a[:30])
     assert {x.status for x in results} == {APPLIED}
     acked_a = {r.event_id for r in first_a[:30]}
-    _wait(lambda: a.received_count() == 130, 10, "A refilled to 100 leases")
+    wait_for(lambda: a.received_count() == 130, 10, 0.05, "A refilled to 100 leases")
 
     # Subscriber process P fills its 50 leases, acking every 5th delivery.
     child = spawn_subscriber(
@@ -99,17 +75,19 @@ def test_cancelled_stream_and_killed_subscriber_process_lose_nothing(
         c = open_stream(ferry, open_request(subscription, [topic], lease_s=lease_s))
         worker = AckingWorker(c).start()
         fresh_left = 300 - 130 - len(child.deliveries)
-        _wait(lambda: len(worker.applied) == fresh_left, 20, "C acked the remaining events")
+        wait_for(
+            lambda: len(worker.applied) == fresh_left, 20, 0.05, "C acked the remaining events"
+        )
 
         unacked_a = _unacked(a.received, acked_a)
         assert len(unacked_a) == 100
         a.cancel()
         assert a.code() == grpc.StatusCode.CANCELLED
-        _wait(lambda: unacked_a <= set(worker.applied), 15, "A's leases redelivered to C")
+        wait_for(lambda: unacked_a <= set(worker.applied), 15, 0.05, "A's leases redelivered to C")
 
         child.proc.kill()
         child.proc.wait(10)
-        _wait(lambda: unacked_p <= set(worker.applied), 15, "P's leases redelivered to C")
+        wait_for(lambda: unacked_p <= set(worker.applied), 15, 0.05, "P's leases redelivered to C")
     finally:
         if child.proc.poll() is None:
             child.proc.kill()
@@ -166,9 +144,10 @@ def test_kill_9_of_the_sidecar_keeps_out_of_order_acks(
         acked_offsets.setdefault(r.delivery.partition, set()).add(r.delivery.offset)
 
     time.sleep(1.0)
-    _wait(
+    wait_for(
         lambda: _covered(kafka.bootstrap, group_of(subscription), topic, acked_offsets),
         10,
+        0.05,
         "a commit covering every ack (offset + sparse metadata)",
     )
     ferry.kill()
@@ -177,7 +156,9 @@ def test_kill_9_of_the_sidecar_keeps_out_of_order_acks(
     ferry.start()
     again = open_stream(ferry, open_request(subscription, [topic], lease_s=60))
     worker = AckingWorker(again).start()
-    _wait(lambda: unacked <= set(worker.applied), 60, "every unacked event delivered again")
+    wait_for(
+        lambda: unacked <= set(worker.applied), 60, 0.05, "every unacked event delivered again"
+    )
     time.sleep(2.0)
     worker.stop()
     redelivered = {r.event_id for r in again.received}
@@ -253,16 +234,16 @@ def test_two_sidecars_share_partitions_and_survive_one_killed(
 
     # Both own partitions: disjoint sets that cover the topic, and both deliver.
     def split() -> bool:
-        owned_a = assigned_partitions(a_ferry, topic)
-        owned_b = assigned_partitions(b_ferry, topic)
+        owned_a = assigned_partitions(a_ferry.log_path, topic)
+        owned_b = assigned_partitions(b_ferry.log_path, topic)
         return bool(owned_a and owned_b and not owned_a & owned_b and owned_a | owned_b == all4)
 
     all4 = {0, 1, 2, 3}
-    _wait(split, 40, "the two sidecars split the partitions")
-    owned_b = assigned_partitions(b_ferry, topic)
-    _wait(lambda: len(worker_b.applied) >= 100, 40, "B acked 100 events")
+    wait_for(split, 40, 0.05, "the two sidecars split the partitions")
+    owned_b = assigned_partitions(b_ferry.log_path, topic)
+    wait_for(lambda: len(worker_b.applied) >= 100, 40, 0.05, "B acked 100 events")
     assert split(), "the group moved again"
-    assert assigned_partitions(b_ferry, topic) == owned_b, "the group moved again"
+    assert assigned_partitions(b_ferry.log_path, topic) == owned_b, "the group moved again"
     assert partitions(b) & owned_b, "B delivers its partitions"
     assert partitions(a) - owned_b, "A delivers its partitions"
 
@@ -277,7 +258,7 @@ def test_two_sidecars_share_partitions_and_survive_one_killed(
     def everyone() -> set[str]:
         return set(worker_a.applied) | set(worker_b.applied)
 
-    _wait(lambda: everyone() == set(published), 90, "every event acked by someone")
+    wait_for(lambda: everyone() == set(published), 90, 0.05, "every event acked by someone")
     worker_a.stop()
     assert not worker_a.errors
     assert not a.violations
@@ -318,7 +299,12 @@ def test_rebalance_while_paused_does_not_stall_the_subscription(
     """
     total = 3_000
     topic = kafka.topic("sub-pause", partitions=2)
-    produce_direct(kafka.bootstrap, topic, ((None, f"{i}".encode(), None) for i in range(total)))
+    # Keyed: an unkeyed producer may put every record into one partition (sticky batches).
+    records = ((f"k{i % 16}".encode(), f"{i}".encode(), None) for i in range(total))
+    produce_direct(kafka.bootstrap, topic, records)
+    ends = end_offsets(kafka.bootstrap, topic)
+    assert sorted(ends) == [0, 1]
+    assert all(ends.values()), f"a partition holds no records: {ends}"
     ferry = ferries.start(*FERRY_ARGS, *FAST_GROUP)
     subscription = unique_subscription("pause")
     client = open_stream(ferry, open_request(subscription, [topic], lease_s=60, max_outstanding=10))
@@ -327,7 +313,9 @@ def test_rebalance_while_paused_does_not_stall_the_subscription(
 
     _join_and_leave(kafka.bootstrap, group_of(subscription), topic)
     worker = AckingWorker(client).start()
-    _wait(lambda: len(worker.applied) == total, 60, "every record acked after the rebalances")
+    wait_for(
+        lambda: len(worker.applied) == total, 60, 0.05, "every record acked after the rebalances"
+    )
     worker.stop()
     assert not worker.errors
     assert not client.violations

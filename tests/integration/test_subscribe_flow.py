@@ -4,21 +4,15 @@ holding the backlog in memory, and deliveries keep flowing."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import psutil
 import pytest
 
+from testkit.ferry_process import Ferries
+from testkit.kafka_produce import produce_direct
+from testkit.stream_client import open_stream
+from testkit.subscribe_calls import APPLIED, open_request, unique_subscription
 from tests.conftest import KafkaHandle
-from tests.support.subscriber_client import (
-    APPLIED,
-    Ferries,
-    open_request,
-    open_stream,
-    produce_direct,
-    unique_subscription,
-)
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
 BACKLOG = 100_000
@@ -33,13 +27,6 @@ SAMPLE_S = 15.0
 # ~30 MiB of headroom over the paused run and is ~20 MiB under 25k held records, so passing
 # means the subscription paused well before 25k records.
 RSS_GROWTH_BOUND = 60 * 1024 * 1024
-
-
-@pytest.fixture
-def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
-    fleet = Ferries(tmp_path, kafka.bootstrap)
-    yield fleet
-    fleet.close()
 
 
 def test_slow_subscriber_keeps_memory_bounded(

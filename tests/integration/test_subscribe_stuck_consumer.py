@@ -1,9 +1,9 @@
 """A broker paused (SIGSTOP) for longer than the consumer session timeout: every subscription
 delivers again afterwards (issue #5).
 
-librdkafka 2.16 sometimes never rejoins after such a pause (librdkafka issue #2944; see
-chaos/repro_stuck_consumer.py): the consumer reports its partitions lost, then waits in
-`query-coord` (or `up`/`wait-join`) forever. Ferry's consumer watchdog replaces such a consumer.
+librdkafka 2.16 sometimes never rejoins after such a pause (librdkafka issue #2944): the
+consumer reports its partitions lost, then waits in `query-coord` (or `up`/`wait-join`)
+forever. Ferry's consumer watchdog replaces such a consumer.
 On the 2-core dev machine two 8 s pauses 4 s apart left 5 of 12 plain consumers stuck, so the
 test runs 12 subscriptions, fetching a steady stream, through two pauses; without the watchdog it
 fails whenever one of them is stuck (2 of 3 runs against the code before the watchdog).
@@ -17,7 +17,6 @@ start): against a C1-only broker the stuck state showed up in 1 run of 5 only. T
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import threading
 import time
@@ -28,15 +27,15 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from tests.kafka_fixture import KafkaCluster, create_topic, kafka_for_session, unique_topic
-from tests.support.subscriber_client import (
-    AckingWorker,
-    Ferries,
-    StreamClient,
-    open_request,
-    open_stream,
-    unique_subscription,
-)
+from sidecar.model import EVENT_ID_HEADER
+from testkit.acking_worker import AckingWorker
+from testkit.ferry_log import json_entries
+from testkit.ferry_process import Ferries
+from testkit.kafka_admin import create_topic, unique_topic
+from testkit.kafka_env import local_cluster
+from testkit.kafka_local import KafkaCluster
+from testkit.stream_client import StreamClient, open_stream
+from testkit.subscribe_calls import open_request, unique_subscription
 
 SESSION_MS = 6000  # the broker's minimum session timeout
 PAUSE_S = 7.5  # past the session timeout: every consumer loses its partitions
@@ -51,8 +50,7 @@ DELIVERED_WITHIN_S = 35.0
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaCluster]:
     if os.environ.get("KAFKA_BOOTSTRAP", "").strip():
         pytest.skip("pauses a broker of its own; $KAFKA_BOOTSTRAP names an external Kafka")
-    _, cluster = kafka_for_session(tmp_path_factory.mktemp("stuck"), fast_start=False)
-    assert cluster is not None
+    cluster = local_cluster(tmp_path_factory.mktemp("stuck") / "kafka", fast_start=False)
     yield cluster
     cluster.stop()
 
@@ -95,20 +93,12 @@ class SteadyProducer:
                 self._producer.produce(
                     self._topic,
                     event_id.encode(),
-                    headers=[("ferry-event-id", event_id)],
+                    headers=[(EVENT_ID_HEADER, event_id)],
                     on_delivery=on_delivery,
                 )
                 i += 1
             self._producer.poll(0)
             time.sleep(0.005)
-
-
-def _replacements(log_path: Path) -> list[dict[str, object]]:
-    found = []
-    for line in log_path.read_text(errors="replace").splitlines():
-        if line.startswith("{") and '"consumer_replaced"' in line:
-            found.append(json.loads(line))
-    return found
 
 
 def test_every_subscription_delivers_again_after_the_broker_was_paused_past_the_session(
@@ -137,8 +127,8 @@ def test_every_subscription_delivers_again_after_the_broker_was_paused_past_the_
                 time.sleep(0.2)
             return missing(expected)
 
-        # Records keep arriving through the pauses, as in chaos/repro_stuck_consumer.py: consumers
-        # that are fetching when the broker stops get stuck far more often than idle ones.
+        # Records keep arriving through the pauses: consumers that are fetching when the broker
+        # stops get stuck far more often than idle ones.
         producer = SteadyProducer(broker.bootstrap, topic).start()
         assert producer.wait_delivered(100, 30)
         assert not any(wait_acked(30).values()), "not delivered before the pauses"
@@ -152,7 +142,7 @@ def test_every_subscription_delivers_again_after_the_broker_was_paused_past_the_
 
         resumed = time.monotonic()
         left = wait_acked(DELIVERED_WITHIN_S)
-        replaced = _replacements(ferry.log_path)
+        replaced = list(json_entries(ferry.log_path, "consumer_replaced"))
         print(
             f"\n{len(producer.delivered)} events, {len(replaced)} consumer(s) replaced; all "
             f"delivered {time.monotonic() - resumed:.1f}s after the last resume + {REJOIN_WAIT_S}s"

@@ -19,24 +19,15 @@ from grpc_status import rpc_status
 
 from sidecar._gen.ferry.v1 import record_pb2
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
+from testkit.consumer_offsets import committed, wait_committed_to_end
+from testkit.ferry_process import Ferries, FerryProcess
+from testkit.grpc_errors import bad_request_fields, retry_delay_s
+from testkit.kafka_produce import produce_direct
+from testkit.kafka_read import read_topic
+from testkit.publishing import publish_through_ferry
+from testkit.stream_client import Received, StreamClient
+from testkit.subscribe_calls import APPLIED, duration, group_of, open_request, unique_subscription
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import bad_request_fields, retry_delay_s
-from tests.support.subscriber_client import (
-    APPLIED,
-    Ferries,
-    Received,
-    StreamClient,
-    committed,
-    duration,
-    group_of,
-    open_request,
-    produce_direct,
-    publish_through_ferry,
-    unique_subscription,
-    wait_committed_to_end,
-)
 
 FERRY_ARGS = ("--subscription-linger-s", "1")
 MIB = 1024 * 1024

@@ -1,7 +1,5 @@
-#!/usr/bin/env python3
 """A real local Apache Kafka (KRaft, combined broker+controller nodes) run from Maven jars,
-for tests, ``make run``, benchmarks and fault tests. Standard library only; ``confluent_kafka``
-is used when importable (readiness probe, topic helpers)::
+for tests, ``make run``, benchmarks and fault tests::
 
     with KafkaCluster(tmp_path / "kafka", brokers=3) as cluster:
         cluster.create_topic("orders", partitions=3)
@@ -11,8 +9,9 @@ Each node has a PLAINTEXT client listener (``node.port``; advertised as ``node.a
 when set, e.g. a toxiproxy address), an INTERNAL one for replication (never proxied) and a
 CONTROLLER one (static ``controller.quorum.voters``). Ports, cluster id and pids are kept in
 ``<work_dir>/ferry-kafka.json``: a later run on the same dir keeps its ports and data.
-CLI: ``fetch [--cache DIR]``, ``start --dir DIR [--port 9092] [--brokers 1|3]`` (detached),
-``status --dir DIR``, ``stop --dir DIR``.
+CLI (``python -m testkit.kafka_local``): ``fetch [--cache DIR]``,
+``start --dir DIR [--port 9092] [--brokers 1|3]`` (detached), ``status --dir DIR``,
+``stop --dir DIR``.
 """
 
 from __future__ import annotations
@@ -21,36 +20,43 @@ import argparse
 import atexit
 import base64
 import contextlib
-import ctypes
-import fcntl
-import hashlib
 import json
 import os
-import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-KAFKA_VERSION = "4.1.1"  # keep in sync with tools/kafka/pom.xml
-REPO_ROOT = Path(__file__).resolve().parent.parent
-POM = Path(__file__).resolve().parent / "kafka" / "pom.xml"
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from testkit.kafka_admin import QUIET, create_topic, partition_leader
+from testkit.kafka_jars import KAFKA_VERSION, KafkaError, fetch
+from testkit.ports import HOST, port_free, port_open, stable_free_port
+from testkit.processes import die_with_parent
+
+__all__ = [
+    "FAST_START_JVM_OPTS",
+    "KAFKA_VERSION",
+    "KafkaCluster",
+    "KafkaError",
+    "KafkaNode",
+    "fetch",
+]
+
 STATE_FILE = "ferry-kafka.json"
 PROBE_TOPIC = "_ferry_probe"
-HOST = "127.0.0.1"
 # C1-only JIT: ~45% less CPU to start a broker, slower at steady state. For test clusters,
 # not for benchmarks: KafkaCluster(..., jvm_opts=FAST_START_JVM_OPTS).
 FAST_START_JVM_OPTS = ("-XX:TieredStopAtLevel=1",)
-_QUIET = {"log_level": 0}  # no librdkafka connection noise from helper clients
 _LIVE: set[KafkaCluster] = set()  # clusters to stop at interpreter exit
 _LOG4J2 = """status = warn
 appender.f.type = File
@@ -63,86 +69,6 @@ rootLogger.appenderRef.f.ref = FILE
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
-
-
-class KafkaError(RuntimeError):
-    """Fetching, formatting, starting or probing the local Kafka failed."""
-
-
-def default_cache_dir() -> Path:
-    """``$FERRY_CACHE_DIR`` or ``<repo>/.cache``."""
-    env = os.environ.get("FERRY_CACHE_DIR")
-    return Path(env) if env else REPO_ROOT / ".cache"
-
-
-def fetch(cache_dir: Path | str | None = None) -> Path:
-    """Copy Kafka's jars (Maven) into ``<cache_dir>/kafka-<version>/libs`` once; return it.
-
-    Idempotent (a marker holding the pom's hash) and safe when processes race (flock).
-    """
-    home = Path(cache_dir or default_cache_dir()) / f"kafka-{KAFKA_VERSION}"
-    libs, marker = home / "libs", home / ".complete"
-    digest = hashlib.sha256(POM.read_bytes()).hexdigest()
-    if marker.exists() and marker.read_text().strip() == digest:
-        return libs
-    home.mkdir(parents=True, exist_ok=True)
-    with open(home / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if marker.exists() and marker.read_text().strip() == digest:
-            return libs  # another process fetched while we waited
-        mvn = shutil.which("mvn")
-        if mvn is None:
-            raise KafkaError("`mvn` not found on PATH: Maven is needed to fetch Kafka's jars")
-        tmp = home / f"libs.tmp-{os.getpid()}"
-        shutil.rmtree(tmp, ignore_errors=True)
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(POM),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={tmp}",
-        ]
-        res = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if res.returncode != 0 or not (tmp / f"kafka_2.13-{KAFKA_VERSION}.jar").exists():
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise KafkaError(f"{' '.join(cmd)} failed:\n{(res.stdout + res.stderr)[-4000:]}")
-        marker.unlink(missing_ok=True)
-        shutil.rmtree(libs, ignore_errors=True)
-        tmp.rename(libs)
-        marker.write_text(digest + "\n")
-    return libs
-
-
-def _port_free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((HOST, port))
-        except OSError:
-            return False
-        return True
-
-
-def free_port(exclude: set[int] | None = None) -> int:
-    """A free loopback port *below* the ephemeral range, so that no outgoing connection can
-    take it while its node is down (a restarted node reuses its ports)."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 32768
-    for _ in range(500):
-        port = random.randint(min(20000, low - 2000), low - 1)
-        if port not in (exclude or set()) and _port_free(port):
-            return port
-    raise KafkaError("no free loopback port found")
-
-
-def _port_open(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.5):
-        return True
-    return False
 
 
 def _tail(path: Path, lines: int = 40, errors_only: bool = False) -> str:
@@ -160,24 +86,6 @@ def _cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         if not cid.startswith("-"):
             return cid
-
-
-def _pdeathsig() -> None:  # in the child, between fork and exec
-    ctypes.CDLL(None).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-
-
-def _die_with_parent(cmd: list[str]) -> tuple[list[str], Callable[[], None] | None]:
-    """`cmd` and preexec_fn so that the JVM gets SIGTERM when this process dies.
-
-    util-linux's setpriv sets the parent-death signal in the child without Python code
-    between fork and exec, so subprocess can spawn without running fork handlers (a preexec_fn
-    forks the whole interpreter, and in a process with gRPC threads that child can abort).
-    The preexec_fn is the fallback where setpriv is missing.
-    """
-    setpriv = shutil.which("setpriv")
-    if setpriv:
-        return [setpriv, "--pdeathsig", "TERM", "--", *cmd], None
-    return cmd, _pdeathsig
 
 
 @dataclass
@@ -263,8 +171,8 @@ class KafkaCluster:
         used: set[int] = set()
 
         def pick(want: int | None, keep: bool) -> int:
-            ok = want is not None and want not in used and (keep or _port_free(want))
-            port = want if ok and want is not None else free_port(used)
+            ok = want is not None and want not in used and (keep or port_free(want))
+            port = want if ok and want is not None else stable_free_port(used)
             used.add(port)
             return port
 
@@ -371,9 +279,7 @@ class KafkaCluster:
             if node.alive():
                 raise KafkaError(f"kafka node {node.node_id} already runs (pid {node.pid})")
             busy = [
-                p
-                for p in (node.port, node.internal_port, node.controller_port)
-                if not _port_free(p)
+                p for p in (node.port, node.internal_port, node.controller_port) if not port_free(p)
             ]
             if busy:
                 raise KafkaError(f"port(s) {busy} of kafka node {node.node_id} already in use")
@@ -417,7 +323,7 @@ class KafkaCluster:
             cmd = self._java(libs, node, "kafka.Kafka", str(node.props))
             argv, preexec = [cmd[0], *jvm, *cmd[1:]], None
             if in_main and not self.detached:  # the death signal follows the spawning thread
-                argv, preexec = _die_with_parent(argv)
+                argv, preexec = die_with_parent(argv, signal.SIGTERM)
             with open(node.stdout_log, "ab") as out_file:
                 node.proc = subprocess.Popen(
                     argv,
@@ -513,7 +419,7 @@ class KafkaCluster:
                 raise KafkaError(
                     f"kafka node {dead[0].node_id} exited during startup\n" + dead[0].log_tail()
                 )
-            waiting = [n for n in waiting if not _port_open(n.port)]
+            waiting = [n for n in waiting if not port_open(n.port)]
             if not waiting:
                 try:
                     _probe(self.bootstrap, {n.node_id for n in nodes}, min(3, len(self.nodes)))
@@ -552,12 +458,7 @@ class KafkaCluster:
 
 def _probe(bootstrap: str, node_ids: set[int], rf: int) -> None:
     """Raise unless ``node_ids`` are registered brokers and a probe message gets acked."""
-    try:
-        from confluent_kafka import KafkaException, Producer
-        from confluent_kafka.admin import AdminClient
-    except ImportError:
-        return  # only the listener check is possible
-    md = AdminClient({"bootstrap.servers": bootstrap, **_QUIET}).list_topics(timeout=5)
+    md = AdminClient({"bootstrap.servers": bootstrap, **QUIET}).list_topics(timeout=5)
     if not node_ids <= set(md.brokers):
         raise KafkaError(f"registered brokers {sorted(md.brokers)}, want {sorted(node_ids)}")
     if PROBE_TOPIC not in md.topics:
@@ -570,53 +471,13 @@ def _probe(bootstrap: str, node_ids: set[int], rf: int) -> None:
             "acks": "all",
             "enable.idempotence": True,
             "message.timeout.ms": 10000,
-            **_QUIET,
+            **QUIET,
         }
     )
     producer.produce(PROBE_TOPIC, b"probe", on_delivery=lambda err, _msg: errors.append(err))
     producer.flush(12)
     if errors != [None]:
         raise KafkaError(f"probe produce failed: {errors or 'timeout'}")
-
-
-def create_topic(
-    bootstrap: str,
-    name: str,
-    partitions: int = 1,
-    replication: int = -1,
-    config: Mapping[str, str] | None = None,
-    timeout: float = 30.0,
-) -> None:
-    """Create a topic with AdminClient (replication -1: broker default) and wait until every
-    partition has a leader. Raises ``confluent_kafka.KafkaException`` if creation fails."""
-    from confluent_kafka.admin import AdminClient
-    from confluent_kafka.cimpl import NewTopic
-
-    admin = AdminClient({"bootstrap.servers": bootstrap, **_QUIET})
-    new = NewTopic(
-        name, num_partitions=partitions, replication_factor=replication, config=dict(config or {})
-    )
-    admin.create_topics([new], operation_timeout=timeout)[name].result(timeout)
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        t = admin.list_topics(name, timeout=5).topics.get(name)
-        if (
-            t is not None
-            and t.error is None
-            and len(t.partitions) == partitions
-            and all(p.leader >= 0 for p in t.partitions.values())
-        ):
-            return
-        time.sleep(0.2)
-    raise KafkaError(f"topic {name} has no leaders after {timeout}s")
-
-
-def partition_leader(bootstrap: str, topic: str, partition: int = 0) -> int:
-    """Broker id leading ``topic``/``partition`` (-1: none)."""
-    from confluent_kafka.admin import AdminClient
-
-    md = AdminClient({"bootstrap.servers": bootstrap, **_QUIET}).list_topics(topic, timeout=10)
-    return int(md.topics[topic].partitions[partition].leader)
 
 
 @atexit.register
@@ -627,7 +488,9 @@ def _stop_all() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="kafka_local", description="Local Kafka (KRaft) from jars.")
+    ap = argparse.ArgumentParser(
+        prog="python -m testkit.kafka_local", description="Local Kafka (KRaft) from jars."
+    )
     sub = ap.add_subparsers(dest="cmd", required=True)
     sub.add_parser("fetch", help="download Kafka's jars").add_argument("--cache", type=Path)
     p_start = sub.add_parser("start", help="start a detached cluster, wait until ready")
