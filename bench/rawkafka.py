@@ -15,9 +15,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from sidecar.model import EVENT_ID_HEADER
 from sidecar.kafka.consumer import consumer_config
 from sidecar.kafka.producer import producer_config
+from sidecar.model import EVENT_ID_HEADER
 
 #: Ferry adds its event id header (a 36-character UUID) to each record: so do we.
 EVENT_ID: tuple[str, str | bytes | None] = (EVENT_ID_HEADER, "0190b0c4-7a4e-7cc2-9a7e-0123456789ab")

@@ -35,7 +35,13 @@ def test_wal_row_cap_refuses_then_recovers(kafka: KafkaHandle, data_dir: Path) -
     with kafka_restored(cluster):
         cluster.stop()
         ferry = FerryProcess(
-            data_dir, kafka.bootstrap, "--wal-max-rows", str(CAP), *FAST_RETRY
+            data_dir,
+            kafka.bootstrap,
+            "--wal-max-rows",
+            str(CAP),
+            "--wal-topic-share",
+            "1",
+            *FAST_RETRY,
         ).start()
         try:
             stub = ferry.publisher()
