@@ -6,6 +6,14 @@ refuse new publishes, close subscriber streams (UNAVAILABLE; leases are
 returned, acked offsets committed), let in-flight calls finish, give the
 forwarder its grace period, close the log. What is not drained stays logged
 for the next start.
+
+The wal-writer, forwarder, kafka-probe and consumer threads run supervised
+(sidecar/lifecycle.py): if one dies (an exception escapes its loop), it is
+logged as one `thread_died` line with the traceback, health turns NOT_SERVING
+at once and Ferry drains as on SIGTERM, then exits 70 so that Kubernetes
+restarts it. The forwarder gets no grace period if the log writer died (it
+could retire nothing). What is logged stays in the log; the next start
+forwards it.
 """
 
 from __future__ import annotations
@@ -26,16 +34,19 @@ from sidecar.forward.forwarder import Forwarder
 from sidecar.forward.waiters import DeliveryWaiters
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
+from sidecar.lifecycle import ThreadDeaths, on_thread_death
 from sidecar.model import AckLevel, Outcome, OutgoingEvent
 from sidecar.publishing import Publishing
 from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
+from sidecar.wal.writer import THREAD_NAME as WAL_WRITER
 from sidecar.wal.writer import WalLimits, WalWriter
 
 log = structlog.get_logger(__name__)
 RPC_GRACE_S = 5.0
 SERVICES = ["", PUBLISHER, SUBSCRIBER]
+KAFKA_WATCH = "kafka-health-watch"
 
 
 @dataclass
@@ -50,11 +61,17 @@ class FerryApp:
     health: Health
     server: grpc.aio.Server
     port: int
+    #: Set by a supervised thread's death; the caller (cli) also sets it on SIGTERM.
+    stop_requested: asyncio.Event
+    deaths: ThreadDeaths
     _watch: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, settings: Settings) -> FerryApp:
         loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        deaths = ThreadDeaths(loop, stop_requested)
+        on_thread_death(deaths.report)  # before the first supervised thread starts
         clock = SystemClock()
         waiters = DeliveryWaiters(loop)
         forwarder_ref: list[Forwarder] = []
@@ -124,8 +141,12 @@ class FerryApp:
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)
-        app = cls(settings, writer, forwarder, publishing, subscriptions, health, server, port)
-        app._watch = asyncio.create_task(app._watch_kafka())
+        app = cls(
+            settings, writer, forwarder, publishing, subscriptions, health, server, port,
+            stop_requested, deaths,
+        )  # fmt: skip
+        app._watch = asyncio.create_task(app._watch_kafka(), name=KAFKA_WATCH)
+        app._watch.add_done_callback(app._watch_ended)
         log.info(
             "ferry_started",
             port=port,
@@ -133,6 +154,12 @@ class FerryApp:
             settings=settings.describe(),
         )
         return app
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        # Supervised like the threads: a dead watch would freeze ferry.kafka at its last state.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task_died", task=KAFKA_WATCH, exc_info=exc)
+            self.deaths.report(KAFKA_WATCH, exc)
 
     async def _watch_kafka(self) -> None:
         reachable: bool | None = None
@@ -146,20 +173,29 @@ class FerryApp:
 
     async def drain(self) -> None:
         """Stop serving, let in-flight work finish, drain the forwarder, close the log."""
-        log.info("drain_started", pending_events=self.writer.pending_rows)
-        await self.health.set(False, [*SERVICES, KAFKA_HEALTH])
-        self.publishing.stop_accepting()
-        if self._watch is not None:
+        log.info(
+            "drain_started",
+            pending_events=self.writer.pending_rows,
+            dead_threads=list(self.deaths.threads),
+        )
+        if self._watch is not None:  # first: it must not turn ferry.kafka SERVING again
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
+        await self.health.set(False, [*SERVICES, KAFKA_HEALTH])
+        self.publishing.stop_accepting()
         await self.subscriptions.shutdown()
         # The server keeps answering (UNAVAILABLE for new publishes) while the forwarder drains,
         # so calls that already reached it are refused cleanly instead of cancelled.
-        await asyncio.to_thread(self.forwarder.stop, self.settings.drain_grace_s)
+        grace = 0.0 if WAL_WRITER in self.deaths.threads else self.settings.drain_grace_s
+        await asyncio.to_thread(self.forwarder.stop, grace)
         await self.server.stop(RPC_GRACE_S)
         await asyncio.to_thread(self.writer.close)
-        log.info("drain_finished", pending_events=self.writer.pending_rows)
+        log.info(
+            "drain_finished",
+            pending_events=self.writer.pending_rows,
+            dead_threads=list(self.deaths.threads),
+        )
 
 
 __all__ = ["AckLevel", "FerryApp"]

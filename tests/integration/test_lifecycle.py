@@ -1,0 +1,198 @@
+"""Ferry's lifecycle with real processes and a real broker: a dead thread turns Ferry NOT_SERVING
+and stops it with exit code 70 (what is logged is forwarded after the restart)."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
+from sidecar.lifecycle import EXIT_INTERNAL_ERROR
+from tests.conftest import KafkaHandle
+from tests.support.ferry import FerryProcess
+from tests.support.kafka_read import read_topic
+from tests.support.publishing import event, publish
+from tests.support.subscriber_client import (
+    APPLIED,
+    StreamClient,
+    group_of,
+    open_request,
+    publish_through_ferry,
+    unique_subscription,
+)
+
+#: Every name Ferry answers health for.
+HEALTH_NAMES = ("", "ferry.v1.Publisher", "ferry.v1.Subscriber", "ferry.kafka")
+#: Within Kubernetes' default grace period.
+BUDGET_S = 30.0
+
+
+def _crashing(data_dir: Path, kafka: KafkaHandle, point: str) -> FerryProcess:
+    return FerryProcess(data_dir, kafka.bootstrap, env={"FERRY_FAILPOINTS": f"{point}=1"})
+
+
+class HealthWatch:
+    """Polls health until the process exits; notes whether every name was seen NOT_SERVING."""
+
+    def __init__(self, ferry: FerryProcess) -> None:
+        self.ferry = ferry
+        self.all_not_serving = threading.Event()
+        self.serving_after_not_serving = False
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _status(self, name: str) -> int | None:
+        try:
+            reply = self.ferry.health().Check(
+                health_pb2.HealthCheckRequest(service=name), timeout=1
+            )
+        except grpc.RpcError:
+            return None  # the server is stopping or gone
+        return int(reply.status)
+
+    def _run(self) -> None:
+        assert self.ferry.proc is not None
+        while self.ferry.proc.poll() is None:
+            statuses = [self._status(name) for name in HEALTH_NAMES]
+            if self.all_not_serving.is_set() and health_pb2.HealthCheckResponse.SERVING in statuses:
+                self.serving_after_not_serving = True
+            if all(s == health_pb2.HealthCheckResponse.NOT_SERVING for s in statuses):
+                self.all_not_serving.set()
+            time.sleep(0.01)
+
+    def wait_exit(self, timeout: float) -> tuple[int, float]:
+        """The exit code, and how long after this call the process exited."""
+        assert self.ferry.proc is not None
+        started = time.monotonic()
+        code = self.ferry.proc.wait(timeout)
+        self._thread.join(5)
+        return code, time.monotonic() - started
+
+
+def _log_entries(ferry: FerryProcess, event_name: str) -> list[dict[str, Any]]:
+    entries = []
+    for line in ferry.log_path.read_text(errors="replace").splitlines():
+        if line.startswith("{") and f'"{event_name}"' in line:
+            entry = json.loads(line)  # one JSON line each, traceback included
+            if entry.get("event") == event_name:
+                entries.append(entry)
+    return entries
+
+
+def _check_died(ferry: FerryProcess, thread: str, point: str) -> None:
+    [died] = _log_entries(ferry, "thread_died")
+    assert died["thread"] == thread, died
+    assert died["level"] == "error"
+    [exception] = died["exception"]  # the traceback, structured, in the same line
+    assert exception["exc_type"] == "InjectedCrash", died
+    assert point in exception["exc_value"], died
+    assert exception["frames"][-1]["name"] == "hit", died
+    [drain] = _log_entries(ferry, "drain_started")
+    assert drain["dead_threads"] == [thread], drain
+    assert _log_entries(ferry, "drain_finished"), ferry.log_tail()
+
+
+def _restart_clean(ferry: FerryProcess) -> FerryProcess:
+    ferry.kill()
+    ferry.env = {}
+    return ferry.start()
+
+
+def test_a_dead_forwarder_stops_ferry_and_the_logged_events_are_forwarded_after_restart(
+    kafka: KafkaHandle, data_dir: Path
+) -> None:
+    topic = kafka.topic("life-forwarder", partitions=3)
+    ferry = _crashing(data_dir, kafka, "forwarder.crash").start()
+    try:
+        events = [event(topic, f"fwd-{i:03d}", key=f"k{i % 7}".encode()) for i in range(50)]
+        watch = HealthWatch(ferry)
+        # One commit, one wave: the forwarder dies having retired nothing.
+        reply = ferry.publisher().PublishBatch(ppb.PublishBatchRequest(events=events), timeout=10)
+        assert all(e.WhichOneof("outcome") == "result" for e in reply.entries), reply
+        code, took = watch.wait_exit(BUDGET_S)
+        print(f"\nforwarder died: exit {code} {took:.2f} s after the publish")
+        assert code == EXIT_INTERNAL_ERROR, ferry.log_tail()
+        assert not watch.serving_after_not_serving
+        _check_died(ferry, "forwarder", "forwarder.crash")
+        assert ferry.pending_rows() == len(events), "what is logged stays in the log"
+        _restart_clean(ferry)
+        ferry.wait_drained(30)
+        assert ferry.terminate() == 0
+    finally:
+        ferry.kill()
+    got = {r.event_id for r in read_topic(kafka.bootstrap, topic, expect=len(events), quiet=1)}
+    assert got == {e.event_id for e in events}
+
+
+def test_a_dead_consumer_thread_stops_ferry_and_a_restart_delivers(
+    kafka: KafkaHandle, data_dir: Path
+) -> None:
+    topic = kafka.topic("life-consumer", partitions=2)
+    ferry = _crashing(data_dir, kafka, "consumer.crash").start()
+    subscription = unique_subscription("life")
+    try:
+        ids = publish_through_ferry(ferry, topic, 20)
+        watch = HealthWatch(ferry)
+        client = StreamClient(ferry.channel(), open_request(subscription, [topic])).start()
+        code, took = watch.wait_exit(BUDGET_S)
+        print(f"\nconsumer thread died: exit {code} {took:.2f} s after the stream opened")
+        assert code == EXIT_INTERNAL_ERROR, ferry.log_tail()
+        assert not watch.serving_after_not_serving
+        assert client.wait_closed(10)
+        assert client.received == [], "the consumer died before handing anything over"
+        _check_died(ferry, f"consumer-{group_of(subscription)}", "consumer.crash")
+        _restart_clean(ferry)
+        client = StreamClient(ferry.channel(), open_request(subscription, [topic])).open()
+        assert client.wait_received(len(ids), 60), f"{client.received_count()} delivered"
+        assert sorted(r.event_id for r in client.received) == sorted(ids)
+        results = client.ack(r.ack_id for r in client.received)
+        assert all(r.status == APPLIED for r in results)
+        assert ferry.terminate() == 0
+    finally:
+        ferry.kill()
+
+
+def test_a_dead_log_writer_stops_ferry_and_what_it_committed_is_forwarded_after_restart(
+    kafka: KafkaHandle, data_dir: Path
+) -> None:
+    topic = kafka.topic("life-writer", partitions=1)
+    ferry = FerryProcess(data_dir, kafka.bootstrap, env={"FERRY_FAILPOINTS": "wal.crash=3"})
+    ferry.start()
+    try:
+        stub = ferry.publisher()
+        publish(stub, event(topic, "logged-1"))
+        publish(stub, event(topic, "logged-2"))
+        watch = HealthWatch(ferry)
+        third: Future[Any] = Future()
+
+        def publish_third() -> None:
+            try:
+                third.set_result(publish(stub, event(topic, "never-logged"), timeout=20))
+            except grpc.RpcError as exc:
+                third.set_result(exc.code())
+
+        threading.Thread(target=publish_third, daemon=True).start()
+        # The third publish is never answered OK: its commit never happened. Ferry shows
+        # NOT_SERVING while it drains (the call in progress holds the server up to 5 s).
+        assert watch.all_not_serving.wait(10), ferry.log_tail()
+        code, took = watch.wait_exit(BUDGET_S)
+        print(f"\nlog writer died: exit {code}, {took:.2f} s after NOT_SERVING was seen")
+        assert code == EXIT_INTERNAL_ERROR, ferry.log_tail()
+        assert not watch.serving_after_not_serving
+        answer = third.result(30)
+        assert isinstance(answer, grpc.StatusCode), answer
+        _check_died(ferry, "wal-writer", "wal.crash")
+        _restart_clean(ferry)
+        ferry.wait_drained(30)
+        assert ferry.terminate() == 0
+    finally:
+        ferry.kill()
+    got = {r.event_id for r in read_topic(kafka.bootstrap, topic, expect=2, quiet=1)}
+    assert got == {"logged-1", "logged-2"}
