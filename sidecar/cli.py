@@ -124,6 +124,7 @@ async def _serve(settings: Settings) -> int:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
+    lifecycle.arm_deadline(app.budget.total_s)
     await app.drain()
     return lifecycle.EXIT_INTERNAL_ERROR if app.deaths.threads else 0
 

@@ -1,9 +1,12 @@
 """Ferry's lifecycle with real processes and a real broker: a dead thread turns Ferry NOT_SERVING
-and stops it with exit code 70 (what is logged is forwarded after the restart)."""
+and stops it with exit code 70 (what is logged is forwarded after the restart), and SIGTERM with
+20 subscriptions, each with an open stream holding leases, exits 0 within the shutdown budget
+with the acked offsets committed and the leases returned."""
 
 from __future__ import annotations
 
 import json
+import signal
 import threading
 import time
 from concurrent.futures import Future
@@ -14,7 +17,7 @@ import grpc
 from grpc_health.v1 import health_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
-from sidecar.lifecycle import EXIT_INTERNAL_ERROR
+from sidecar.lifecycle import EXIT_INTERNAL_ERROR, ShutdownBudget
 from tests.conftest import KafkaHandle
 from tests.support.ferry import FerryProcess
 from tests.support.kafka_read import read_topic
@@ -22,6 +25,7 @@ from tests.support.publishing import event, publish
 from tests.support.subscriber_client import (
     APPLIED,
     StreamClient,
+    committed,
     group_of,
     open_request,
     publish_through_ferry,
@@ -30,8 +34,8 @@ from tests.support.subscriber_client import (
 
 #: Every name Ferry answers health for.
 HEALTH_NAMES = ("", "ferry.v1.Publisher", "ferry.v1.Subscriber", "ferry.kafka")
-#: Within Kubernetes' default grace period.
-BUDGET_S = 30.0
+BUDGET_S = ShutdownBudget.for_grace(10.0).total_s  # the default --drain-grace-s
+SUBSCRIPTIONS = 20
 
 
 def _crashing(data_dir: Path, kafka: KafkaHandle, point: str) -> FerryProcess:
@@ -196,3 +200,77 @@ def test_a_dead_log_writer_stops_ferry_and_what_it_committed_is_forwarded_after_
         ferry.kill()
     got = {r.event_id for r in read_topic(kafka.bootstrap, topic, expect=2, quiet=1)}
     assert got == {"logged-1", "logged-2"}
+
+
+def test_sigterm_with_20_subscriptions_holding_leases_exits_0_within_the_budget(
+    kafka: KafkaHandle, data_dir: Path
+) -> None:
+    topic = kafka.topic("life-shutdown", partitions=2)
+    ferry = FerryProcess(data_dir, kafka.bootstrap).start()
+    names = [unique_subscription(f"sd{i:02d}") for i in range(SUBSCRIPTIONS)]
+    try:
+        ids = publish_through_ferry(ferry, topic, 40)
+        clients = [
+            StreamClient(ferry.channel(), open_request(name, [topic], lease_s=300)).start()
+            for name in names
+        ]
+        # Each stream gets every record; it acks the first half of each partition (a prefix,
+        # committed as is) and holds the rest leased.
+        acked_to: dict[str, dict[int, int]] = {}
+        for name, client in zip(names, clients, strict=True):
+            assert client.wait_received(len(ids), 60), f"{name}: {client.received_count()}"
+            by_partition: dict[int, list[int]] = {}
+            for r in client.received:
+                by_partition.setdefault(r.delivery.partition, []).append(r.delivery.offset)
+            assert sorted(by_partition) == [0, 1]
+            assert all(len(offs) >= 4 for offs in by_partition.values()), by_partition
+            prefix = {p: sorted(offs)[len(offs) // 2] for p, offs in by_partition.items()}
+            acks = [
+                r.ack_id
+                for r in client.received
+                if r.delivery.offset < prefix[r.delivery.partition]
+            ]
+            assert all(x.status == APPLIED for x in client.ack(acks))
+            acked_to[name] = prefix
+        assert ferry.proc is not None
+        started = time.monotonic()
+        ferry.proc.send_signal(signal.SIGTERM)
+        code = ferry.proc.wait(BUDGET_S + 30)
+        took = time.monotonic() - started
+        print(
+            f"\nSIGTERM to exit with {SUBSCRIPTIONS} subscriptions holding leases: "
+            f"{took:.2f} s (budget {BUDGET_S:.0f} s)"
+        )
+        assert code == 0, ferry.log_tail()
+        assert took < BUDGET_S
+        for client in clients:
+            assert client.wait_closed(10)
+            assert client.code() == grpc.StatusCode.UNAVAILABLE, client.error
+        stopped = _log_entries(ferry, "subscription_stopped")
+        assert sorted(e["subscription"] for e in stopped) == sorted(names)
+        assert all(e["closed"] for e in stopped), stopped
+        assert not _log_entries(ferry, "consumer_close_abandoned")
+        for name in names:  # the acked prefix is committed
+            got = {
+                p: offset
+                for p, (offset, _) in committed(kafka.bootstrap, group_of(name), topic).items()
+            }
+            assert got == acked_to[name], name
+        # The leases were returned: after a restart each subscription gets exactly what it
+        # had not acked.
+        records = read_topic(kafka.bootstrap, topic, expect=len(ids), quiet=0.5)
+        ferry.start()
+        clients = [
+            StreamClient(ferry.channel(), open_request(name, [topic])).start() for name in names
+        ]
+        for name, client in zip(names, clients, strict=True):
+            expected = {
+                (r.partition, r.offset) for r in records if r.offset >= acked_to[name][r.partition]
+            }
+            assert client.wait_received(len(expected), 60), f"{name}: {client.received_count()}"
+            time.sleep(0.1)
+            got = {(r.delivery.partition, r.delivery.offset) for r in client.received}
+            assert got == expected, name
+        assert ferry.terminate() == 0
+    finally:
+        ferry.kill()
