@@ -3,6 +3,42 @@
 Start order: lock + open the log, start the forwarder, serve (health goes
 SERVING once the log is open).
 
+Ferry is one process. Its threads, and what each owns:
+
+==========================  ==========================================================
+thread                      owns
+==========================  ==========================================================
+main: the asyncio loop      the gRPC servicers (Publisher, Subscriber, Health,
+                            reflection); publishing and the ACK_LEVEL_KAFKA waiters; the
+                            subscription registry and every `Subscription` (streams,
+                            leases, ack trackers, redeliveries, dead-letter writes), its
+                            lease ticker and linger tasks; the `ferry.kafka` health
+                            watch; signals and the drain
+gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loop
+`_poll_wrapper`)
+`wal-writer`                the only writing connection to the log: group commit of
+                            appends and retirements, dedupe pruning, the disk reserve,
+                            checkpoints
+`forwarder`                 the Kafka producer (its delivery callbacks run here) and a
+                            read-only log connection: per-topic lanes, retries,
+                            retirement requests
+`kafka-probe`               metadata requests through the forwarder's producer while no
+                            delivery is reported: Kafka reachability
+`consumer-<group>`, one     that subscription's Kafka consumer: polling, rebalance
+per subscription            callbacks (the commit on revoke), commits, pause and resume,
+                            the stuck-consumer watchdog
+`close-<group>` (passing)   closes a consumer, so that its thread can stop waiting for it
+`stderr-to-json` (cli)      file descriptor 2, a pipe: what native code writes there (gRPC
+                            core above all) is logged as JSON lines
+`stop-<subscription>`,      one blocking drain step each; the loop waits for it at most
+`forwarder-stop`,           its share of the shutdown budget
+`wal-close` (drain)
+`shutdown-deadline`         exits the process once the shutdown budget is spent
+(drain)
+native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka client)
+                            and gRPC core's
+==========================  ==========================================================
+
 The wal-writer, forwarder, kafka-probe and consumer threads run supervised
 (sidecar/lifecycle.py): if one dies (an exception escapes its loop), it is
 logged as one `thread_died` line with the traceback, health turns NOT_SERVING
