@@ -43,12 +43,15 @@ def _crashing(data_dir: Path, kafka: KafkaHandle, point: str) -> FerryProcess:
 
 
 class HealthWatch:
-    """Polls health until the process exits; notes whether every name was seen NOT_SERVING."""
+    """Polls health until the process exits. `down` is set once every name answers NOT_SERVING,
+    or once the server, still running, refuses health checks (its stop has begun); SERVING must
+    never come back after that."""
 
     def __init__(self, ferry: FerryProcess) -> None:
         self.ferry = ferry
-        self.all_not_serving = threading.Event()
-        self.serving_after_not_serving = False
+        self.down = threading.Event()
+        self.seen: set[str] = set()
+        self.serving_after_down = False
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -65,11 +68,15 @@ class HealthWatch:
         assert self.ferry.proc is not None
         while self.ferry.proc.poll() is None:
             statuses = [self._status(name) for name in HEALTH_NAMES]
-            if self.all_not_serving.is_set() and health_pb2.HealthCheckResponse.SERVING in statuses:
-                self.serving_after_not_serving = True
+            if self.down.is_set() and health_pb2.HealthCheckResponse.SERVING in statuses:
+                self.serving_after_down = True
             if all(s == health_pb2.HealthCheckResponse.NOT_SERVING for s in statuses):
-                self.all_not_serving.set()
-            time.sleep(0.01)
+                self.seen.add("NOT_SERVING")
+                self.down.set()
+            elif all(s is None for s in statuses) and self.ferry.proc.poll() is None:
+                self.seen.add("refused")
+                self.down.set()
+            time.sleep(0.005)
 
     def wait_exit(self, timeout: float) -> tuple[int, float]:
         """The exit code, and how long after this call the process exited."""
@@ -121,9 +128,9 @@ def test_a_dead_forwarder_stops_ferry_and_the_logged_events_are_forwarded_after_
         reply = ferry.publisher().PublishBatch(ppb.PublishBatchRequest(events=events), timeout=10)
         assert all(e.WhichOneof("outcome") == "result" for e in reply.entries), reply
         code, took = watch.wait_exit(BUDGET_S)
-        print(f"\nforwarder died: exit {code} {took:.2f} s after the publish")
+        print(f"\nforwarder died: exit {code} {took:.2f} s after the publish; health {watch.seen}")
         assert code == EXIT_INTERNAL_ERROR, ferry.log_tail()
-        assert not watch.serving_after_not_serving
+        assert not watch.serving_after_down
         _check_died(ferry, "forwarder", "forwarder.crash")
         assert ferry.pending_rows() == len(events), "what is logged stays in the log"
         _restart_clean(ferry)
@@ -146,9 +153,9 @@ def test_a_dead_consumer_thread_stops_ferry_and_a_restart_delivers(
         watch = HealthWatch(ferry)
         client = StreamClient(ferry.channel(), open_request(subscription, [topic])).start()
         code, took = watch.wait_exit(BUDGET_S)
-        print(f"\nconsumer thread died: exit {code} {took:.2f} s after the stream opened")
+        print(f"\nconsumer died: exit {code} {took:.2f} s after the open; health {watch.seen}")
         assert code == EXIT_INTERNAL_ERROR, ferry.log_tail()
-        assert not watch.serving_after_not_serving
+        assert not watch.serving_after_down
         assert client.wait_closed(10)
         assert client.received == [], "the consumer died before handing anything over"
         _check_died(ferry, f"consumer-{group_of(subscription)}", "consumer.crash")
@@ -183,13 +190,14 @@ def test_a_dead_log_writer_stops_ferry_and_what_it_committed_is_forwarded_after_
                 third.set_result(exc.code())
 
         threading.Thread(target=publish_third, daemon=True).start()
-        # The third publish is never answered OK: its commit never happened. Ferry shows
-        # NOT_SERVING while it drains (the call in progress holds the server up to 5 s).
-        assert watch.all_not_serving.wait(10), ferry.log_tail()
+        # The third publish is never answered OK: its commit never happened. Ferry answers
+        # NOT_SERVING, then refuses calls while the gRPC server stops (the call in progress
+        # holds it up to 5 s).
+        assert watch.down.wait(10), ferry.log_tail()
         code, took = watch.wait_exit(BUDGET_S)
-        print(f"\nlog writer died: exit {code}, {took:.2f} s after NOT_SERVING was seen")
+        print(f"\nlog writer died: exit {code}, {took:.2f} s after health went down {watch.seen}")
         assert code == EXIT_INTERNAL_ERROR, ferry.log_tail()
-        assert not watch.serving_after_not_serving
+        assert not watch.serving_after_down
         answer = third.result(30)
         assert isinstance(answer, grpc.StatusCode), answer
         _check_died(ferry, "wal-writer", "wal.crash")
