@@ -1,18 +1,72 @@
 """Assembly and lifecycle of one Ferry process: log, forwarder, subscriptions, services, drain.
 
 Start order: lock + open the log, start the forwarder, serve (health goes
-SERVING once the log is open). Drain order (SIGTERM): health NOT_SERVING,
-refuse new publishes, close subscriber streams (UNAVAILABLE; leases are
-returned, acked offsets committed), let in-flight calls finish, give the
-forwarder its grace period, close the log. What is not drained stays logged
-for the next start.
+SERVING once the log is open).
+
+Ferry is one process. Its threads, and what each owns:
+
+==========================  ==========================================================
+thread                      owns
+==========================  ==========================================================
+main: the asyncio loop      the gRPC servicers (Publisher, Subscriber, Health,
+                            reflection); publishing and the ACK_LEVEL_KAFKA waiters; the
+                            subscription registry and every `Subscription` (streams,
+                            leases, ack trackers, redeliveries, dead-letter writes), its
+                            lease ticker and linger tasks; the `ferry.kafka` health
+                            watch; signals and the drain
+gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loop
+`_poll_wrapper`)
+`wal-writer`                the only writing connection to the log: group commit of
+                            appends and retirements, dedupe pruning, the disk reserve,
+                            checkpoints
+`forwarder`                 the Kafka producer (its delivery callbacks run here) and a
+                            read-only log connection: per-topic lanes, retries,
+                            retirement requests
+`kafka-probe`               metadata requests through the forwarder's producer while no
+                            delivery is reported: Kafka reachability
+`consumer-<group>`, one     that subscription's Kafka consumer: polling, rebalance
+per subscription            callbacks (the commit on revoke), commits, pause and resume,
+                            the stuck-consumer watchdog
+`close-<group>` (passing)   closes a consumer, so that its thread can stop waiting for it
+`stderr-to-json` (cli)      file descriptor 2, a pipe: what native code writes there (gRPC
+                            core above all) is logged as JSON lines
+`stop-<subscription>`,      one blocking drain step each; the loop waits for it at most
+`forwarder-stop`,           its share of the shutdown budget
+`wal-close` (drain)
+`shutdown-deadline`         exits the process once the shutdown budget is spent
+(drain)
+native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka client)
+                            and gRPC core's
+==========================  ==========================================================
+
+The wal-writer, forwarder, kafka-probe and consumer threads run supervised
+(sidecar/lifecycle.py): if one dies (an exception escapes its loop), it is
+logged as one `thread_died` line with the traceback, health turns NOT_SERVING
+at once and Ferry drains as below, then exits 70 so that Kubernetes restarts
+it. The forwarder gets no grace period if the log writer died (it could
+retire nothing). What is logged stays in the log; the next start forwards it.
+
+Drain (SIGTERM, or a dead thread), each step bounded, the shutdown budget
+being their sum (`ShutdownBudget`): health NOT_SERVING for every service
+name and new publishes UNAVAILABLE (at once); streams end UNAVAILABLE with
+their leases returned, and every subscription's consumer commits its acked
+offsets and leaves its group, all in parallel (5 s); the forwarder drains for
+`--drain-grace-s` and settles (+3 s); the gRPC server lets calls in progress
+finish (5 s); the log closes (2 s); 1 s of slack. That is `--drain-grace-s` +
+16 s, 26 s by default, below Kubernetes' 30 s grace period. A step that
+overruns its share is left behind (what it did not finish stays logged, or
+uncommitted and delivered again); when the whole budget is spent the process
+exits 70, whatever still runs. Exit codes: 0 drained, 2 invalid
+configuration, 70 a thread died or the budget ran out, 128 + signal number
+on a second signal.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 
 import grpc
 import structlog
@@ -26,16 +80,25 @@ from sidecar.forward.forwarder import Forwarder
 from sidecar.forward.waiters import DeliveryWaiters
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
+from sidecar.lifecycle import (
+    FORWARDER_STOP_S,
+    KUBERNETES_GRACE_S,
+    ShutdownBudget,
+    ThreadDeaths,
+    on_thread_death,
+    run_blocking,
+)
 from sidecar.model import AckLevel, Outcome, OutgoingEvent
 from sidecar.publishing import Publishing
 from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
+from sidecar.wal.writer import THREAD_NAME as WAL_WRITER
 from sidecar.wal.writer import WalLimits, WalWriter
 
 log = structlog.get_logger(__name__)
-RPC_GRACE_S = 5.0
 SERVICES = ["", PUBLISHER, SUBSCRIBER]
+KAFKA_WATCH = "kafka-health-watch"
 
 
 @dataclass
@@ -50,11 +113,21 @@ class FerryApp:
     health: Health
     server: grpc.aio.Server
     port: int
+    #: Set by a supervised thread's death; the caller (cli) also sets it on SIGTERM.
+    stop_requested: asyncio.Event
+    deaths: ThreadDeaths
+    budget: ShutdownBudget = field(init=False)
     _watch: asyncio.Task[None] | None = None
+
+    def __post_init__(self) -> None:
+        self.budget = ShutdownBudget.for_grace(self.settings.drain_grace_s)
 
     @classmethod
     async def start(cls, settings: Settings) -> FerryApp:
         loop = asyncio.get_running_loop()
+        stop_requested = asyncio.Event()
+        deaths = ThreadDeaths(loop, stop_requested)
+        on_thread_death(deaths.report)  # before the first supervised thread starts
         clock = SystemClock()
         waiters = DeliveryWaiters(loop)
         forwarder_ref: list[Forwarder] = []
@@ -124,15 +197,33 @@ class FerryApp:
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)
-        app = cls(settings, writer, forwarder, publishing, subscriptions, health, server, port)
-        app._watch = asyncio.create_task(app._watch_kafka())
+        app = cls(
+            settings, writer, forwarder, publishing, subscriptions, health, server, port,
+            stop_requested, deaths,
+        )  # fmt: skip
+        app._watch = asyncio.create_task(app._watch_kafka(), name=KAFKA_WATCH)
+        app._watch.add_done_callback(app._watch_ended)
         log.info(
             "ferry_started",
             port=port,
             pending_events=writer.pending_rows,
+            shutdown_budget_s=app.budget.total_s,
             settings=settings.describe(),
         )
+        if app.budget.total_s > KUBERNETES_GRACE_S:
+            log.warning(
+                "shutdown_budget_over_kubernetes_grace",
+                shutdown_budget_s=app.budget.total_s,
+                kubernetes_grace_s=KUBERNETES_GRACE_S,
+                hint="lower --drain-grace-s or raise terminationGracePeriodSeconds",
+            )
         return app
+
+    def _watch_ended(self, task: asyncio.Task[None]) -> None:
+        # Supervised like the threads: a dead watch would freeze ferry.kafka at its last state.
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.error("task_died", task=KAFKA_WATCH, exc_info=exc)
+            self.deaths.report(KAFKA_WATCH, exc)
 
     async def _watch_kafka(self) -> None:
         reachable: bool | None = None
@@ -145,21 +236,41 @@ class FerryApp:
             await asyncio.sleep(0.5)
 
     async def drain(self) -> None:
-        """Stop serving, let in-flight work finish, drain the forwarder, close the log."""
-        log.info("drain_started", pending_events=self.writer.pending_rows)
-        await self.health.set(False, [*SERVICES, KAFKA_HEALTH])
-        self.publishing.stop_accepting()
-        if self._watch is not None:
+        """Stop serving, close subscriptions, drain the forwarder, close the log: each step
+        within its share of `self.budget` (see the module docstring)."""
+        started = time.monotonic()
+        budget = self.budget
+        log.info(
+            "drain_started",
+            pending_events=self.writer.pending_rows,
+            budget_s=budget.total_s,
+            dead_threads=list(self.deaths.threads),
+        )
+        if self._watch is not None:  # first: it must not turn ferry.kafka SERVING again
             self._watch.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
-        await self.subscriptions.shutdown()
+        await self.health.set(False, [*SERVICES, KAFKA_HEALTH])
+        self.publishing.stop_accepting()
+        await self.subscriptions.shutdown(budget.consumers_s)
         # The server keeps answering (UNAVAILABLE for new publishes) while the forwarder drains,
         # so calls that already reached it are refused cleanly instead of cancelled.
-        await asyncio.to_thread(self.forwarder.stop, self.settings.drain_grace_s)
-        await self.server.stop(RPC_GRACE_S)
-        await asyncio.to_thread(self.writer.close)
-        log.info("drain_finished", pending_events=self.writer.pending_rows)
+        grace = 0.0 if WAL_WRITER in self.deaths.threads else self.settings.drain_grace_s
+        forwarder_s = grace + FORWARDER_STOP_S  # at most budget.forwarder_s
+        stopped = await run_blocking(
+            lambda: self.forwarder.stop(grace), forwarder_s, "forwarder-stop"
+        )
+        if not stopped:
+            log.warning("forwarder_stop_abandoned", after_s=forwarder_s)
+        await self.server.stop(budget.rpc_s)
+        if not await run_blocking(self.writer.close, budget.wal_s, "wal-close"):
+            log.warning("wal_close_abandoned", after_s=budget.wal_s)
+        log.info(
+            "drain_finished",
+            pending_events=self.writer.pending_rows,
+            took_s=round(time.monotonic() - started, 3),
+            dead_threads=list(self.deaths.threads),
+        )
 
 
 __all__ = ["AckLevel", "FerryApp"]

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from sidecar import failpoints
+from sidecar import failpoints, lifecycle
 from sidecar.config import Settings, load_settings
 from sidecar.errors import ConfigError
 from sidecar.observability.logging import (
@@ -104,7 +104,7 @@ def _parked(action: str, data_dir: Path, topic: str | None) -> int:
     return 0
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> int:
     # Imported here, not at the top: it brings in grpc, whose C core must find the
     # environment main() prepares (quiet_grpc_core) when it starts.
     from sidecar.app import FerryApp
@@ -112,7 +112,7 @@ async def _serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(asyncio_exception_handler)
     app = await FerryApp.start(settings)
-    stop = asyncio.Event()
+    stop = app.stop_requested  # set by a signal, or by a supervised thread's death
 
     def on_signal(signum: int) -> None:
         if stop.is_set():
@@ -124,7 +124,9 @@ async def _serve(settings: Settings) -> None:
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_signal, signum)
     await stop.wait()
+    lifecycle.arm_deadline(app.budget.total_s)
     await app.drain()
+    return lifecycle.EXIT_INTERNAL_ERROR if app.deaths.threads else 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,10 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     register_secrets(sensitive_values(settings.librdkafka_options()))
     stderr = StderrToJson().start()
     try:
-        asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings))
     except ConfigError as exc:
         log.error("cannot_start", error=str(exc))
         return 2
     finally:
         stderr.drain()  # gRPC's last words (a failed bind, say) before the exit's own line
-    return 0

@@ -1,10 +1,13 @@
-"""Crash points for fault testing: the process SIGKILLs itself at a chosen place.
+"""Crash points for fault testing: Ferry fails at a chosen place.
 
 `FERRY_FAILPOINTS="forwarder.after_ack=3"` kills Ferry the 3rd time it reaches that point,
 so a fault run can crash it exactly where a bug would hide (after the log commit but before
 the reply, after Kafka's ack but before the row is retired, while a lease is redelivered)
-instead of only at random moments. Unset (always, outside tests) every point is one dict
-lookup on an empty dict. Unknown names stop Ferry at start, like any invalid setting.
+instead of only at random moments. Two kinds of point: a kill point SIGKILLs the process; a
+thread point (`*.crash`) raises `InjectedCrash` in the thread that reaches it, as a bug would,
+so that the thread dies and Ferry's supervision (sidecar/lifecycle.py) is what stops it.
+Unset (always, outside tests) every point is one truth test of an empty dict. Unknown names
+stop Ferry at start, like any invalid setting.
 """
 
 from __future__ import annotations
@@ -20,7 +23,17 @@ POINTS = {
     "wal.after_commit": "the log committed a transaction; no publish in it has been answered",
     "forwarder.after_ack": "Kafka acknowledged records; their rows are not retired yet",
     "subscribe.redeliver": "a record is being leased again (nack, expiry, lost stream)",
+    "wal.crash": "the log writer took publishes to commit; they are neither logged nor answered",
+    "forwarder.crash": "the forwarder handed a wave of rows to the producer; none is retired",
+    "consumer.crash": "a subscription's consumer fetched records, before handing them over",
 }
+#: Points that raise in the thread that reaches them instead of killing the process.
+THREAD_POINTS = frozenset(name for name in POINTS if name.endswith(".crash"))
+
+
+class InjectedCrash(RuntimeError):
+    """Raised by a thread point: the thread dies as it would of a bug."""
+
 
 _armed: dict[str, int] = {}
 _lock = threading.Lock()
@@ -53,7 +66,8 @@ def arm_from_env() -> None:
 
 
 def hit(name: str) -> None:
-    """Count a pass through point `name`; on its armed count, SIGKILL this process."""
+    """Count a pass through point `name`; on its armed count, SIGKILL this process (a kill
+    point) or raise InjectedCrash (a thread point, which is then disarmed)."""
     if not _armed:
         return
     with _lock:
@@ -63,5 +77,9 @@ def hit(name: str) -> None:
         if left > 1:
             _armed[name] = left - 1
             return
+        if name in THREAD_POINTS:
+            del _armed[name]
+    if name in THREAD_POINTS:
+        raise InjectedCrash(f"failpoint {name} (FERRY_FAILPOINTS)")
     os.write(2, f'{{"event": "failpoint_hit", "point": "{name}"}}\n'.encode())
     os.kill(os.getpid(), signal.SIGKILL)

@@ -35,6 +35,7 @@ from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.kafka.producer import refused_for_good
+from sidecar.lifecycle import supervised
 from sidecar.model import (
     EVENT_ID_HEADER,
     PUBLISH_TIME_HEADER,
@@ -129,8 +130,12 @@ class Forwarder:
         self.resent_total = 0
         self.parked_total = 0
         self._producer: ProducerPort | None = None
-        self._thread = threading.Thread(target=self._run, name="forwarder", daemon=True)
-        self._prober = threading.Thread(target=self._probe_loop, name="kafka-probe", daemon=True)
+        self._thread = threading.Thread(
+            target=supervised("forwarder", self._run), name="forwarder", daemon=True
+        )
+        self._prober = threading.Thread(
+            target=supervised("kafka-probe", self._probe_loop), name="kafka-probe", daemon=True
+        )
 
     # -- called from other threads ---------------------------------------------------------
 
@@ -184,6 +189,8 @@ class Forwarder:
                     producer = self._replace_producer(producer)
                 self._restart_due_lanes()
                 sent = self._fill(producer, reader)
+                if sent:
+                    failpoints.hit("forwarder.crash")  # escapes: the thread dies (fault tests)
                 if self._in_flight:
                     producer.poll(0 if sent else 0.05)
                 else:

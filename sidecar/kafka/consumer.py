@@ -30,8 +30,10 @@ from typing import Any, Protocol
 import structlog
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
+from sidecar import failpoints
 from sidecar.clock import SystemClock
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, headers_size
+from sidecar.lifecycle import supervised
 from sidecar.observability.kafka_logs import KafkaClientLog
 from sidecar.subscribe.watchdog import ConsumerWatchdog
 
@@ -127,9 +129,8 @@ class ConsumerThread:
         self._outbox: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
         self._drain_scheduled = False
         self.replacements = 0
-        self._thread = threading.Thread(
-            target=self._run, name=f"consumer-{self._group}", daemon=True
-        )
+        name = f"consumer-{self._group}"
+        self._thread = threading.Thread(target=supervised(name, self._run), name=name, daemon=True)
 
     def start(self) -> None:
         self._thread.start()
@@ -170,14 +171,19 @@ class ConsumerThread:
                 if messages:
                     records = [r for r in map(_record, messages) if r is not None]
                     if records:
+                        failpoints.hit("consumer.crash")  # escapes: the thread dies (fault tests)
                         self._watchdog.fetched()
                         self._post(self._sink.on_records, records)
                 if time.monotonic() >= next_check:
                     next_check = time.monotonic() + WATCHDOG_EVERY_S
                     consumer = self._check_watchdog(consumer)
             self._run_commands(consumer)
-        finally:
-            self._close(consumer)
+        except BaseException:
+            # Ferry stops on a dead consumer thread (sidecar/lifecycle.py): leave the group
+            # briefly, so that what is acked is committed, without holding that up.
+            self._close(consumer, REPLACED_CLOSE_WAIT_S)
+            raise
+        self._close(consumer)
 
     def _open(self) -> Consumer:
         generation = self._generation

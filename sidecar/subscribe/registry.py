@@ -24,6 +24,7 @@ from sidecar.errors import (
     TooManyStreams,
     TooManySubscriptions,
 )
+from sidecar.lifecycle import run_blocking
 from sidecar.subscribe.stream import Stream, StreamOptions
 from sidecar.subscribe.subscription import (
     ConsumerControl,
@@ -77,6 +78,7 @@ class SubscriptionRegistry:
         self._consumers: dict[str, ConsumerHandle] = {}
         self._lingering: dict[str, asyncio.Task[None]] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._stopping: dict[str, asyncio.Task[None]] = {}
         self._ticker: asyncio.Task[None] | None = None
         self._closing = False
 
@@ -133,15 +135,24 @@ class SubscriptionRegistry:
         if subscription.stream_count == 0 and not self._closing and name not in self._lingering:
             self._lingering[name] = asyncio.get_running_loop().create_task(self._linger(name))
 
-    async def shutdown(self) -> None:
-        """Close every stream (UNAVAILABLE), return leases, commit acked offsets, leave groups."""
+    async def shutdown(self, close_timeout_s: float | None = None) -> None:
+        """Close every stream (UNAVAILABLE), return leases, commit acked offsets, leave groups.
+
+        The consumers close in parallel. One not closed after `close_timeout_s` (None: no
+        limit) is left closing on its own daemon thread; if the process exits first, its group
+        moves the partitions after the session timeout and what was not committed comes again.
+        """
         self._closing = True
         for task in self._lingering.values():
             task.cancel()
         for subscription in self._subscriptions.values():
             subscription.close_all_streams(ShuttingDown("Ferry is shutting down; reconnect"))
-        for name in list(self._subscriptions):
-            await self._stop(name)
+        names = list(self._subscriptions)
+        stops = (self._stop(name, close_timeout_s) for name in names)
+        results = await asyncio.gather(*stops, return_exceptions=True)
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, BaseException):  # the others must still stop
+                log.error("subscription_stop_failed", subscription=name, exc_info=result)
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -167,15 +178,33 @@ class SubscriptionRegistry:
             if subscription is not None and subscription.stream_count == 0:
                 await self._stop(name)
 
-    async def _stop(self, name: str) -> None:
-        subscription = self._subscriptions[name]
-        consumer = self._consumers.pop(name)
-        subscription.commit_now()
-        # Leaving the group runs the revoke callback, which commits the acked prefix.
-        await asyncio.to_thread(consumer.stop)
-        await subscription.close()
-        del self._subscriptions[name]
-        log.info("subscription_stopped", subscription=name)
+    async def _stop(self, name: str, timeout_s: float | None = None) -> None:
+        """Stop subscription `name`; waits at most `timeout_s` for its consumer to close.
+
+        One stop per subscription: a shutdown that finds one under way (a linger that ran
+        out) waits for it instead of starting another; cancelling a waiter leaves it running.
+        """
+        stopping = self._stopping.get(name)
+        if stopping is None:
+            stopping = asyncio.get_running_loop().create_task(self._stop_once(name, timeout_s))
+            self._stopping[name] = stopping
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+
+    async def _stop_once(self, name: str, timeout_s: float | None) -> None:
+        try:
+            subscription = self._subscriptions[name]
+            consumer = self._consumers.pop(name)
+            subscription.commit_now()
+            # Leaving the group runs the revoke callback, which commits the acked prefix.
+            closed = await run_blocking(consumer.stop, timeout_s, f"stop-{name}")
+            if not closed:
+                log.warning("consumer_close_abandoned", subscription=name, after_s=timeout_s)
+            await subscription.close()
+            del self._subscriptions[name]
+            log.info("subscription_stopped", subscription=name, closed=closed)
+        finally:
+            del self._stopping[name]
 
     async def _tick_forever(self) -> None:
         while True:

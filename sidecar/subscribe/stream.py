@@ -117,12 +117,21 @@ class Stream:
         self.unsent -= count
 
     def drop_unsent(self) -> set[str]:
-        """Empty the outbox of a closed stream; return the ack ids the client never saw."""
+        """Empty the outbox of a closed stream; return the ack ids the client never saw.
+
+        A StreamClosed stays: the servicer ends the call with its error (a shutdown closes
+        streams this way), and would otherwise wait for a next item that never comes.
+        """
         never_sent = {leased.lease.ack_id for leased in self._batch}
         self._batch = []
+        ending: StreamClosed | None = None
         while not self.outbox.empty():
             item = self.outbox.get_nowait()
             if isinstance(item, LeasedBatch):
                 never_sent.update(leased.lease.ack_id for leased in item.records)
+            elif isinstance(item, StreamClosed):
+                ending = item
+        if ending is not None:
+            self.outbox.put_nowait(ending)
         self.unsent = 0
         return never_sent

@@ -31,6 +31,7 @@ from sidecar.errors import (
     ShuttingDown,
     StorageFailure,
 )
+from sidecar.lifecycle import supervised
 from sidecar.model import (
     Accepted,
     Delivered,
@@ -57,6 +58,7 @@ from sidecar.wal.store import (
 
 log = structlog.get_logger(__name__)
 
+THREAD_NAME = "wal-writer"
 MAX_EVENTS_PER_COMMIT = 20_000
 #: Rows retired in a commit that also appends (at least; as many as it appends if more), and
 #: in a commit of retirements alone. Small enough that a publish waits for little.
@@ -135,7 +137,9 @@ class WalWriter:
         self._closed = False
         self._last_prune = 0.0
         self.commits = 0
-        self._thread = threading.Thread(target=self._run, name="wal-writer", daemon=True)
+        self._thread = threading.Thread(
+            target=supervised(THREAD_NAME, self._run), name=THREAD_NAME, daemon=True
+        )
         self._thread.start()
 
     @property
@@ -192,6 +196,8 @@ class WalWriter:
         stop = False
         while not stop or self._backlog:
             appends, stopping = self._gather()
+            if appends:
+                failpoints.hit("wal.crash")  # escapes: the thread dies (fault tests)
             stop = self._stopping = stop or stopping
             budget = RETIRE_ROWS_ALONE
             if appends:
