@@ -18,19 +18,13 @@ from grpc_health.v1 import health_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar.lifecycle import EXIT_INTERNAL_ERROR, ShutdownBudget
+from testkit.consumer_offsets import committed
+from testkit.ferry_process import FerryProcess
+from testkit.kafka_read import read_topic
+from testkit.publishing import event, publish, publish_through_ferry
+from testkit.stream_client import StreamClient
+from testkit.subscribe_calls import APPLIED, group_of, open_request, unique_subscription
 from tests.conftest import KafkaHandle
-from tests.support.ferry import FerryProcess
-from tests.support.kafka_read import read_topic
-from tests.support.publishing import event, publish
-from tests.support.subscriber_client import (
-    APPLIED,
-    StreamClient,
-    committed,
-    group_of,
-    open_request,
-    publish_through_ferry,
-    unique_subscription,
-)
 
 #: Every name Ferry answers health for.
 HEALTH_NAMES = ("", "ferry.v1.Publisher", "ferry.v1.Subscriber", "ferry.kafka")
