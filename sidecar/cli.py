@@ -56,7 +56,7 @@ def _parser() -> argparse.ArgumentParser:
                 dest=name,
                 action="store_true",
                 default=None,
-                help=f"{field.description} (env {env})",
+                help=_help(f"{field.description} (env {env})"),
             )
         else:
             serve.add_argument(
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
                 dest=name,
                 default=None,
                 metavar="VALUE",
-                help=f"{field.description} (env {env}, default {field.default})",
+                help=_help(f"{field.description} (env {env}, default {field.default})"),
             )
     parked = commands.add_parser(
         "parked", help="list, release or drop events Kafka refused for good (Ferry stopped)"
@@ -78,6 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     parked.add_argument("--topic", default=None, help="only this topic's parked events")
     return parser
+
+
+def _help(text: str) -> str:
+    """argparse formats help with %: a literal one (\"25% of the disk\") must be doubled."""
+    return text.replace("%", "%%")
 
 
 def _parked(action: str, data_dir: Path, topic: str | None) -> int:

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from sidecar.cli import main
 from sidecar.config import KIB, MIB, PRODUCER_MESSAGE_MAX_BYTES, Settings, load_settings
 from sidecar.errors import ConfigError
 
@@ -261,3 +262,13 @@ def test_the_request_limit_follows_the_event_limits() -> None:
 
 def test_a_request_limit_over_two_gib_is_refused() -> None:
     assert "max_batch_events" in config_error(max_batch_events=100_000)
+
+
+def test_serve_help_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["serve", "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for name in Settings.model_fields:
+        assert f"--{name.replace('_', '-')}" in out
+    assert "25%" in out
