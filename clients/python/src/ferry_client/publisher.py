@@ -19,7 +19,7 @@ import grpc.aio
 
 from ferry_client._channel import channel_options, ferry_addr
 from ferry_client._gen.ferry.v1 import publisher_pb2 as pb
-from ferry_client._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
+from ferry_client._gen.ferry.v1 import publisher_pb2_grpc
 from ferry_client._retry import Attempts
 from ferry_client._uuid7 import uuid7
 
@@ -122,9 +122,7 @@ def _entries(
 
 
 class _Base:
-    def __init__(
-        self, deadline: float, attempt_timeout: float, ack_level: AckLevel
-    ) -> None:
+    def __init__(self, deadline: float, attempt_timeout: float, ack_level: AckLevel) -> None:
         self.deadline, self.attempt_timeout, self.ack_level = deadline, attempt_timeout, ack_level
         self._closed = False
 
@@ -186,7 +184,9 @@ class FerryPublisher(_Base):
         deadline: float | None = None,
     ) -> PublishResult:
         """Publish one event and return Ferry's answer once it is durable (or in Kafka)."""
-        batch = self._request([Event(topic, payload, key, headers, event_id)], ack_level, kafka_wait)
+        batch = self._request(
+            [Event(topic, payload, key, headers, event_id)], ack_level, kafka_wait
+        )
         request = self._single(batch)
         response = self._call(self._stub.Publish, request, self._attempts(deadline, kafka_wait))
         return _result(response.result)
@@ -255,7 +255,9 @@ class AsyncFerryPublisher(_Base):
         kafka_wait: float | None = None,
         deadline: float | None = None,
     ) -> PublishResult:
-        batch = self._request([Event(topic, payload, key, headers, event_id)], ack_level, kafka_wait)
+        batch = self._request(
+            [Event(topic, payload, key, headers, event_id)], ack_level, kafka_wait
+        )
         request = self._single(batch)
         attempts = self._attempts(deadline, kafka_wait)
         while True:

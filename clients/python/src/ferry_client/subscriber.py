@@ -204,7 +204,9 @@ class Subscriber:
         if max_redelivery_backoff is not None:
             self._open.max_redelivery_backoff.CopyFrom(_duration(max_redelivery_backoff))
         self._own_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(ferry_addr(addr), options=channel_options())
+        self._channel = channel or grpc.insecure_channel(
+            ferry_addr(addr), options=channel_options()
+        )
         self._stub = subscriber_pb2_grpc.SubscriberStub(self._channel)
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="ferry-handler")
         self._stopping = threading.Event()
