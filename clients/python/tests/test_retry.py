@@ -170,3 +170,21 @@ def test_async_publisher_retries_with_the_same_event_id() -> None:
     finally:
         server.stop()
     assert [r.event.event_id for r in servicer.requests] == [event_id, event_id]
+
+
+def test_service_config_is_packaged_and_accepted_by_grpc() -> None:
+    import json
+
+    from ferry_client import channel_options
+
+    options = dict(channel_options(service_config=True))
+    config = json.loads(str(options["grpc.service_config"]))
+    assert config["methodConfig"][0]["name"][0]["service"] == "ferry.v1.Publisher"
+    servicer = FakePublisher(script=[status(C.UNAVAILABLE)])
+    server = FakeServer(servicer)
+    try:
+        with FerryPublisher(server.addr, service_config=True) as publisher:
+            publisher.publish("t", b"p")
+    finally:
+        server.stop()
+    assert len(servicer.requests) == 2  # retried by gRPC's policy or the client's loop
