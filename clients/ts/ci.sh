@@ -26,7 +26,7 @@ setup() {
   local start=$SECONDS stamp=node_modules/.ferry-lock-sha256
   # npm ci wipes node_modules, so it runs only when the lock file changed.
   if [[ ! -f $stamp || "$(cat "$stamp")" != "$(lock_sum)" ]]; then
-    npm ci --prefer-offline --no-audit --no-fund >&2
+    npm ci --prefer-offline --no-audit --no-fund --ignore-scripts >&2
     lock_sum >"$stamp"
   fi
   npx --no-install tsc -p . >&2
