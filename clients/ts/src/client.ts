@@ -128,6 +128,8 @@ export class FerryClient {
       // Reconnect promptly once Ferry is back after a restart (grpc-js waits up to 120 s by default).
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 5000,
+      // Ferry sends a record larger than its delivery budget alone, in a message of any size.
+      "grpc.max_receive_message_length": -1,
       ...options.channelOptions,
     };
     if (options.serviceConfig !== undefined) {

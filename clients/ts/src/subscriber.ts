@@ -17,7 +17,10 @@ import {
 export interface SubscribeOptions {
   subscription: string;
   topics: string[];
-  /** Stops the loop: handlers in flight finish and are acked, then the stream is half-closed. */
+  /**
+   * Stops the loop: handlers in flight finish (they get this signal to cut their work short)
+   * and are acked, then the stream is half-closed.
+   */
   signal?: AbortSignal;
   /** Handlers running at once; default 16. */
   concurrency?: number;
