@@ -1,0 +1,18 @@
+export {
+  FerryClient,
+  loadServiceConfig,
+  stderrLogger,
+  type BatchOutcome,
+  type Bytes,
+  type CallOptions,
+  type EventInput,
+  type FerryClientOptions,
+  type HeadersInput,
+  type Logger,
+  type PublishOptions,
+} from "./client.js";
+export { Code, FerryError, isFatalSubscribeError, isRetryablePublishError, type FieldViolation } from "./errors.js";
+export type { Handler, SubscribeOptions } from "./subscriber.js";
+export { AckLevel, type KafkaPosition, type PublishResult } from "./gen/ferry/v1/publisher.js";
+export { AckIdStatus, DeliveryOrder, StartPosition, type Delivery, type ReceivedEvent } from "./gen/ferry/v1/subscriber.js";
+export type { Header } from "./gen/ferry/v1/record.js";

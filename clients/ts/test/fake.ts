@@ -1,0 +1,136 @@
+// In-process fake Ferry servers for the unit tests: each call is answered from a script.
+import * as grpc from "@grpc/grpc-js";
+import { AssignedEventIds, type PublishRequest, PublisherService } from "../src/gen/ferry/v1/publisher.js";
+import {
+  type SubscribeRequest,
+  type SubscribeResponse,
+  SubscriberService,
+} from "../src/gen/ferry/v1/subscriber.js";
+import { BadRequest, ErrorInfo, RetryInfo } from "../src/gen/google/rpc/error_details.js";
+import { Status } from "../src/gen/google/rpc/status.js";
+
+export interface FakeError {
+  code: grpc.status;
+  message?: string;
+  reason?: string;
+  retryDelayMs?: number;
+  badField?: string;
+  assignedEventIds?: string[];
+}
+
+/** A call's answer: OK, a scripted error, or no answer at all (the client's deadline fires). */
+export type Answer = "ok" | "hang" | FakeError;
+
+function any(typeName: string, value: Uint8Array) {
+  return { typeUrl: `type.googleapis.com/${typeName}`, value: Buffer.from(value) };
+}
+
+/** A ServiceError as Ferry sends it: the details in the grpc-status-details-bin trailer. */
+export function serviceError(e: FakeError): Partial<grpc.ServiceError> {
+  const details = [];
+  if (e.reason) details.push(any("google.rpc.ErrorInfo", ErrorInfo.encode({ reason: e.reason, domain: "ferry.v1", metadata: {} }).finish()));
+  if (e.retryDelayMs !== undefined) {
+    const retryDelay = { seconds: Math.floor(e.retryDelayMs / 1000), nanos: (e.retryDelayMs % 1000) * 1e6 };
+    details.push(any("google.rpc.RetryInfo", RetryInfo.encode({ retryDelay }).finish()));
+  }
+  if (e.badField) {
+    const fieldViolations = [{ field: e.badField, description: "bad", reason: "", localizedMessage: undefined }];
+    details.push(any("google.rpc.BadRequest", BadRequest.encode({ fieldViolations }).finish()));
+  }
+  if (e.assignedEventIds) {
+    details.push(any("ferry.v1.AssignedEventIds", AssignedEventIds.encode({ eventIds: e.assignedEventIds }).finish()));
+  }
+  const metadata = new grpc.Metadata();
+  const message = e.message ?? "scripted";
+  if (details.length) {
+    metadata.add("grpc-status-details-bin", Buffer.from(Status.encode({ code: e.code, message, details }).finish()));
+  }
+  return { code: e.code, details: message, metadata };
+}
+
+export interface FakePublisher {
+  address: string;
+  requests: PublishRequest[];
+  stop(): Promise<void>;
+}
+
+/** A Publisher that answers the n-th Publish with script[n] (the last entry repeats). */
+export async function fakePublisher(script: Answer[], serverOptions: grpc.ServerOptions = {}): Promise<FakePublisher> {
+  const requests: PublishRequest[] = [];
+  const server = new grpc.Server(serverOptions);
+  server.addService(PublisherService, {
+    publish(call: grpc.ServerUnaryCall<PublishRequest, unknown>, callback: grpc.sendUnaryData<unknown>) {
+      requests.push(call.request);
+      const answer = script[Math.min(requests.length - 1, script.length - 1)];
+      if (answer === "hang") return;
+      if (answer === "ok") {
+        const eventId = call.request.event?.eventId ?? "";
+        return callback(null, { result: { eventId, sequence: requests.length, duplicate: false, publishTime: new Date() } });
+      }
+      callback(serviceError(answer));
+    },
+    publishBatch(_call: unknown, callback: grpc.sendUnaryData<unknown>) {
+      callback({ code: grpc.status.UNIMPLEMENTED });
+    },
+  });
+  return start(server, requests);
+}
+
+export interface FakeSubscriber {
+  address: string;
+  /** Every request of every stream, in order, tagged with its stream's number (from 1). */
+  requests: Array<{ stream: number; request: SubscribeRequest }>;
+  stop(): Promise<void>;
+}
+
+/**
+ * A Subscriber whose n-th stream is played by streams[n] (the last one repeats): it gets the
+ * stream's number and a way to send responses or end the stream with an error.
+ */
+export async function fakeSubscriber(
+  streams: Array<(ctl: { n: number; send(r: SubscribeResponse): void; fail(e: FakeError): void }) => void>,
+): Promise<FakeSubscriber> {
+  const requests: FakeSubscriber["requests"] = [];
+  let count = 0;
+  const server = new grpc.Server();
+  server.addService(SubscriberService, {
+    subscribe(call: grpc.ServerDuplexStream<SubscribeRequest, SubscribeResponse>) {
+      const n = ++count;
+      let ended = false;
+      call.on("data", (request: SubscribeRequest) => {
+        requests.push({ stream: n, request });
+        // Like Ferry: every request after `open` is answered, in order.
+        const r = request.request;
+        if (r && r.$case !== "open" && !ended) {
+          const results = r.value.ackIds.map((ackId) => ({ ackId, status: 1 }));
+          call.write({ response: { $case: "ackResults", value: { results } } });
+        }
+      });
+      call.on("error", () => {});
+      call.on("cancelled", () => (ended = true));
+      streams[Math.min(n - 1, streams.length - 1)]({
+        n,
+        send: (r) => !ended && call.write(r),
+        fail: (e) => {
+          ended = true;
+          call.emit("error", serviceError(e));
+        },
+      });
+    },
+    ack: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => cb({ code: grpc.status.UNIMPLEMENTED }),
+    nack: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => cb({ code: grpc.status.UNIMPLEMENTED }),
+    extendLease: (_c: unknown, cb: grpc.sendUnaryData<unknown>) => cb({ code: grpc.status.UNIMPLEMENTED }),
+  });
+  return start(server, requests);
+}
+
+async function start<R>(server: grpc.Server, requests: R[]) {
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (err, p) => (err ? reject(err) : resolve(p))),
+  );
+  return {
+    address: `127.0.0.1:${port}`,
+    requests,
+    stop: async () => server.forceShutdown(),
+  };
+}
