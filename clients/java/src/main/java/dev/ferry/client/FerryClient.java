@@ -170,7 +170,7 @@ public final class FerryClient implements AutoCloseable {
         }
         LOG.log(
             Level.INFO,
-            "{0} of event {1} failed: {2}; retry {3} in {4} ms",
+            "{0} of event {1} failed: {2}; retry {3} in {4,number,#} ms",
             method,
             eventId,
             error.getMessage(),

@@ -36,18 +36,21 @@ public final class RetryPolicy {
    *
    * @param hasErrorInfo whether the status carried a google.rpc.ErrorInfo: a RESOURCE_EXHAUSTED
    *     without one is gRPC refusing a request over the server's size limit, which never fits
-   * @param callerCancelled whether the caller itself cancelled (interrupt, cancelled Context)
+   * @param callerCancelled whether the caller itself cancelled (an interrupt, or a cancelled or
+   *     expired gRPC Context): then nothing is retried
    */
   public static boolean isRetryable(
       Status.Code code, boolean hasErrorInfo, boolean callerCancelled) {
+    if (callerCancelled) {
+      return false;
+    }
     switch (code) {
       case UNAVAILABLE:
-      case DEADLINE_EXCEEDED: // of one attempt: the caller's overall deadline bounds the loop
+      case CANCELLED: // by the server or on the way; the caller's own is handled above
+      case DEADLINE_EXCEEDED: // of one attempt; the overall deadline bounds the loop
         return true;
       case RESOURCE_EXHAUSTED:
         return hasErrorInfo;
-      case CANCELLED:
-        return !callerCancelled;
       default:
         return false;
     }

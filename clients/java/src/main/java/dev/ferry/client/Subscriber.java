@@ -200,7 +200,7 @@ public final class Subscriber implements AutoCloseable {
       }
       LOG.log(
           Level.WARNING,
-          "subscription {0} stream ended: {1}; reconnecting in {2} ms",
+          "subscription {0} stream ended: {1}; reconnecting in {2,number,#} ms",
           options.subscription(),
           error.getMessage(),
           wait.toMillis());
@@ -410,7 +410,11 @@ public final class Subscriber implements AutoCloseable {
       synchronized (this) {
         if (!closed) {
           closed = true;
-          requests.onCompleted();
+          try {
+            requests.onCompleted();
+          } catch (IllegalStateException alreadyEnded) {
+            // The call ended under us: nothing is left to answer.
+          }
           long until = System.nanoTime() + timeout.toNanos();
           while (answered < sent && !ended.isDone()) {
             long left = until - System.nanoTime();

@@ -6,9 +6,11 @@ import static org.junit.jupiter.api.Assertions.assertTrue;
 import static org.junit.jupiter.api.Assumptions.assumeTrue;
 
 import com.google.protobuf.ByteString;
+import dev.ferry.v1.AckLevel;
 import dev.ferry.v1.Event;
 import dev.ferry.v1.Header;
 import dev.ferry.v1.PublishBatchEntry;
+import dev.ferry.v1.PublishRequest;
 import dev.ferry.v1.PublishResult;
 import java.nio.charset.StandardCharsets;
 import java.time.Duration;
@@ -102,6 +104,15 @@ class EndToEndTest {
                   .addHeaders(header(0))
                   .build());
       assertTrue(again.getDuplicate());
+      assertEquals(ids.get(0), again.getEventId());
+
+      PublishResult inKafka =
+          ferry.publish(
+              PublishRequest.newBuilder()
+                  .setEvent(Event.newBuilder().setTopic(topic + "-kafka").setPayload(ByteString.EMPTY))
+                  .setAckLevel(AckLevel.ACK_LEVEL_KAFKA)
+                  .build());
+      assertTrue(inKafka.hasKafkaPosition(), inKafka.toString());
 
       String failOnce = ids.get(42);
       AtomicBoolean failed = new AtomicBoolean();

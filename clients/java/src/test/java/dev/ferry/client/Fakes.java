@@ -14,11 +14,14 @@ import io.grpc.inprocess.InProcessServerBuilder;
 import io.grpc.protobuf.StatusProto;
 import java.io.IOException;
 import java.time.Duration;
+import java.util.concurrent.Executors;
+import java.util.concurrent.ScheduledExecutorService;
 
 /** An in-process server for one fake service, and errors shaped like Ferry's. */
 final class Fakes implements AutoCloseable {
   final Server server;
   final ManagedChannel channel;
+  final ScheduledExecutorService scheduler = Executors.newSingleThreadScheduledExecutor();
 
   Fakes(BindableService service) throws IOException {
     String name = InProcessServerBuilder.generateName();
@@ -30,6 +33,7 @@ final class Fakes implements AutoCloseable {
   public void close() {
     channel.shutdownNow();
     server.shutdownNow();
+    scheduler.shutdownNow();
   }
 
   /** A status with an ErrorInfo of {@code reason} (none when null) and further details. */

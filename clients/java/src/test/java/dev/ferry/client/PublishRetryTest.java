@@ -203,6 +203,25 @@ class PublishRetryTest {
   }
 
   @Test
+  void theCallersContextDeadlineEndsTheRetries() throws Exception {
+    script.add(new Step(null, Duration.ofMillis(2000)));
+    try (FerryClient ferry = client()) {
+      Context.CancellableContext ctx =
+          Context.current()
+              .withDeadlineAfter(
+                  300, java.util.concurrent.TimeUnit.MILLISECONDS, fakes.scheduler);
+      long start = System.nanoTime();
+      FerryException e =
+          assertThrows(FerryException.class, () -> ctx.run(() -> ferry.publish(event())));
+      long elapsedMs = (System.nanoTime() - start) / 1_000_000;
+      assertEquals(Code.DEADLINE_EXCEEDED, e.code());
+      assertEquals(1, requests.size());
+      assertTrue(elapsedMs < 1500, "took " + elapsedMs + " ms");
+      ctx.cancel(null);
+    }
+  }
+
+  @Test
   void attemptDeadlineIsRetriedWithinTheOverallDeadline() throws Exception {
     script.add(new Step(null, Duration.ofMillis(600)));
     RetryPolicy policy = RetryPolicy.builder().attemptTimeout(Duration.ofMillis(200)).build();

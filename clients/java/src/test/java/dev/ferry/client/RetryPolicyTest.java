@@ -33,6 +33,12 @@ class RetryPolicyTest {
     assertEquals(false, RetryPolicy.isRetryable(Code.CANCELLED, false, true));
   }
 
+  @ParameterizedTest
+  @EnumSource(Code.class)
+  void nothingRetriesOnceTheCallerCancelled(Code code) {
+    assertEquals(false, RetryPolicy.isRetryable(code, true, true), code.name());
+  }
+
   @Test
   void backoffDoublesWithJitterUpToTheCap() {
     RetryPolicy p = RetryPolicy.DEFAULT;
