@@ -19,12 +19,12 @@ import java.util.concurrent.ScheduledExecutorService;
 
 /** An in-process server for one fake service, and errors shaped like Ferry's. */
 final class Fakes implements AutoCloseable {
+  final String name = InProcessServerBuilder.generateName();
   final Server server;
   final ManagedChannel channel;
   final ScheduledExecutorService scheduler = Executors.newSingleThreadScheduledExecutor();
 
   Fakes(BindableService service) throws IOException {
-    String name = InProcessServerBuilder.generateName();
     server = InProcessServerBuilder.forName(name).addService(service).build().start();
     channel = InProcessChannelBuilder.forName(name).build();
   }

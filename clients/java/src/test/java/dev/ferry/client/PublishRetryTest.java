@@ -18,9 +18,12 @@ import dev.ferry.v1.PublishResponse;
 import dev.ferry.v1.PublishResult;
 import dev.ferry.v1.PublisherGrpc;
 import io.grpc.Context;
+import io.grpc.ManagedChannel;
 import io.grpc.Status.Code;
 import io.grpc.StatusRuntimeException;
+import io.grpc.inprocess.InProcessChannelBuilder;
 import io.grpc.stub.StreamObserver;
+import java.nio.file.Path;
 import java.time.Duration;
 import java.util.ArrayDeque;
 import java.util.List;
@@ -276,11 +279,24 @@ class PublishRetryTest {
   }
 
   @Test
-  void theReposServiceConfigLoadsIntoAChannel() throws Exception {
+  void theReposServiceConfigMakesTheChannelRetry() throws Exception {
     Map<String, ?> config =
-        FerryClient.loadServiceConfig(
-            java.nio.file.Path.of("../../proto/ferry/v1/grpc_service_config.json"));
-    assertTrue(config.containsKey("methodConfig"));
+        FerryClient.loadServiceConfig(Path.of("../../proto/ferry/v1/grpc_service_config.json"));
+    script.add(fail(error(Code.UNAVAILABLE, "SHUTTING_DOWN")));
+    fakes = new Fakes(fake);
+    ManagedChannel channel =
+        InProcessChannelBuilder.forName(fakes.name)
+            .defaultServiceConfig(config)
+            .enableRetry()
+            .build();
+    try {
+      // The bare stub, without the client's loop: the channel itself retried.
+      PublisherGrpc.newBlockingStub(channel)
+          .publish(PublishRequest.newBuilder().setEvent(event()).build());
+      assertEquals(2, requests.size());
+    } finally {
+      channel.shutdownNow();
+    }
     try (FerryClient ferry =
         FerryClient.builder().target("127.0.0.1:1").serviceConfig(config).build()) {
       assertFalse(ferry.channel().isShutdown());
