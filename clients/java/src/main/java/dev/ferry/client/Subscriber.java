@@ -96,6 +96,7 @@ public final class Subscriber implements AutoCloseable {
    * Do not call it from a handler.
    */
   public void stop(Duration grace) {
+    boolean stopsHere;
     synchronized (this) {
       if (state == State.NEW) {
         state = State.STOPPED;
@@ -103,11 +104,14 @@ public final class Subscriber implements AutoCloseable {
         terminated.complete(null);
         return;
       }
-      if (state != State.RUNNING) {
-        awaitQuietly(grace.plus(DRAIN_TIMEOUT));
-        return;
+      stopsHere = state == State.RUNNING;
+      if (stopsHere) {
+        state = State.STOPPING;
       }
-      state = State.STOPPING;
+    }
+    if (!stopsHere) { // stopped, failed, or another thread is stopping it
+      awaitQuietly(grace.plus(DRAIN_TIMEOUT));
+      return;
     }
     stopSignal.countDown();
     workers.shutdown();
