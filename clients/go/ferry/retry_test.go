@@ -223,8 +223,8 @@ func TestPublishRetries(t *testing.T) {
 		attempts int
 		code     codes.Code // of the final error; OK for success
 	}{
-		{"unavailable then ok", []error{ferryErr(codes.Unavailable, "SHUTTING_DOWN", retryInfo(10 * time.Millisecond))}, 2, codes.OK},
-		{"log full then ok", []error{ferryErr(codes.ResourceExhausted, "LOG_FULL", retryInfo(10 * time.Millisecond))}, 2, codes.OK},
+		{"unavailable then ok", []error{ferryErr(codes.Unavailable, "SHUTTING_DOWN", retryInfo(10*time.Millisecond))}, 2, codes.OK},
+		{"log full then ok", []error{ferryErr(codes.ResourceExhausted, "LOG_FULL", retryInfo(10*time.Millisecond))}, 2, codes.OK},
 		{"over the receive limit", []error{status.Error(codes.ResourceExhausted, "too large")}, 1, codes.ResourceExhausted},
 		{"cancelled by the server then ok", []error{status.Error(codes.Canceled, "stopping")}, 2, codes.OK},
 		{"log commit timeout then ok", []error{ferryErr(codes.DeadlineExceeded, "LOG_COMMIT_TIMEOUT")}, 2, codes.OK},
