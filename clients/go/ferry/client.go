@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ferry-sidecar/ferry/clients/go/ferryv1"
@@ -66,8 +67,8 @@ func WithConn(conn grpc.ClientConnInterface) Option {
 	return func(c *clientConfig) { c.conn = conn }
 }
 
-// WithDialOptions adds options for dialing Ferry (after the Client's own: plaintext, and the
-// default service config).
+// WithDialOptions adds options for dialing Ferry, after the Client's own (plaintext, reconnect
+// backoff as [WithBackoff], the default service config), so they can override them.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) }
 }
@@ -78,7 +79,8 @@ func WithoutServiceConfig() Option { return func(c *clientConfig) { c.serviceCon
 
 // WithBackoff sets the backoff between publish attempts and between subscriber reconnects:
 // initial, doubling up to max, each with ±20% jitter (defaults 100 ms and 5 s). A
-// google.rpc.RetryInfo delay longer than the backoff is waited instead.
+// google.rpc.RetryInfo delay longer than the backoff is waited instead. The connection's own
+// reconnect backoff uses the same bounds.
 func WithBackoff(initial, max time.Duration) Option {
 	return func(c *clientConfig) { c.retry.initial, c.retry.max = initial, max }
 }
@@ -126,7 +128,16 @@ func NewClient(opts ...Option) (*Client, error) {
 	if cfg.conn != nil {
 		c.conn = cfg.conn
 	} else {
-		dial := []grpc.DialOption{grpc.WithTransportCredentials(insecure.NewCredentials())}
+		dial := []grpc.DialOption{
+			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			// Reconnect as soon as the client's own retries would, not after gRPC's default
+			// backoff (up to 120 s): a restarted Ferry is back within seconds.
+			grpc.WithConnectParams(grpc.ConnectParams{
+				Backoff: grpcbackoff.Config{BaseDelay: cfg.retry.initial, Multiplier: 1.6, Jitter: 0.2,
+					MaxDelay: cfg.retry.max},
+				MinConnectTimeout: 5 * time.Second,
+			}),
+		}
 		if cfg.serviceConfig {
 			dial = append(dial, grpc.WithDefaultServiceConfig(ServiceConfig))
 		}
