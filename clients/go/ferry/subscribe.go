@@ -187,6 +187,8 @@ func (s *subscriber) stream(ctx context.Context) (opened bool, err error) {
 	// The stream outlives ctx so that the acks of a stop still go out on it.
 	sctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	defer cancel()
+	// Until the stream is open, a stop simply drops it.
+	stopOpening := context.AfterFunc(ctx, cancel)
 	cl, err := s.c.sub.Subscribe(sctx)
 	if err != nil {
 		return false, err
@@ -202,6 +204,9 @@ func (s *subscriber) stream(ctx context.Context) (opened bool, err error) {
 	}
 	if first.GetOpened() == nil {
 		return false, status.Error(codes.Internal, "the stream's first message is not `opened`")
+	}
+	if !stopOpening() {
+		return true, nil // stopped while opening: no handler has run
 	}
 	lease := first.GetOpened().GetLeaseDuration().AsDuration()
 	st := &stream{s: s, cl: cl, ctx: sctx, lease: lease,

@@ -20,7 +20,8 @@ import (
 // answers until the client half-closes.
 type fakeSubscriber struct {
 	ferryv1.UnimplementedSubscriberServer
-	openErr error
+	openErr  error
+	hangOpen bool // never answer the open
 
 	mu         sync.Mutex
 	streams    int
@@ -45,6 +46,10 @@ func (f *fakeSubscriber) Subscribe(srv ferryv1.Subscriber_SubscribeServer) error
 	}
 	if f.openErr != nil {
 		return f.openErr
+	}
+	if f.hangOpen {
+		<-srv.Context().Done()
+		return nil
 	}
 	f.mu.Lock()
 	f.streams++
@@ -177,5 +182,18 @@ func TestSubscribeReconnectsUntilStopped(t *testing.T) {
 	defer cancel()
 	if err := c.Subscribe(ctx, "sub", []string{"t"}, func(context.Context, *Message) error { return nil }); err != nil {
 		t.Fatalf("err = %v, want nil after a stop", err)
+	}
+}
+
+func TestSubscribeStopsWhileOpening(t *testing.T) {
+	c := serve(t, nil, &fakeSubscriber{hangOpen: true})
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := c.Subscribe(ctx, "sub", []string{"t"}, func(context.Context, *Message) error { return nil }); err != nil {
+		t.Fatalf("err = %v, want nil after a stop", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Fatalf("stopping took %v", took)
 	}
 }
