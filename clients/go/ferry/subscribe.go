@@ -189,6 +189,7 @@ func (s *subscriber) stream(ctx context.Context) (opened bool, err error) {
 	defer cancel()
 	// Until the stream is open, a stop simply drops it.
 	stopOpening := context.AfterFunc(ctx, cancel)
+	defer stopOpening()
 	cl, err := s.c.sub.Subscribe(sctx)
 	if err != nil {
 		return false, err
