@@ -144,11 +144,7 @@ impl Subscriber {
     /// nacks it. On stop, running handlers finish, their acks are sent, the stream is
     /// half-closed, and `run` returns `Ok`. Returns `Err` only when Ferry refuses the
     /// subscription itself (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`).
-    pub async fn run<F, Fut, E>(
-        &self,
-        stop: CancellationToken,
-        handler: F,
-    ) -> Result<(), FerryError>
+    pub async fn run<F, Fut, E>(self, stop: CancellationToken, handler: F) -> Result<(), FerryError>
     where
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
@@ -160,7 +156,7 @@ impl Subscriber {
         let mut backoff = Backoff::new(policy.initial_backoff, policy.max_backoff);
         loop {
             let mut session = Session {
-                sub: self,
+                sub: &self,
                 stop: &stop,
                 tasks: JoinSet::new(),
                 ack_ids: HashMap::new(),
@@ -424,11 +420,26 @@ fn log_answers(response: &pb::SubscribeResponse) {
             tracing::warn!(reason = %f.reason, field = %f.field, message = %f.message, "Ferry rejected a request");
         }
         Some(Response::AckResults(results)) => {
+            // One line per answer: after a stream loss every id of a large ack can be EXPIRED.
+            let mut not_applied: Vec<(&str, usize)> = Vec::new();
             for r in &results.results {
                 let status = AckIdStatus::try_from(r.status).unwrap_or(AckIdStatus::Unspecified);
                 if !matches!(status, AckIdStatus::Applied | AckIdStatus::AlreadyAcked) {
-                    tracing::warn!(ack_id = %r.ack_id, status = status.as_str_name(), "ack, nack or extension not applied");
+                    match not_applied
+                        .iter_mut()
+                        .find(|(name, _)| *name == status.as_str_name())
+                    {
+                        Some((_, count)) => *count += 1,
+                        None => not_applied.push((status.as_str_name(), 1)),
+                    }
                 }
+            }
+            if !not_applied.is_empty() {
+                tracing::warn!(
+                    ?not_applied,
+                    of = results.results.len(),
+                    "acks, nacks or extensions not applied"
+                );
             }
         }
         _ => {}
