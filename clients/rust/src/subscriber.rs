@@ -79,6 +79,7 @@ pub struct Subscriber {
     client: Client,
     open: pb::OpenSubscription,
     concurrency: usize,
+    max_outstanding: Option<i32>,
     nack_delay: Option<Duration>,
 }
 
@@ -89,10 +90,10 @@ impl Subscriber {
             open: pb::OpenSubscription {
                 subscription,
                 topics,
-                max_outstanding_events: 64,
                 ..Default::default()
             },
             concurrency: 16,
+            max_outstanding: None,
             nack_delay: None,
         }
     }
@@ -103,9 +104,10 @@ impl Subscriber {
         self
     }
 
-    /// Records leased to this stream at once (default 64), running or waiting for a handler.
+    /// Records leased to this stream at once, running or waiting for a handler (default: four
+    /// per handler, at least 64; few enough that waiting ones do not hold leases for long).
     pub fn max_outstanding_events(mut self, n: i32) -> Self {
-        self.open.max_outstanding_events = n;
+        self.max_outstanding = Some(n);
         self
     }
 
@@ -144,12 +146,18 @@ impl Subscriber {
     /// nacks it. On stop, running handlers finish, their acks are sent, the stream is
     /// half-closed, and `run` returns `Ok`. Returns `Err` only when Ferry refuses the
     /// subscription itself (`INVALID_ARGUMENT`, `FAILED_PRECONDITION`).
-    pub async fn run<F, Fut, E>(self, stop: CancellationToken, handler: F) -> Result<(), FerryError>
+    pub async fn run<F, Fut, E>(
+        mut self,
+        stop: CancellationToken,
+        handler: F,
+    ) -> Result<(), FerryError>
     where
         F: Fn(Delivery) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), E>> + Send + 'static,
         E: Display + Send + 'static,
     {
+        let outstanding = i32::try_from(self.concurrency.saturating_mul(4)).unwrap_or(i32::MAX);
+        self.open.max_outstanding_events = self.max_outstanding.unwrap_or(outstanding.max(64));
         let handler = Arc::new(handler);
         let permits = Arc::new(Semaphore::new(self.concurrency));
         let policy = &self.client.policy;
@@ -180,7 +188,10 @@ impl Subscriber {
                 backoff.reset();
             }
             let wait = err.retry_delay().unwrap_or_else(|| backoff.next_delay());
-            tracing::warn!(subscription = %self.open.subscription, error = %err, ?wait, "subscribe stream ended, reconnecting");
+            tracing::warn!(
+                subscription = %self.open.subscription, error = %err, ?wait,
+                "subscribe stream ended, reconnecting"
+            );
             tokio::select! {
                 _ = stop.cancelled() => return Ok(()),
                 _ = tokio::time::sleep(wait) => {}
@@ -231,7 +242,11 @@ impl Session<'_> {
             }
             _ = self.stop.cancelled() => return Ok(()),
         };
-        let lease = match stream.message().await {
+        let first = tokio::select! {
+            first = stream.message() => first,
+            _ = self.stop.cancelled() => return Ok(()),
+        };
+        let lease = match first {
             Ok(Some(pb::SubscribeResponse {
                 response: Some(Response::Opened(o)),
             })) => o
@@ -263,7 +278,10 @@ impl Session<'_> {
                 _ = self.stop.cancelled(), if !stopping => stopping = true,
                 message = stream.message() => match message {
                     Ok(Some(response)) => self.on_response(response, stopping, handler, permits),
-                    Ok(None) => return Err((FerryError::new(Code::Unavailable, "stream ended by Ferry"), true)),
+                    Ok(None) => {
+                        let err = FerryError::new(Code::Unavailable, "stream ended by Ferry");
+                        return Err((err, true));
+                    }
                     Err(status) => return Err((status.into(), true)),
                 },
                 Some(joined) = self.tasks.join_next_with_id() => {
@@ -347,7 +365,7 @@ impl Session<'_> {
             let (handler, permits, stop) = (handler.clone(), permits.clone(), self.stop.clone());
             let handle = self.tasks.spawn(async move {
                 let _permit = tokio::select! {
-                    permit = permits.acquire_owned() => permit.expect("the semaphore is never closed"),
+                    permit = permits.acquire_owned() => permit.expect("never closed"),
                     _ = stop.cancelled() => return Outcome::NotStarted,
                 };
                 let (event_id, attempt) = (delivery.event_id.clone(), delivery.delivery_attempt);
@@ -417,7 +435,10 @@ impl Session<'_> {
 fn log_answers(response: &pb::SubscribeResponse) {
     match &response.response {
         Some(Response::Rejected(f)) => {
-            tracing::warn!(reason = %f.reason, field = %f.field, message = %f.message, "Ferry rejected a request");
+            tracing::warn!(
+                reason = %f.reason, field = %f.field, message = %f.message,
+                "Ferry rejected a request"
+            );
         }
         Some(Response::AckResults(results)) => {
             // One line per answer: after a stream loss every id of a large ack can be EXPIRED.

@@ -116,7 +116,7 @@ async fn publish_subscribe_redeliver_and_read_back_from_kafka() {
         .expect("not every event was delivered and acked in 90 s")
         .unwrap();
 
-    let attempts = attempts.lock().unwrap();
+    let attempts = attempts.lock().unwrap().clone();
     assert_eq!(
         attempts[&chosen],
         [1, 2],

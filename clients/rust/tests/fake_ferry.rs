@@ -581,6 +581,8 @@ async fn the_subscriber_acks_nacks_reconnects_and_stops_cleanly() {
         .expect("the subscriber did not stop")
         .unwrap();
 
+    // The half-close reaches the fake just after `run` returns.
+    tokio::time::sleep(Duration::from_millis(100)).await;
     let streams = fake.streams.lock().unwrap();
     assert_eq!(streams.len(), 2, "no reconnect after the stream ended");
     let first = streams[0].lock().unwrap();
@@ -603,13 +605,7 @@ async fn the_subscriber_acks_nacks_reconnects_and_stops_cleanly() {
         matches!(second.requests.last(), Some(Request::Ack(a)) if a.ack_ids == ["a3"]),
         "{second:?}"
     );
-    drop(second);
-    // The half-close reaches the fake just after `run` returns.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        streams[1].lock().unwrap().half_closed,
-        "the stream was not half-closed"
-    );
+    assert!(second.half_closed, "the stream was not half-closed");
 }
 
 #[tokio::test]
