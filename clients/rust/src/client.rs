@@ -15,8 +15,10 @@ use crate::{FerryError, Subscriber, pb};
 pub use crate::pb::{AckLevel, Header, KafkaPosition};
 
 /// The HTTP/2 service the stubs call through: a tonic `Channel`, or an in-process fake in tests.
+/// Its error is a `Status` (as tonic would make of it anyway), not a boxed error: with a boxed
+/// one the compiler cannot prove the publish and subscribe futures `Send`.
 pub(crate) type Transport =
-    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, BoxError>;
+    BoxCloneSyncService<http::Request<Body>, http::Response<Body>, tonic::Status>;
 
 /// The address used when neither the builder nor `FERRY_ADDR` names one.
 pub const DEFAULT_ADDR: &str = "127.0.0.1:50051";
@@ -170,7 +172,9 @@ impl ClientBuilder {
         S::Future: Send + 'static,
     {
         Client {
-            transport: BoxCloneSyncService::new(service.map_err(Into::into)),
+            transport: BoxCloneSyncService::new(
+                service.map_err(|e| tonic::Status::from_error(e.into())),
+            ),
             policy: self.policy,
             ack_level: self.ack_level,
             kafka_wait: self.kafka_wait,

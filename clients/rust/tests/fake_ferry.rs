@@ -627,3 +627,20 @@ async fn a_refused_subscription_is_surfaced() {
         (Code::InvalidArgument, Some("TOPIC_NOT_ALLOWED"))
     );
 }
+
+/// The futures can be spawned on a multi-threaded runtime.
+#[test]
+fn publish_and_run_futures_are_send() {
+    fn assert_send<T: Send>(_: &T) {}
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let _guard = rt.enter();
+    let client = Client::builder().build().unwrap();
+    assert_send(&client.publish(Event::new("t", "p")));
+    assert_send(
+        &client
+            .subscriber("s", ["t"])
+            .run(CancellationToken::new(), |_| async { Ok::<(), String>(()) }),
+    );
+}
