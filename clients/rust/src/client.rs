@@ -277,6 +277,20 @@ impl Client {
         )
     }
 
+    /// One attempt's time: with [`AckLevel::Kafka`], enough for Ferry's wait for Kafka (the
+    /// server's default wait is 30 s) to end in its own answer.
+    fn attempt_timeout(&self) -> Duration {
+        match self.ack_level {
+            AckLevel::Kafka => {
+                let wait = self.kafka_wait.unwrap_or(Duration::from_secs(30));
+                self.policy
+                    .attempt_timeout
+                    .max(wait + Duration::from_secs(5))
+            }
+            _ => self.policy.attempt_timeout,
+        }
+    }
+
     fn kafka_wait_pb(&self) -> Option<prost_types::Duration> {
         self.kafka_wait
             .and_then(|d| prost_types::Duration::try_from(d).ok())
@@ -294,8 +308,7 @@ impl Client {
         loop {
             attempts += 1;
             let timeout = self
-                .policy
-                .attempt_timeout
+                .attempt_timeout()
                 .min(deadline.saturating_duration_since(Instant::now()));
             // The server is told the timeout too; the local one also covers a silent peer.
             let err = match tokio::time::timeout(timeout, attempt(timeout)).await {
