@@ -1,0 +1,30 @@
+//! A thin Rust client for [Ferry](../../README.md), the gRPC sidecar for at-least-once publish
+//! and subscribe on Apache Kafka.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ferry_client::FerryError> {
+//! use ferry_client::{Client, Event};
+//! let client = Client::from_env()?; // FERRY_ADDR, default 127.0.0.1:50051
+//! let result = client.publish(Event::new("orders", "hello").key("order-42")).await?;
+//! println!("{} at sequence {}", result.event_id, result.sequence);
+//! # Ok(()) }
+//! ```
+
+mod client;
+mod error;
+mod retry;
+mod subscriber;
+
+/// The `ferry.v1` messages and gRPC stubs, generated from `proto/ferry/v1` at build time.
+pub mod pb {
+    tonic::include_proto!("ferry.v1");
+}
+
+pub use client::{
+    AckLevel, Client, ClientBuilder, DEFAULT_ADDR, Event, Header, KafkaPosition, PublishResult,
+};
+pub use error::{FerryError, FieldViolation, code_name};
+pub use retry::{Retry, RetryPolicy, classify};
+pub use subscriber::{Delivery, DeliveryOrder, StartPosition, Subscriber};
+pub use tokio_util::sync::CancellationToken;
+pub use tonic::Code;
