@@ -35,7 +35,7 @@ kafka-stop: $(STAMP)
 
 ## make test: static checks, every test against one real Kafka (with the short fault suite),
 ## then the quick benchmark subset so that the harness keeps working (no thresholds)
-test: setup check
+test: setup check clients
 	$(BIN)/pytest tests
 	$(MAKE) bench-quick
 
@@ -75,5 +75,6 @@ proto-baseline: go-tools
 clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
 
+include clients/clients.mk
 include bench/bench.mk
 include chaos/chaos.mk
