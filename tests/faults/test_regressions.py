@@ -20,6 +20,7 @@ from sidecar.forward.forwarder import Forwarder
 from sidecar.model import OutgoingEvent
 from sidecar.wal import store
 from sidecar.wal.writer import WalLimits, WalWriter
+from testkit.subscription_fakes import IdleConsumer
 
 pytestmark = pytest.mark.faults
 
@@ -204,26 +205,11 @@ async def test_per_key_order_survives_a_message_timeout(tmp_path: Path) -> None:
 # leader-kill, network and clock-jump scenarios check per-key order against the real broker.
 
 
-class SlowStop:
+class SlowStop(IdleConsumer):
     """A consumer whose stop (leaving the group) takes a while, as a real one does."""
-
-    def start(self) -> None:
-        pass
 
     def stop(self) -> None:
         time.sleep(0.5)
-
-    def commit(self, offsets: Any) -> None:
-        pass
-
-    def pause(self, partitions: Any) -> None:
-        pass
-
-    def resume(self, partitions: Any) -> None:
-        pass
-
-    def want_records(self, wanted: bool) -> None:
-        pass
 
 
 async def test_max_streams_holds_while_a_subscription_stops() -> None:

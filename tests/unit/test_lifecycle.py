@@ -20,6 +20,7 @@ from sidecar.lifecycle import ShutdownBudget, ThreadDeaths, run_blocking, superv
 from sidecar.subscribe.registry import SubscriptionRegistry
 from sidecar.subscribe.stream import StreamOptions
 from sidecar.subscribe.subscription import SubscriptionSettings
+from testkit.subscription_fakes import IdleConsumer, no_dead_letters
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
@@ -191,7 +192,7 @@ def test_every_thread_point_is_a_known_point_and_documented() -> None:
 # -- the registry's shutdown ------------------------------------------------------------------
 
 
-class FakeConsumer:
+class FakeConsumer(IdleConsumer):
     """A consumer whose stop (commit, leave the group) takes `stop_s`, or hangs until released."""
 
     def __init__(self, stop_s: float, release: threading.Event | None = None) -> None:
@@ -199,30 +200,11 @@ class FakeConsumer:
         self.release = release
         self.stopped = threading.Event()
 
-    def start(self) -> None:
-        pass
-
     def stop(self) -> None:
         if self.release is not None:
             self.release.wait()
         time.sleep(self.stop_s)
         self.stopped.set()
-
-    def commit(self, offsets: Any) -> None:
-        pass
-
-    def pause(self, partitions: Any) -> None:
-        pass
-
-    def resume(self, partitions: Any) -> None:
-        pass
-
-    def want_records(self, wanted: bool) -> None:
-        pass
-
-
-async def _no_dead_letters(events: Any) -> Any:
-    return []
 
 
 def _registry(consumers: list[FakeConsumer], make: Any, linger_s: float = 30.0) -> Any:
@@ -232,7 +214,7 @@ def _registry(consumers: list[FakeConsumer], make: Any, linger_s: float = 30.0) 
         return consumer
 
     return SubscriptionRegistry(
-        factory, _no_dead_letters, SystemClock(), max_streams=100, linger_s=linger_s
+        factory, no_dead_letters, SystemClock(), max_streams=100, linger_s=linger_s
     )
 
 

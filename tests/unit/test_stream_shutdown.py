@@ -7,34 +7,15 @@ from typing import Any
 
 from sidecar.clock import ManualClock
 from sidecar.errors import ShuttingDown
-from sidecar.kafka.ports import AssignedPartition, CommitOffset, fetched_record
-from sidecar.model import Outcome, OutgoingEvent
-from sidecar.subscribe.leases import TopicPartition
+from sidecar.kafka.ports import AssignedPartition, fetched_record
 from sidecar.subscribe.stream import StreamClosed, StreamOptions
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
-
-
-class IdleConsumer:
-    def commit(self, offsets: list[CommitOffset]) -> None:
-        pass
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def want_records(self, wanted: bool) -> None:
-        pass
-
-
-async def _no_dead_letters(events: list[OutgoingEvent]) -> list[Outcome]:
-    return []
+from testkit.subscription_fakes import IdleConsumer, no_dead_letters
 
 
 def test_a_shutdown_leaves_every_stream_its_end_and_returns_its_leases() -> None:
     settings = SubscriptionSettings("sub", ("topic",), 0, "", False)
-    subscription = Subscription(settings, ManualClock(), _no_dead_letters)
+    subscription = Subscription(settings, ManualClock(), no_dead_letters)
     subscription.attach(IdleConsumer())
     subscription.on_assigned([AssignedPartition("topic", 0, None, "")])
     streams = [subscription.open_stream(StreamOptions(30.0, 100, 1 << 20)) for _ in range(2)]

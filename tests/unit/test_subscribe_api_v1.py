@@ -43,6 +43,7 @@ from sidecar.subscribe.stream import (
     StreamOptions,
 )
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
+from testkit.subscription_fakes import IdleConsumer
 
 MIB = 1024 * 1024
 
@@ -322,32 +323,12 @@ async def test_a_rejected_answer_is_a_failure_message() -> None:
 # -- the registry -------------------------------------------------------------------------------
 
 
-class _Consumer:
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-    def commit(self, offsets: Any) -> None:
-        pass
-
-    def pause(self, partitions: Any) -> None:
-        pass
-
-    def resume(self, partitions: Any) -> None:
-        pass
-
-    def want_records(self, wanted: bool) -> None:
-        pass
-
-
 def _registry(max_subscriptions: int) -> SubscriptionRegistry:
     async def no_dead_letters(events: Any) -> Any:
         return []
 
-    def factory(settings: SubscriptionSettings, sink: Subscription) -> _Consumer:
-        return _Consumer()
+    def factory(settings: SubscriptionSettings, sink: Subscription) -> IdleConsumer:
+        return IdleConsumer()
 
     return SubscriptionRegistry(
         factory, no_dead_letters, ManualClock(), max_streams=100, linger_s=60.0,

@@ -4,47 +4,25 @@ dead-letter nack; with a fake consumer and a manual clock (no Kafka, no threads)
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 
 import pytest
 
 from sidecar.clock import ManualClock
 from sidecar.errors import NoDeadLetterTopic
-from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, fetched_record
-from sidecar.model import Accepted, Outcome, OutgoingEvent
+from sidecar.kafka.ports import AssignedPartition, FetchedRecord, fetched_record
 from sidecar.subscribe.leases import AckOutcome, DeliveryKey, TopicPartition
 from sidecar.subscribe.ordering import KeyOrder
 from sidecar.subscribe.redelivery import JITTER, redelivery_backoff
-from sidecar.subscribe.stream import LeasedBatch, LeasedRecord, Stream, StreamOptions
+from sidecar.subscribe.stream import LeasedRecord
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
+from testkit.subscription_fakes import (
+    DeadLetterRecorder,
+    RecordingConsumer,
+    drain,
+)
+from testkit.subscription_fakes import stream_options as options
 
 TOPIC = "orders"
-
-
-@dataclass
-class FakeConsumer:
-    commits: list[list[CommitOffset]] = field(default_factory=list)
-
-    def commit(self, offsets: list[CommitOffset]) -> None:
-        self.commits.append(offsets)
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def want_records(self, wanted: bool) -> None:
-        pass
-
-
-@dataclass
-class DeadLetters:
-    written: list[OutgoingEvent] = field(default_factory=list)
-
-    async def __call__(self, events: list[OutgoingEvent]) -> list[Outcome]:
-        self.written.extend(events)
-        return [Accepted(e.event_id, len(self.written), False, 0) for e in events]
 
 
 def rec(offset: int, key: bytes | None, partition: int = 0) -> FetchedRecord:
@@ -57,9 +35,9 @@ def make(
     dlq: str = "",
     attempts: int = 0,
     backoff: tuple[float, float] = (0.1, 10.0),
-) -> tuple[Subscription, FakeConsumer, ManualClock, DeadLetters]:
+) -> tuple[Subscription, RecordingConsumer, ManualClock, DeadLetterRecorder]:
     clock = ManualClock()
-    dead = DeadLetters()
+    dead = DeadLetterRecorder()
     settings = SubscriptionSettings(
         "s",
         (TOPIC,),
@@ -71,31 +49,17 @@ def make(
         max_redelivery_backoff=backoff[1],
     )
     sub = Subscription(settings, clock, dead)
-    consumer = FakeConsumer()
+    consumer = RecordingConsumer()
     sub.attach(consumer)
     sub.on_assigned([AssignedPartition(TOPIC, p, None, "") for p in (0, 1)])
     return sub, consumer, clock, dead
-
-
-def options(max_events: int = 100, lease: float = 10.0) -> StreamOptions:
-    return StreamOptions(lease, max_events, 1 << 30)
-
-
-def drain(stream: Stream) -> list[LeasedRecord]:
-    out = []
-    while not stream.outbox.empty():
-        item = stream.outbox.get_nowait()
-        if isinstance(item, LeasedBatch):
-            out.extend(item.records)
-    stream.taken(len(out))
-    return out
 
 
 def offsets(leased: list[LeasedRecord]) -> list[tuple[int, int]]:
     return [(x.record.partition, x.record.offset) for x in leased]
 
 
-def committed(consumer: FakeConsumer) -> dict[TopicPartition, int]:
+def committed(consumer: RecordingConsumer) -> dict[TopicPartition, int]:
     last: dict[TopicPartition, int] = {}
     for batch in consumer.commits:
         for c in batch:

@@ -3,45 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass, field
 
 from sidecar.clock import ManualClock
-from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, fetched_record
-from sidecar.model import Accepted, Outcome, OutgoingEvent
+from sidecar.kafka.ports import AssignedPartition, FetchedRecord, fetched_record
 from sidecar.subscribe import ackcodec
 from sidecar.subscribe.leases import AckOutcome, TopicPartition
-from sidecar.subscribe.stream import LeasedBatch, LeasedRecord, Stream, StreamOptions
+from sidecar.subscribe.stream import LeasedBatch
 from sidecar.subscribe.subscription import Limits, Subscription, SubscriptionSettings
+from testkit.subscription_fakes import (
+    DeadLetterRecorder,
+    RecordingConsumer,
+    drain,
+)
+from testkit.subscription_fakes import stream_options as options
 
 TOPIC = "orders"
-
-
-@dataclass
-class FakeConsumer:
-    commits: list[list[CommitOffset]] = field(default_factory=list)
-    paused: set[TopicPartition] = field(default_factory=set)
-    wanted: list[bool] = field(default_factory=list)
-
-    def commit(self, offsets: list[CommitOffset]) -> None:
-        self.commits.append(offsets)
-
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused.update(partitions)
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused.difference_update(partitions)
-
-    def want_records(self, wanted: bool) -> None:
-        self.wanted.append(wanted)
-
-
-@dataclass
-class DeadLetters:
-    written: list[OutgoingEvent] = field(default_factory=list)
-
-    async def __call__(self, events: list[OutgoingEvent]) -> list[Outcome]:
-        self.written.extend(events)
-        return [Accepted(e.event_id, len(self.written), False, 0) for e in events]
 
 
 def record(offset: int, partition: int = 0, headers: tuple = ()) -> FetchedRecord:
@@ -50,33 +26,19 @@ def record(offset: int, partition: int = 0, headers: tuple = ()) -> FetchedRecor
 
 def make(
     attempts: int = 0, dlq: str = "", limits: Limits | None = None
-) -> tuple[Subscription, FakeConsumer, ManualClock, DeadLetters]:
+) -> tuple[Subscription, RecordingConsumer, ManualClock, DeadLetterRecorder]:
     clock = ManualClock()
-    dead = DeadLetters()
+    dead = DeadLetterRecorder()
     sub = Subscription(
         SubscriptionSettings("s", (TOPIC,), attempts, dlq, False), clock, dead, limits
     )
-    consumer = FakeConsumer()
+    consumer = RecordingConsumer()
     sub.attach(consumer)
     sub.on_assigned([AssignedPartition(TOPIC, 0, None, ""), AssignedPartition(TOPIC, 1, None, "")])
     return sub, consumer, clock, dead
 
 
-def options(max_events: int = 100, lease: float = 10.0) -> StreamOptions:
-    return StreamOptions(lease, max_events, 1 << 30)
-
-
-def drain(stream: Stream) -> list[LeasedRecord]:
-    out = []
-    while not stream.outbox.empty():
-        item = stream.outbox.get_nowait()
-        if isinstance(item, LeasedBatch):
-            out.extend(item.records)
-    stream.taken(len(out))
-    return out
-
-
-def committed(consumer: FakeConsumer) -> dict[TopicPartition, int]:
+def committed(consumer: RecordingConsumer) -> dict[TopicPartition, int]:
     last: dict[TopicPartition, int] = {}
     for batch in consumer.commits:
         for c in batch:
@@ -184,8 +146,10 @@ async def test_revoke_drops_leases_and_commits_only_the_acked_prefix() -> None:
 
 async def test_restored_sparse_acks_are_not_delivered_again() -> None:
     clock = ManualClock()
-    sub = Subscription(SubscriptionSettings("s", (TOPIC,), 0, "", False), clock, DeadLetters())
-    sub.attach(FakeConsumer())
+    sub = Subscription(
+        SubscriptionSettings("s", (TOPIC,), 0, "", False), clock, DeadLetterRecorder()
+    )
+    sub.attach(RecordingConsumer())
     sub.on_assigned([AssignedPartition(TOPIC, 0, 5, ackcodec.encode({6, 8}, 5))])
     stream = sub.open_stream(options())
     sub.on_records([record(o) for o in range(5, 10)])
