@@ -42,7 +42,10 @@ type SubscriberClient interface {
 	// `opened` first, then deliveries, and answers every later request in
 	// order with its `ack_results`, or with `rejected` when that one request
 	// was invalid (an unknown or empty request, a malformed field): the
-	// stream and its leases stay open.
+	// stream and its leases stay open. A half-close does not end the stream:
+	// deliveries keep coming (grpcurl relies on this). To stop, send the last
+	// acks, wait until each is answered, then cancel the call; whatever is
+	// still leased then is delivered again at once.
 	//
 	// Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
 	// reason is named below. Status codes (ending the stream):
@@ -157,7 +160,10 @@ type SubscriberServer interface {
 	// `opened` first, then deliveries, and answers every later request in
 	// order with its `ack_results`, or with `rejected` when that one request
 	// was invalid (an unknown or empty request, a malformed field): the
-	// stream and its leases stay open.
+	// stream and its leases stay open. A half-close does not end the stream:
+	// deliveries keep coming (grpcurl relies on this). To stop, send the last
+	// acks, wait until each is answered, then cancel the call; whatever is
+	// still leased then is delivered again at once.
 	//
 	// Every error carries a google.rpc.ErrorInfo (domain "ferry.v1"); its
 	// reason is named below. Status codes (ending the stream):
