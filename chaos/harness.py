@@ -34,6 +34,7 @@ from testkit.kafka_admin import create_topic
 from testkit.kafka_local import KafkaCluster
 from testkit.kafka_read import read_to_end
 from testkit.processes import Children
+from testkit.publishing import header
 from testkit.waiting import wait_until
 
 #: Small settings so that faults heal within seconds.
@@ -213,7 +214,7 @@ class Run:
         level = ppb.ACK_LEVEL_KAFKA if kafka else ppb.ACK_LEVEL_DURABLE
         request = ppb.PublishRequest(
             event=ppb.Event(topic=self.topic, key=key.encode(), payload=op.payload,
-                            event_id=event_id, headers={"seq": str(op.seq)}),
+                            event_id=event_id, headers=[header("seq", str(op.seq).encode())]),
             ack_level=level,
         )  # fmt: skip
         if kafka:

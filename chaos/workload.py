@@ -24,6 +24,7 @@ from chaos.history import FAIL, OK, UNKNOWN, Attempt, History, Op
 from sidecar._gen.ferry.v1 import publisher_pb2 as ppb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, subscriber_pb2_grpc
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
+from testkit.publishing import header
 from testkit.subscribe_calls import ack_status, duration
 
 CHANNEL_OPTIONS = [
@@ -115,8 +116,13 @@ class Publisher(threading.Thread):
         return self.history.begin(event_id, self.plan.topic, key, seq, payload)
 
     def _event(self, op: Op) -> ppb.Event:
-        return ppb.Event(topic=op.topic, key=op.key.encode(), payload=op.payload,
-                         event_id=op.event_id, headers={"seq": str(op.seq)})  # fmt: skip
+        return ppb.Event(
+            topic=op.topic,
+            key=op.key.encode(),
+            payload=op.payload,
+            event_id=op.event_id,
+            headers=[header("seq", str(op.seq).encode())],
+        )
 
     def publish(self, stub: Any, ops: Sequence[Op]) -> bool:
         """Publish `ops` (one key, in sequence) until each is ok, permanently failed, or the
