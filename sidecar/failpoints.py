@@ -81,5 +81,8 @@ def hit(name: str) -> None:
             del _armed[name]
     if name in THREAD_POINTS:
         raise InjectedCrash(f"failpoint {name} (FERRY_FAILPOINTS)")
-    os.write(2, f'{{"event": "failpoint_hit", "point": "{name}"}}\n'.encode())
+    # Straight to stdout, the log, in one write: file descriptor 2 is a pipe that a thread of
+    # this process reads (sidecar/observability/stderr.py), and it dies with the process.
+    line = f'{{"event": "failpoint_hit", "point": "{name}", "level": "warning"}}\n'
+    os.write(1, line.encode())
     os.kill(os.getpid(), signal.SIGKILL)
