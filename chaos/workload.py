@@ -262,11 +262,16 @@ class Subscriber(threading.Thread):
                         event_id = self.pending_acks.pop(result.ack_id, None)
                         if event_id is not None:
                             self.on_result(event_id, ack_status(result.status))
+                elif kind == "rejected":
+                    self.on_rejected(response.rejected.reason)
         finally:
             requests.put(None)
             self._call = None
 
     # -- behaviour (overridable) -----------------------------------------------------------
+
+    def on_rejected(self, reason: str) -> None:
+        """One request of this stream was refused (the stream stays open)."""
 
     def handle(self, deliveries: list[spb.Delivery]) -> None:
         """Process a batch: the default acks all of it on the stream."""

@@ -3,7 +3,8 @@
 - a client that crashes before acking (takes deliveries, drops the stream);
 - a client that acks after its lease expired (must be answered EXPIRED, never APPLIED);
 - a client that acks twice (stream and unary Ack; the repeats are ALREADY_ACKED);
-- a client that acks ids Ferry never issued (UNKNOWN), and acks on a subscription that is
+- a client that acks ids Ferry never issued (UNKNOWN), an id longer than Ferry's (that one
+  request refused, the stream open), and acks on a subscription that is
   not open (NOT_FOUND);
 - a stream that stops reading: Ferry's RSS must stay bounded while the load goes on.
 
@@ -26,6 +27,7 @@ from chaos.observe import Sample, sample
 from chaos.workload import SubscribePlan, Subscriber, channel
 from sidecar._gen.ferry.v1 import subscriber_pb2 as spb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
+from sidecar.subscribe.leases import ACK_ID_RANDOM_BYTES
 from testkit.subscribe_calls import ack_status
 
 RSS_GROWTH_LIMIT_MB = 150.0
@@ -72,16 +74,23 @@ class DoubleAcker(Subscriber):
 
 
 class UnknownAcker(Subscriber):
-    """Acks its deliveries, plus ids that were never issued."""
+    """Acks its deliveries, plus ids that were never issued (UNKNOWN each), and an id longer
+    than Ferry's (that message refused, the stream open)."""
 
     bogus: Counter[str]
+    refused: Counter[str]
 
     def handle(self, deliveries: list[spb.Delivery]) -> None:
         super().handle(deliveries)
-        bogus = [secrets.token_urlsafe(16) for _ in range(3)] + ["", "x" * 300]
+        bogus = [secrets.token_urlsafe(ACK_ID_RANDOM_BYTES) for _ in range(3)] + [""]
         for b in bogus:
             self.pending_acks[b] = "__bogus__"
         self.send(spb.SubscribeRequest(ack=spb.AckIds(ack_ids=bogus)))
+        self.send(spb.SubscribeRequest(ack=spb.AckIds(ack_ids=["x" * 300])))
+
+    def on_rejected(self, reason: str) -> None:
+        self.refused = getattr(self, "refused", Counter())
+        self.refused[reason] += 1
 
     def on_result(self, event_id: str, status: str) -> None:
         if event_id == "__bogus__":
@@ -184,11 +193,13 @@ def _judge(result: ScenarioResult, crash: CrashBeforeAck, late: LateAcker,
            samples: list[Sample]) -> None:  # fmt: skip
     late_statuses = getattr(late, "late", Counter())
     bogus = getattr(unknown, "bogus", Counter())
+    refused = getattr(unknown, "refused", Counter())
     rss = [s.rss_mb for s in samples]
     growth = (max(rss) - rss[min(2, len(rss) - 1)]) if rss else 0.0
     result.extra.update({
         "crashes": crash.crashes, "late_ack_results": dict(late_statuses),
         "unary_repeat_ack_results": dict(repeat), "bogus_ack_results": dict(bogus),
+        "overlong_ack_id_refusals": dict(refused),
         "ack_on_unopened_subscription": not_open,
         "rss_mb_first_last_max": [round(rss[0], 1), round(rss[-1], 1), round(max(rss), 1)]
         if rss else [], "rss_growth_mb": round(growth, 1),
@@ -202,6 +213,8 @@ def _judge(result: ScenarioResult, crash: CrashBeforeAck, late: LateAcker,
         p.append(f"repeated acks answered {dict(repeat)}, expected ALREADY_ACKED")
     if set(bogus) - {"UNKNOWN"} or not bogus:
         p.append(f"never-issued ack ids answered {dict(bogus)}, expected UNKNOWN")
+    if set(refused) - {"FIELD_INVALID"} or not refused:
+        p.append(f"an over-long ack id was answered {dict(refused)}, expected FIELD_INVALID")
     if not_open != "NOT_FOUND":
         p.append(f"Ack on a subscription not open here answered {not_open}, not NOT_FOUND")
     if growth > RSS_GROWTH_LIMIT_MB:
