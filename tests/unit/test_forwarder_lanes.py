@@ -381,6 +381,7 @@ async def test_delivery_error_stops_the_lane_and_resends_from_the_oldest_unretir
     assert rig.forwarder.status().resent_total == 1
     assert rig.status_failing() == {}
     # alpha-2 is held by the broker: its row is not retired until it succeeds.
+    await wait_for(lambda: rig.writer.pending_rows == 1, "the others retired")
     await asyncio.sleep(0.02)
     assert rig.writer.pending_rows == 1
     rig.broker.policy = lambda sent: None
