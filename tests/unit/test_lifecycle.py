@@ -248,10 +248,11 @@ async def test_shutdown_leaves_a_hung_consumer_behind_at_the_timeout() -> None:
     await registry.open_stream(_settings("fine"), OPTIONS)
     started = time.monotonic()
     with capture_logs() as logs:
-        await registry.shutdown(0.3)
+        # Long enough for the fine consumer's stop thread to run on a loaded machine.
+        await registry.shutdown(2.0)
     took = time.monotonic() - started
     release.set()
-    assert took < 1.5
+    assert took < 4.0  # the hung one is left behind at the timeout, not waited for
     assert consumers[1].stopped.is_set()
     abandoned = [e for e in logs if e["event"] == "consumer_close_abandoned"]
     assert [e["subscription"] for e in abandoned] == ["hung"]
