@@ -5,6 +5,7 @@ import com.google.protobuf.Message;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.RetryInfo;
 import io.grpc.BindableService;
+import io.grpc.ClientInterceptor;
 import io.grpc.ManagedChannel;
 import io.grpc.Server;
 import io.grpc.Status;
@@ -24,9 +25,10 @@ final class Fakes implements AutoCloseable {
   final ManagedChannel channel;
   final ScheduledExecutorService scheduler = Executors.newSingleThreadScheduledExecutor();
 
-  Fakes(BindableService service) throws IOException {
+  /** Serves {@code service}; the channel runs each call through {@code interceptors}. */
+  Fakes(BindableService service, ClientInterceptor... interceptors) throws IOException {
     server = InProcessServerBuilder.forName(name).addService(service).build().start();
-    channel = InProcessChannelBuilder.forName(name).build();
+    channel = InProcessChannelBuilder.forName(name).intercept(interceptors).build();
   }
 
   @Override

@@ -17,6 +17,12 @@ import dev.ferry.v1.SubscribeRequest;
 import dev.ferry.v1.SubscribeResponse;
 import dev.ferry.v1.SubscriberGrpc;
 import dev.ferry.v1.SubscriptionOpened;
+import io.grpc.CallOptions;
+import io.grpc.Channel;
+import io.grpc.ClientCall;
+import io.grpc.ClientInterceptor;
+import io.grpc.ForwardingClientCall;
+import io.grpc.MethodDescriptor;
 import io.grpc.Status.Code;
 import io.grpc.stub.ServerCallStreamObserver;
 import io.grpc.stub.StreamObserver;
@@ -25,7 +31,6 @@ import java.util.List;
 import java.util.concurrent.CopyOnWriteArrayList;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
-import java.util.concurrent.atomic.AtomicBoolean;
 import java.util.concurrent.atomic.AtomicInteger;
 import java.util.function.BiConsumer;
 import org.junit.jupiter.api.AfterEach;
@@ -35,7 +40,8 @@ import org.junit.jupiter.api.Test;
 class SubscriberLoopTest {
   private final AtomicInteger streams = new AtomicInteger();
   private final List<SubscribeRequest> received = new CopyOnWriteArrayList<>();
-  private final AtomicBoolean halfClosed = new AtomicBoolean();
+  /** What the client did to its calls, in order: "halfClose" and "cancel". */
+  private final List<String> clientCallEnds = new CopyOnWriteArrayList<>();
   private final CountDownLatch cancelled = new CountDownLatch(1);
   private Fakes fakes;
 
@@ -85,14 +91,39 @@ class SubscriberLoopTest {
                   public void onError(Throwable t) {}
 
                   @Override
-                  public void onCompleted() {
-                    halfClosed.set(true); // like Ferry: the stream stays open
-                  }
+                  public void onCompleted() {} // like Ferry: the stream stays open
                 };
               }
-            });
+            },
+            recordCallEnds());
     FerryClient ferry = FerryClient.builder().channel(fakes.channel).build();
     return ferry.subscriber(options, handler);
+  }
+
+  /**
+   * Records the client's half-closes and cancels as the client makes them: the in-process server
+   * drops a half-close still queued behind an unread message when the cancel follows.
+   */
+  private ClientInterceptor recordCallEnds() {
+    return new ClientInterceptor() {
+      @Override
+      public <Q, R> ClientCall<Q, R> interceptCall(
+          MethodDescriptor<Q, R> method, CallOptions options, Channel next) {
+        return new ForwardingClientCall.SimpleForwardingClientCall<>(next.newCall(method, options)) {
+          @Override
+          public void halfClose() {
+            clientCallEnds.add("halfClose");
+            super.halfClose();
+          }
+
+          @Override
+          public void cancel(String message, Throwable cause) {
+            clientCallEnds.add("cancel");
+            super.cancel(message, cause);
+          }
+        };
+      }
+    };
   }
 
   @AfterEach
@@ -185,7 +216,11 @@ class SubscriberLoopTest {
     assertEquals(1, nack.getNack().getRedeliveryDelay().getSeconds());
     assertTrue(ids(SubscribeRequest::hasExtend, r -> r.getExtend().getAckIdsList())
         .contains("ack-slow"));
-    assertTrue(halfClosed.get(), "half-closed before the stream was cancelled");
+    // stop() half-closes the open stream, then cancels it; the first stream ended on its error.
+    int n = clientCallEnds.size();
+    assertTrue(n >= 2, clientCallEnds.toString());
+    assertEquals(List.of("halfClose", "cancel"), clientCallEnds.subList(n - 2, n));
+    assertEquals(1, clientCallEnds.stream().filter("halfClose"::equals).count());
     sub.awaitTerminated(); // stopped on request: no error
   }
 
