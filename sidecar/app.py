@@ -9,11 +9,12 @@ Ferry is one process. Its threads, and what each owns:
 thread                      owns
 ==========================  ==========================================================
 main: the asyncio loop      the gRPC servicers (Publisher, Subscriber, Health,
-                            reflection); publishing and the ACK_LEVEL_KAFKA waiters; the
-                            subscription registry and every `Subscription` (streams,
-                            leases, ack trackers, redeliveries, dead-letter writes), its
-                            lease ticker and linger tasks; the `ferry.kafka` health
-                            watch; signals and the drain
+                            reflection); the publish service and the ACK_LEVEL_KAFKA
+                            waiters; per PublishStream a reader task and one task per
+                            unanswered request; the subscription registry and every
+                            `Subscription` (streams, leases, ack trackers, redeliveries,
+                            dead-letter writes), its lease ticker and linger tasks; the
+                            `ferry.kafka` health watch; signals and the drain
 gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loop
 `_poll_wrapper`)
 `wal-writer`                the only writing connection to the log: group commit of
@@ -77,7 +78,6 @@ from sidecar.api.subscriber import SubscriberServicer
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.forwarder import Forwarder
-from sidecar.forward.waiters import DeliveryWaiters
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
 from sidecar.lifecycle import (
@@ -89,7 +89,8 @@ from sidecar.lifecycle import (
     run_blocking,
 )
 from sidecar.model import AckLevel, Outcome, OutgoingEvent
-from sidecar.publishing import Publishing
+from sidecar.publish.kafka_waiters import KafkaAckWaiters
+from sidecar.publish.service import PublishService
 from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
@@ -108,7 +109,7 @@ class FerryApp:
     settings: Settings
     writer: WalWriter
     forwarder: Forwarder
-    publishing: Publishing
+    publish: PublishService
     subscriptions: SubscriptionRegistry
     health: Health
     server: grpc.aio.Server
@@ -129,7 +130,7 @@ class FerryApp:
         deaths = ThreadDeaths(loop, stop_requested)
         on_thread_death(deaths.report)  # before the first supervised thread starts
         clock = SystemClock()
-        waiters = DeliveryWaiters(loop)
+        waiters = KafkaAckWaiters(loop)
         forwarder_ref: list[Forwarder] = []
         writer = WalWriter(
             settings.data_dir,
@@ -150,7 +151,7 @@ class FerryApp:
             on_delivered=waiters.delivered,
         )
         forwarder_ref.append(forwarder)
-        publishing = Publishing(writer, waiters)
+        publish = PublishService(writer, waiters)
 
         async def dead_letters(events: list[OutgoingEvent]) -> list[Outcome]:
             # Dead letters bypass the "accepting" gate: they settle records already consumed.
@@ -178,7 +179,7 @@ class FerryApp:
             settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
         )
         publisher = PublisherServicer(
-            publishing,
+            publish,
             limits,
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
@@ -198,7 +199,7 @@ class FerryApp:
         await server.start()
         await health.set(True, SERVICES)
         app = cls(
-            settings, writer, forwarder, publishing, subscriptions, health, server, port,
+            settings, writer, forwarder, publish, subscriptions, health, server, port,
             stop_requested, deaths,
         )  # fmt: skip
         app._watch = asyncio.create_task(app._watch_kafka(), name=KAFKA_WATCH)
@@ -251,7 +252,7 @@ class FerryApp:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watch
         await self.health.set(False, [*SERVICES, KAFKA_HEALTH])
-        self.publishing.stop_accepting()
+        self.publish.stop_accepting()
         await self.subscriptions.shutdown(budget.consumers_s)
         # The server keeps answering (UNAVAILABLE for new publishes) while the forwarder drains,
         # so calls that already reached it are refused cleanly instead of cancelled.

@@ -1,18 +1,19 @@
-"""The ferry.v1.Publisher servicer: request → validation → Publishing → response. No logic here."""
+"""The ferry.v1.Publisher servicer: request → validation → PublishService → response."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
-from sidecar.api.status import to_failure
+from sidecar.api.publish_results import fill_entries, fill_result
+from sidecar.api.publish_stream import PublishStreamCall
 from sidecar.errors import InvalidArgument
 from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
-from sidecar.publishing import Publishing
+from sidecar.publish.service import PublishService
 from sidecar.validation import EventLimits, check_event, duration_seconds
 
 MAX_KAFKA_WAIT_S = 600.0
@@ -25,17 +26,17 @@ _LEVELS = {
 
 
 class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
-    """Thin adapter of the Publisher service onto `Publishing`."""
+    """Thin adapter of the Publisher service onto `PublishService`."""
 
     def __init__(
         self,
-        publishing: Publishing,
+        publish: PublishService,
         limits: EventLimits,
         *,
         max_batch_events: int,
         default_kafka_wait_s: float,
     ) -> None:
-        self._publishing = publishing
+        self._publish = publish
         self._limits = limits
         self._max_batch = max_batch_events
         self._default_wait = default_kafka_wait_s
@@ -46,34 +47,45 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         if not request.HasField("event"):
             raise InvalidArgument("event", "is required")
         event = self._event(request.event, "event")
-        level, wait = self._level(request.ack_level), self._wait(request, context)
-        [outcome] = await self._publishing.publish([event], level, wait, _commit_wait(context))
+        level = self._level(request.ack_level)
+        wait = self._wait(request, _commit_wait(context))
+        [outcome] = await self._publish.publish([event], level, wait, _commit_wait(context))
         if not isinstance(outcome, Accepted):
             raise outcome.error
         response = pb.PublishResponse()
-        _fill_result(response.result, outcome)
+        fill_result(response.result, outcome)
         return response
 
     async def PublishBatch(
         self, request: pb.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PublishBatchResponse:
-        if not request.events:
-            raise InvalidArgument("events", "must hold at least one event")
-        if len(request.events) > self._max_batch:
-            raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
-        events = [self._event(e, f"events[{i}]") for i, e in enumerate(request.events)]
-        level, wait = self._level(request.ack_level), self._wait(request, context)
-        outcomes = await self._publishing.publish(events, level, wait, _commit_wait(context))
+        events = self._events(request.events)
+        level = self._level(request.ack_level)
+        wait = self._wait(request, _commit_wait(context))
+        outcomes = await self._publish.publish(events, level, wait, _commit_wait(context))
         response = pb.PublishBatchResponse()
-        add_entry = response.entries.add
-        for outcome in outcomes:
-            # Filling sub-messages in place is several times cheaper than building and copying.
-            entry = add_entry()
-            if isinstance(outcome, Accepted):
-                _fill_result(entry.result, outcome)
-            else:
-                entry.error.CopyFrom(to_failure(outcome.error))
+        fill_entries(response.entries, outcomes)
         return response
+
+    async def PublishStream(
+        self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[pb.PublishStreamResponse]:
+        call = PublishStreamCall(self._publish, self._stream_request)
+        async for response in call.responses(requests):
+            yield response
+
+    def _stream_request(
+        self, request: pb.PublishStreamRequest
+    ) -> tuple[list[OutgoingEvent], AckLevel, float]:
+        events = self._events(request.events)
+        return events, self._level(request.ack_level), self._wait(request, None)
+
+    def _events(self, messages: Sequence[pb.Event]) -> list[OutgoingEvent]:
+        if not messages:
+            raise InvalidArgument("events", "must hold at least one event")
+        if len(messages) > self._max_batch:
+            raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
+        return [self._event(e, f"events[{i}]") for i, e in enumerate(messages)]
 
     def _event(self, message: pb.Event, field: str) -> OutgoingEvent:
         has = message.HasField
@@ -96,15 +108,14 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
 
     def _wait(
         self,
-        request: pb.PublishRequest | pb.PublishBatchRequest,
-        context: grpc.aio.ServicerContext[Any, Any],
+        request: pb.PublishRequest | pb.PublishBatchRequest | pb.PublishStreamRequest,
+        commit_wait: float | None,
     ) -> float:
         wait = self._default_wait
         if request.HasField("kafka_wait"):
             wait = duration_seconds(request.kafka_wait, "kafka_wait", 0.0, MAX_KAFKA_WAIT_S)
             if wait <= 0:
                 raise InvalidArgument("kafka_wait", f"must be > 0 and at most {MAX_KAFKA_WAIT_S}s")
-        commit_wait = _commit_wait(context)
         if commit_wait is not None:
             # Answer DEADLINE_EXCEEDED ourselves, with the "still delivered" message.
             wait = min(wait, commit_wait)
@@ -120,17 +131,3 @@ def _commit_wait(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
 
 def _headers(headers: Iterable[record_pb2.Header]) -> Headers:
     return tuple((h.key, h.value if h.HasField("value") else None) for h in headers)
-
-
-def _fill_result(result: pb.PublishResult, outcome: Accepted) -> None:
-    result.event_id = outcome.event_id
-    result.sequence = outcome.sequence
-    if outcome.duplicate:
-        result.duplicate = True
-    if outcome.publish_time_ms:
-        stamp = result.publish_time
-        stamp.seconds, millis = divmod(outcome.publish_time_ms, 1000)
-        stamp.nanos = millis * 1_000_000
-    if outcome.position is not None:
-        result.kafka_position.partition = outcome.position.partition
-        result.kafka_position.offset = outcome.position.offset

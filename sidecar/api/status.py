@@ -94,6 +94,8 @@ def to_failure(error: Exception) -> record_pb2.Failure:
     failure = record_pb2.Failure(code=code_of(error), message=str(error), reason=error.reason)
     if isinstance(error, InvalidArgument):
         failure.field = error.field
+    elif isinstance(error, ResourceExhausted | Unavailable):
+        failure.retry_delay.FromNanoseconds(int(error.retry_after * 1e9))
     return failure
 
 

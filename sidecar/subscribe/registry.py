@@ -40,6 +40,8 @@ DEFAULT_MAX_SUBSCRIPTIONS = 100
 #: A client refused for the subscription cap retries after this: subscriptions whose last
 #: stream closed leave after their linger period.
 SUBSCRIPTION_RETRY_S = 5.0
+#: How long a shutdown waits past a stop's own timeout for that stop to report and finish.
+STOP_REPORT_MARGIN_S = 0.25
 
 
 class ConsumerHandle(ConsumerControl, Protocol):
@@ -188,8 +190,11 @@ class SubscriptionRegistry:
         if stopping is None:
             stopping = asyncio.get_running_loop().create_task(self._stop_once(name, timeout_s))
             self._stopping[name] = stopping
+        # The stop gives up on its consumer at `timeout_s` by itself; the margin lets it say so
+        # (consumer_close_abandoned) and close its streams before this wait gives up on it.
+        wait_s = None if timeout_s is None else timeout_s + STOP_REPORT_MARGIN_S
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(stopping), timeout_s)
+            await asyncio.wait_for(asyncio.shield(stopping), wait_s)
 
     async def _stop_once(self, name: str, timeout_s: float | None) -> None:
         try:

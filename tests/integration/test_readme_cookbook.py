@@ -57,6 +57,8 @@ def test_the_grpcurl_cookbook_runs_as_written(
     assert "rpc PublishBatch" in out
     assert out.count('"status": "SERVING"') >= 1  # ferry.kafka may not know Kafka yet
     assert out.count('"duplicate": true') == 1, "the second publish of order-42 is a duplicate"
+    assert '"request_id": "2"' in out, "PublishStream answers each request with its id"
+    assert out.count('"reason": "FIELD_INVALID"') >= 1, "PublishStream's bad request 3"
     # (the duplicate answers with one too, when its original was delivered already)
     assert out.count('"kafka_position"') >= 2, "the batch answers with Kafka positions"
     assert out.count('"status": "ACK_ID_STATUS_APPLIED"') == 3, out

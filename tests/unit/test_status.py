@@ -109,6 +109,12 @@ def test_failure_of_an_invalid_field_names_it() -> None:
     assert to_failure(InvalidArgument("ack.ack_ids", "too many")).field == "ack.ack_ids"
 
 
+def test_failure_carries_the_retry_delay_where_a_retry_helps() -> None:
+    assert to_failure(WalFull("full", 2.5)).retry_delay.ToNanoseconds() == 2_500_000_000
+    assert to_failure(ShuttingDown("bye")).retry_delay.ToNanoseconds() == 1_000_000_000
+    assert not to_failure(InvalidArgument("events", "empty")).HasField("retry_delay")
+
+
 def test_failure_of_a_bug_hides_its_text() -> None:
     failure = to_failure(KeyError("secret"))
     assert failure.code == code_pb2.INTERNAL

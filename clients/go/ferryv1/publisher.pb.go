@@ -664,6 +664,157 @@ func (x *PublishBatchResponse) GetEntries() []*PublishBatchEntry {
 	return nil
 }
 
+// PublishStreamRequest is one request of PublishStream.
+type PublishStreamRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Required. Chosen by the client and echoed in the response; Ferry does not
+	// interpret it (a counter is enough). 0 is reserved for the response to an
+	// undecodable message.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Required. 1 to the server's maximum batch size (default 1000) events.
+	Events []*Event `protobuf:"bytes,2,rep,name=events,proto3" json:"events,omitempty"`
+	// Optional. When to answer; defaults to ACK_LEVEL_DURABLE.
+	AckLevel AckLevel `protobuf:"varint,3,opt,name=ack_level,json=ackLevel,proto3,enum=ferry.v1.AckLevel" json:"ack_level,omitempty"`
+	// Optional. See PublishRequest.kafka_wait.
+	KafkaWait     *durationpb.Duration `protobuf:"bytes,4,opt,name=kafka_wait,json=kafkaWait,proto3" json:"kafka_wait,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *PublishStreamRequest) Reset() {
+	*x = PublishStreamRequest{}
+	mi := &file_ferry_v1_publisher_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishStreamRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishStreamRequest) ProtoMessage() {}
+
+func (x *PublishStreamRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_publisher_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishStreamRequest.ProtoReflect.Descriptor instead.
+func (*PublishStreamRequest) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_publisher_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *PublishStreamRequest) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *PublishStreamRequest) GetEvents() []*Event {
+	if x != nil {
+		return x.Events
+	}
+	return nil
+}
+
+func (x *PublishStreamRequest) GetAckLevel() AckLevel {
+	if x != nil {
+		return x.AckLevel
+	}
+	return AckLevel_ACK_LEVEL_UNSPECIFIED
+}
+
+func (x *PublishStreamRequest) GetKafkaWait() *durationpb.Duration {
+	if x != nil {
+		return x.KafkaWait
+	}
+	return nil
+}
+
+// PublishStreamResponse answers one PublishStreamRequest.
+type PublishStreamResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Output only. The request_id of the request this answers.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Output only. One entry per request event, in request order; empty when
+	// error is set.
+	Entries []*PublishBatchEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Output only. Set when the whole request was refused or did not complete
+	// (see PublishStream for the codes and reasons).
+	Error *Failure `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Output only. With error KAFKA_ACK_TIMEOUT: the id of every event of the
+	// request, in request order (they are logged and will still be delivered).
+	AssignedEventIds []string `protobuf:"bytes,4,rep,name=assigned_event_ids,json=assignedEventIds,proto3" json:"assigned_event_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PublishStreamResponse) Reset() {
+	*x = PublishStreamResponse{}
+	mi := &file_ferry_v1_publisher_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishStreamResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishStreamResponse) ProtoMessage() {}
+
+func (x *PublishStreamResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_publisher_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishStreamResponse.ProtoReflect.Descriptor instead.
+func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_publisher_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *PublishStreamResponse) GetRequestId() uint64 {
+	if x != nil {
+		return x.RequestId
+	}
+	return 0
+}
+
+func (x *PublishStreamResponse) GetEntries() []*PublishBatchEntry {
+	if x != nil {
+		return x.Entries
+	}
+	return nil
+}
+
+func (x *PublishStreamResponse) GetError() *Failure {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
+func (x *PublishStreamResponse) GetAssignedEventIds() []string {
+	if x != nil {
+		return x.AssignedEventIds
+	}
+	return nil
+}
+
 var File_ferry_v1_publisher_proto protoreflect.FileDescriptor
 
 const file_ferry_v1_publisher_proto_rawDesc = "" +
@@ -706,14 +857,28 @@ const file_ferry_v1_publisher_proto_rawDesc = "" +
 	"\x10AssignedEventIds\x12\x1b\n" +
 	"\tevent_ids\x18\x01 \x03(\tR\beventIds\"M\n" +
 	"\x14PublishBatchResponse\x125\n" +
-	"\aentries\x18\x01 \x03(\v2\x1b.ferry.v1.PublishBatchEntryR\aentries*Q\n" +
+	"\aentries\x18\x01 \x03(\v2\x1b.ferry.v1.PublishBatchEntryR\aentries\"\xc9\x01\n" +
+	"\x14PublishStreamRequest\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x12'\n" +
+	"\x06events\x18\x02 \x03(\v2\x0f.ferry.v1.EventR\x06events\x12/\n" +
+	"\tack_level\x18\x03 \x01(\x0e2\x12.ferry.v1.AckLevelR\backLevel\x128\n" +
+	"\n" +
+	"kafka_wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tkafkaWait\"\xc4\x01\n" +
+	"\x15PublishStreamResponse\x12\x1d\n" +
+	"\n" +
+	"request_id\x18\x01 \x01(\x04R\trequestId\x125\n" +
+	"\aentries\x18\x02 \x03(\v2\x1b.ferry.v1.PublishBatchEntryR\aentries\x12'\n" +
+	"\x05error\x18\x03 \x01(\v2\x11.ferry.v1.FailureR\x05error\x12,\n" +
+	"\x12assigned_event_ids\x18\x04 \x03(\tR\x10assignedEventIds*Q\n" +
 	"\bAckLevel\x12\x19\n" +
 	"\x15ACK_LEVEL_UNSPECIFIED\x10\x00\x12\x15\n" +
 	"\x11ACK_LEVEL_DURABLE\x10\x01\x12\x13\n" +
-	"\x0fACK_LEVEL_KAFKA\x10\x022\x9a\x01\n" +
+	"\x0fACK_LEVEL_KAFKA\x10\x022\xf0\x01\n" +
 	"\tPublisher\x12>\n" +
 	"\aPublish\x12\x18.ferry.v1.PublishRequest\x1a\x19.ferry.v1.PublishResponse\x12M\n" +
-	"\fPublishBatch\x12\x1d.ferry.v1.PublishBatchRequest\x1a\x1e.ferry.v1.PublishBatchResponseBK\n" +
+	"\fPublishBatch\x12\x1d.ferry.v1.PublishBatchRequest\x1a\x1e.ferry.v1.PublishBatchResponse\x12T\n" +
+	"\rPublishStream\x12\x1e.ferry.v1.PublishStreamRequest\x1a\x1f.ferry.v1.PublishStreamResponse(\x010\x01BK\n" +
 	"\fdev.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3"
 
 var (
@@ -729,7 +894,7 @@ func file_ferry_v1_publisher_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_v1_publisher_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ferry_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_ferry_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_ferry_v1_publisher_proto_goTypes = []any{
 	(AckLevel)(0),                 // 0: ferry.v1.AckLevel
 	(*Event)(nil),                 // 1: ferry.v1.Event
@@ -741,34 +906,43 @@ var file_ferry_v1_publisher_proto_goTypes = []any{
 	(*PublishBatchEntry)(nil),     // 7: ferry.v1.PublishBatchEntry
 	(*AssignedEventIds)(nil),      // 8: ferry.v1.AssignedEventIds
 	(*PublishBatchResponse)(nil),  // 9: ferry.v1.PublishBatchResponse
-	(*Header)(nil),                // 10: ferry.v1.Header
-	(*durationpb.Duration)(nil),   // 11: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 12: google.protobuf.Timestamp
-	(*Failure)(nil),               // 13: ferry.v1.Failure
+	(*PublishStreamRequest)(nil),  // 10: ferry.v1.PublishStreamRequest
+	(*PublishStreamResponse)(nil), // 11: ferry.v1.PublishStreamResponse
+	(*Header)(nil),                // 12: ferry.v1.Header
+	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
+	(*Failure)(nil),               // 15: ferry.v1.Failure
 }
 var file_ferry_v1_publisher_proto_depIdxs = []int32{
-	10, // 0: ferry.v1.Event.headers:type_name -> ferry.v1.Header
+	12, // 0: ferry.v1.Event.headers:type_name -> ferry.v1.Header
 	1,  // 1: ferry.v1.PublishRequest.event:type_name -> ferry.v1.Event
 	0,  // 2: ferry.v1.PublishRequest.ack_level:type_name -> ferry.v1.AckLevel
-	11, // 3: ferry.v1.PublishRequest.kafka_wait:type_name -> google.protobuf.Duration
+	13, // 3: ferry.v1.PublishRequest.kafka_wait:type_name -> google.protobuf.Duration
 	4,  // 4: ferry.v1.PublishResult.kafka_position:type_name -> ferry.v1.KafkaPosition
-	12, // 5: ferry.v1.PublishResult.publish_time:type_name -> google.protobuf.Timestamp
+	14, // 5: ferry.v1.PublishResult.publish_time:type_name -> google.protobuf.Timestamp
 	3,  // 6: ferry.v1.PublishResponse.result:type_name -> ferry.v1.PublishResult
 	1,  // 7: ferry.v1.PublishBatchRequest.events:type_name -> ferry.v1.Event
 	0,  // 8: ferry.v1.PublishBatchRequest.ack_level:type_name -> ferry.v1.AckLevel
-	11, // 9: ferry.v1.PublishBatchRequest.kafka_wait:type_name -> google.protobuf.Duration
+	13, // 9: ferry.v1.PublishBatchRequest.kafka_wait:type_name -> google.protobuf.Duration
 	3,  // 10: ferry.v1.PublishBatchEntry.result:type_name -> ferry.v1.PublishResult
-	13, // 11: ferry.v1.PublishBatchEntry.error:type_name -> ferry.v1.Failure
+	15, // 11: ferry.v1.PublishBatchEntry.error:type_name -> ferry.v1.Failure
 	7,  // 12: ferry.v1.PublishBatchResponse.entries:type_name -> ferry.v1.PublishBatchEntry
-	2,  // 13: ferry.v1.Publisher.Publish:input_type -> ferry.v1.PublishRequest
-	6,  // 14: ferry.v1.Publisher.PublishBatch:input_type -> ferry.v1.PublishBatchRequest
-	5,  // 15: ferry.v1.Publisher.Publish:output_type -> ferry.v1.PublishResponse
-	9,  // 16: ferry.v1.Publisher.PublishBatch:output_type -> ferry.v1.PublishBatchResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	1,  // 13: ferry.v1.PublishStreamRequest.events:type_name -> ferry.v1.Event
+	0,  // 14: ferry.v1.PublishStreamRequest.ack_level:type_name -> ferry.v1.AckLevel
+	13, // 15: ferry.v1.PublishStreamRequest.kafka_wait:type_name -> google.protobuf.Duration
+	7,  // 16: ferry.v1.PublishStreamResponse.entries:type_name -> ferry.v1.PublishBatchEntry
+	15, // 17: ferry.v1.PublishStreamResponse.error:type_name -> ferry.v1.Failure
+	2,  // 18: ferry.v1.Publisher.Publish:input_type -> ferry.v1.PublishRequest
+	6,  // 19: ferry.v1.Publisher.PublishBatch:input_type -> ferry.v1.PublishBatchRequest
+	10, // 20: ferry.v1.Publisher.PublishStream:input_type -> ferry.v1.PublishStreamRequest
+	5,  // 21: ferry.v1.Publisher.Publish:output_type -> ferry.v1.PublishResponse
+	9,  // 22: ferry.v1.Publisher.PublishBatch:output_type -> ferry.v1.PublishBatchResponse
+	11, // 23: ferry.v1.Publisher.PublishStream:output_type -> ferry.v1.PublishStreamResponse
+	21, // [21:24] is the sub-list for method output_type
+	18, // [18:21] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_publisher_proto_init() }
@@ -788,7 +962,7 @@ func file_ferry_v1_publisher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_publisher_proto_rawDesc), len(file_ferry_v1_publisher_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

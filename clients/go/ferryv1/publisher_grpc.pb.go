@@ -19,8 +19,9 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Publisher_Publish_FullMethodName      = "/ferry.v1.Publisher/Publish"
-	Publisher_PublishBatch_FullMethodName = "/ferry.v1.Publisher/PublishBatch"
+	Publisher_Publish_FullMethodName       = "/ferry.v1.Publisher/Publish"
+	Publisher_PublishBatch_FullMethodName  = "/ferry.v1.Publisher/PublishBatch"
+	Publisher_PublishStream_FullMethodName = "/ferry.v1.Publisher/PublishStream"
 )
 
 // PublisherClient is the client API for Publisher service.
@@ -90,6 +91,52 @@ type PublisherClient interface {
 	//	CANCELLED          as for Publish.
 	//	INTERNAL           INTERNAL: a bug in Ferry.
 	PublishBatch(ctx context.Context, in *PublishBatchRequest, opts ...grpc.CallOption) (*PublishBatchResponse, error)
+	// PublishStream publishes over one bidirectional stream: the client sends
+	// requests, each holding one or more events and a request_id of its
+	// choosing, and Ferry answers every request with one response carrying
+	// that request_id. A busy publisher pays one stream message per event
+	// instead of one call.
+	//
+	// Ferry logs the requests of one stream in the order they arrive, so events
+	// with the same key keep the stream's order in Kafka without the client
+	// waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+	// come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+	// come after answers to later requests. Ferry reads at most a bounded
+	// number of unanswered requests of a stream (gRPC flow control holds the
+	// rest in the client).
+	//
+	// One request's refusal is that response's error (a Failure with the code,
+	// the ErrorInfo reason and, where a retry helps, a retry_delay); the
+	// stream stays open. Per request, as for PublishBatch:
+	//
+	//	INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+	//	                   REQUEST_UNDECODABLE: the message is not a valid
+	//	                   PublishStreamRequest (answered with request_id 0).
+	//	                   Nothing written; do not retry.
+	//	ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+	//	RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+	//	                   written; retry after retry_delay.
+	//	DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+	//	                   in time; assigned_event_ids holds every event's id.
+	//	UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+	//	                   retry_delay.
+	//	INTERNAL           INTERNAL: a bug in Ferry.
+	//
+	// The stream's own status:
+	//
+	//	OK                 the client half-closed and every request was answered.
+	//	UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+	//	                   read was answered first. Requests without an answer
+	//	                   were not read: send them again (on another instance).
+	//	RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+	//	                   receive limit; gRPC ends the stream.
+	//	DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+	//	                   or may not be logged: publish them again with the
+	//	                   same event ids (set event_id to make that safe).
+	//	CANCELLED          the client cancelled, as for an unanswered request
+	//	                   under DEADLINE_EXCEEDED.
+	//	INTERNAL           INTERNAL: a bug in Ferry.
+	PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse], error)
 }
 
 type publisherClient struct {
@@ -119,6 +166,19 @@ func (c *publisherClient) PublishBatch(ctx context.Context, in *PublishBatchRequ
 	}
 	return out, nil
 }
+
+func (c *publisherClient) PublishStream(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse], error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	stream, err := c.cc.NewStream(ctx, &Publisher_ServiceDesc.Streams[0], Publisher_PublishStream_FullMethodName, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	x := &grpc.GenericClientStream[PublishStreamRequest, PublishStreamResponse]{ClientStream: stream}
+	return x, nil
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Publisher_PublishStreamClient = grpc.BidiStreamingClient[PublishStreamRequest, PublishStreamResponse]
 
 // PublisherServer is the server API for Publisher service.
 // All implementations must embed UnimplementedPublisherServer
@@ -187,6 +247,52 @@ type PublisherServer interface {
 	//	CANCELLED          as for Publish.
 	//	INTERNAL           INTERNAL: a bug in Ferry.
 	PublishBatch(context.Context, *PublishBatchRequest) (*PublishBatchResponse, error)
+	// PublishStream publishes over one bidirectional stream: the client sends
+	// requests, each holding one or more events and a request_id of its
+	// choosing, and Ferry answers every request with one response carrying
+	// that request_id. A busy publisher pays one stream message per event
+	// instead of one call.
+	//
+	// Ferry logs the requests of one stream in the order they arrive, so events
+	// with the same key keep the stream's order in Kafka without the client
+	// waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+	// come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+	// come after answers to later requests. Ferry reads at most a bounded
+	// number of unanswered requests of a stream (gRPC flow control holds the
+	// rest in the client).
+	//
+	// One request's refusal is that response's error (a Failure with the code,
+	// the ErrorInfo reason and, where a retry helps, a retry_delay); the
+	// stream stays open. Per request, as for PublishBatch:
+	//
+	//	INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+	//	                   REQUEST_UNDECODABLE: the message is not a valid
+	//	                   PublishStreamRequest (answered with request_id 0).
+	//	                   Nothing written; do not retry.
+	//	ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+	//	RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+	//	                   written; retry after retry_delay.
+	//	DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+	//	                   in time; assigned_event_ids holds every event's id.
+	//	UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+	//	                   retry_delay.
+	//	INTERNAL           INTERNAL: a bug in Ferry.
+	//
+	// The stream's own status:
+	//
+	//	OK                 the client half-closed and every request was answered.
+	//	UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+	//	                   read was answered first. Requests without an answer
+	//	                   were not read: send them again (on another instance).
+	//	RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+	//	                   receive limit; gRPC ends the stream.
+	//	DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+	//	                   or may not be logged: publish them again with the
+	//	                   same event ids (set event_id to make that safe).
+	//	CANCELLED          the client cancelled, as for an unanswered request
+	//	                   under DEADLINE_EXCEEDED.
+	//	INTERNAL           INTERNAL: a bug in Ferry.
+	PublishStream(grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]) error
 	mustEmbedUnimplementedPublisherServer()
 }
 
@@ -202,6 +308,9 @@ func (UnimplementedPublisherServer) Publish(context.Context, *PublishRequest) (*
 }
 func (UnimplementedPublisherServer) PublishBatch(context.Context, *PublishBatchRequest) (*PublishBatchResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method PublishBatch not implemented")
+}
+func (UnimplementedPublisherServer) PublishStream(grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]) error {
+	return status.Error(codes.Unimplemented, "method PublishStream not implemented")
 }
 func (UnimplementedPublisherServer) mustEmbedUnimplementedPublisherServer() {}
 func (UnimplementedPublisherServer) testEmbeddedByValue()                   {}
@@ -260,6 +369,13 @@ func _Publisher_PublishBatch_Handler(srv interface{}, ctx context.Context, dec f
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Publisher_PublishStream_Handler(srv interface{}, stream grpc.ServerStream) error {
+	return srv.(PublisherServer).PublishStream(&grpc.GenericServerStream[PublishStreamRequest, PublishStreamResponse]{ServerStream: stream})
+}
+
+// This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
+type Publisher_PublishStreamServer = grpc.BidiStreamingServer[PublishStreamRequest, PublishStreamResponse]
+
 // Publisher_ServiceDesc is the grpc.ServiceDesc for Publisher service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -276,6 +392,13 @@ var Publisher_ServiceDesc = grpc.ServiceDesc{
 			Handler:    _Publisher_PublishBatch_Handler,
 		},
 	},
-	Streams:  []grpc.StreamDesc{},
+	Streams: []grpc.StreamDesc{
+		{
+			StreamName:    "PublishStream",
+			Handler:       _Publisher_PublishStream_Handler,
+			ServerStreams: true,
+			ClientStreams: true,
+		},
+	},
 	Metadata: "ferry/v1/publisher.proto",
 }

@@ -9,6 +9,7 @@ package ferryv1
 import (
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
+	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	reflect "reflect"
 	sync "sync"
 	unsafe "unsafe"
@@ -146,7 +147,10 @@ type Failure struct {
 	Reason string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
 	// Output only. For INVALID_ARGUMENT: the path of the offending field
 	// (as in google.rpc.BadRequest.FieldViolation.field).
-	Field         string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	Field string `protobuf:"bytes,4,opt,name=field,proto3" json:"field,omitempty"`
+	// Output only. For RESOURCE_EXHAUSTED and UNAVAILABLE: how long to wait
+	// before retrying (as in google.rpc.RetryInfo.retry_delay).
+	RetryDelay    *durationpb.Duration `protobuf:"bytes,5,opt,name=retry_delay,json=retryDelay,proto3" json:"retry_delay,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -209,20 +213,29 @@ func (x *Failure) GetField() string {
 	return ""
 }
 
+func (x *Failure) GetRetryDelay() *durationpb.Duration {
+	if x != nil {
+		return x.RetryDelay
+	}
+	return nil
+}
+
 var File_ferry_v1_record_proto protoreflect.FileDescriptor
 
 const file_ferry_v1_record_proto_rawDesc = "" +
 	"\n" +
-	"\x15ferry/v1/record.proto\x12\bferry.v1\"?\n" +
+	"\x15ferry/v1/record.proto\x12\bferry.v1\x1a\x1egoogle/protobuf/duration.proto\"?\n" +
 	"\x06Header\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x19\n" +
 	"\x05value\x18\x02 \x01(\fH\x00R\x05value\x88\x01\x01B\b\n" +
-	"\x06_value\"e\n" +
+	"\x06_value\"\xa1\x01\n" +
 	"\aFailure\x12\x12\n" +
 	"\x04code\x18\x01 \x01(\x05R\x04code\x12\x18\n" +
 	"\amessage\x18\x02 \x01(\tR\amessage\x12\x16\n" +
 	"\x06reason\x18\x03 \x01(\tR\x06reason\x12\x14\n" +
-	"\x05field\x18\x04 \x01(\tR\x05field*s\n" +
+	"\x05field\x18\x04 \x01(\tR\x05field\x12:\n" +
+	"\vretry_delay\x18\x05 \x01(\v2\x19.google.protobuf.DurationR\n" +
+	"retryDelay*s\n" +
 	"\rTimestampType\x12\x1e\n" +
 	"\x1aTIMESTAMP_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n" +
 	"\x1aTIMESTAMP_TYPE_CREATE_TIME\x10\x01\x12\"\n" +
@@ -244,16 +257,18 @@ func file_ferry_v1_record_proto_rawDescGZIP() []byte {
 var file_ferry_v1_record_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
 var file_ferry_v1_record_proto_msgTypes = make([]protoimpl.MessageInfo, 2)
 var file_ferry_v1_record_proto_goTypes = []any{
-	(TimestampType)(0), // 0: ferry.v1.TimestampType
-	(*Header)(nil),     // 1: ferry.v1.Header
-	(*Failure)(nil),    // 2: ferry.v1.Failure
+	(TimestampType)(0),          // 0: ferry.v1.TimestampType
+	(*Header)(nil),              // 1: ferry.v1.Header
+	(*Failure)(nil),             // 2: ferry.v1.Failure
+	(*durationpb.Duration)(nil), // 3: google.protobuf.Duration
 }
 var file_ferry_v1_record_proto_depIdxs = []int32{
-	0, // [0:0] is the sub-list for method output_type
-	0, // [0:0] is the sub-list for method input_type
-	0, // [0:0] is the sub-list for extension type_name
-	0, // [0:0] is the sub-list for extension extendee
-	0, // [0:0] is the sub-list for field type_name
+	3, // 0: ferry.v1.Failure.retry_delay:type_name -> google.protobuf.Duration
+	1, // [1:1] is the sub-list for method output_type
+	1, // [1:1] is the sub-list for method input_type
+	1, // [1:1] is the sub-list for extension type_name
+	1, // [1:1] is the sub-list for extension extendee
+	0, // [0:1] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_record_proto_init() }

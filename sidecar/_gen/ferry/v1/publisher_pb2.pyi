@@ -359,3 +359,90 @@ class PublishBatchResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PublishBatchResponse: _TypeAlias = PublishBatchResponse  # noqa: Y015
+
+@_typing.final
+class PublishStreamRequest(_message.Message):
+    """PublishStreamRequest is one request of PublishStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
+    ACK_LEVEL_FIELD_NUMBER: _builtins.int
+    KAFKA_WAIT_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """Required. Chosen by the client and echoed in the response; Ferry does not
+    interpret it (a counter is enough). 0 is reserved for the response to an
+    undecodable message.
+    """
+    ack_level: Global___AckLevel.ValueType
+    """Optional. When to answer; defaults to ACK_LEVEL_DURABLE."""
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___Event]:
+        """Required. 1 to the server's maximum batch size (default 1000) events."""
+
+    @_builtins.property
+    def kafka_wait(self) -> _duration_pb2.Duration:
+        """Optional. See PublishRequest.kafka_wait."""
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        events: _abc.Iterable[Global___Event] | None = ...,
+        ack_level: Global___AckLevel.ValueType = ...,
+        kafka_wait: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["kafka_wait", b"kafka_wait"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["ack_level", b"ack_level", "events", b"events", "kafka_wait", b"kafka_wait", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishStreamRequest: _TypeAlias = PublishStreamRequest  # noqa: Y015
+
+@_typing.final
+class PublishStreamResponse(_message.Message):
+    """PublishStreamResponse answers one PublishStreamRequest."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    ENTRIES_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    ASSIGNED_EVENT_IDS_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """Output only. The request_id of the request this answers."""
+    @_builtins.property
+    def entries(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishBatchEntry]:
+        """Output only. One entry per request event, in request order; empty when
+        error is set.
+        """
+
+    @_builtins.property
+    def error(self) -> _record_pb2.Failure:
+        """Output only. Set when the whole request was refused or did not complete
+        (see PublishStream for the codes and reasons).
+        """
+
+    @_builtins.property
+    def assigned_event_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Output only. With error KAFKA_ACK_TIMEOUT: the id of every event of the
+        request, in request order (they are logged and will still be delivered).
+        """
+
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        entries: _abc.Iterable[Global___PublishBatchEntry] | None = ...,
+        error: _record_pb2.Failure | None = ...,
+        assigned_event_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_event_ids", b"assigned_event_ids", "entries", b"entries", "error", b"error", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishStreamResponse: _TypeAlias = PublishStreamResponse  # noqa: Y015

@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientUnaryCall,
+  type handleBidiStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -200,6 +202,45 @@ export interface AssignedEventIds {
 export interface PublishBatchResponse {
   /** Output only. One entry per request event, in request order. */
   entries: PublishBatchEntry[];
+}
+
+/** PublishStreamRequest is one request of PublishStream. */
+export interface PublishStreamRequest {
+  /**
+   * Required. Chosen by the client and echoed in the response; Ferry does not
+   * interpret it (a counter is enough). 0 is reserved for the response to an
+   * undecodable message.
+   */
+  requestId: number;
+  /** Required. 1 to the server's maximum batch size (default 1000) events. */
+  events: Event[];
+  /** Optional. When to answer; defaults to ACK_LEVEL_DURABLE. */
+  ackLevel: AckLevel;
+  /** Optional. See PublishRequest.kafka_wait. */
+  kafkaWait?: Duration | undefined;
+}
+
+/** PublishStreamResponse answers one PublishStreamRequest. */
+export interface PublishStreamResponse {
+  /** Output only. The request_id of the request this answers. */
+  requestId: number;
+  /**
+   * Output only. One entry per request event, in request order; empty when
+   * error is set.
+   */
+  entries: PublishBatchEntry[];
+  /**
+   * Output only. Set when the whole request was refused or did not complete
+   * (see PublishStream for the codes and reasons).
+   */
+  error?:
+    | Failure
+    | undefined;
+  /**
+   * Output only. With error KAFKA_ACK_TIMEOUT: the id of every event of the
+   * request, in request order (they are logged and will still be delivered).
+   */
+  assignedEventIds: string[];
 }
 
 function createBaseEvent(): Event {
@@ -1107,6 +1148,266 @@ export const PublishBatchResponse: MessageFns<PublishBatchResponse> = {
   },
 };
 
+function createBasePublishStreamRequest(): PublishStreamRequest {
+  return { requestId: 0, events: [], ackLevel: 0, kafkaWait: undefined };
+}
+
+export const PublishStreamRequest: MessageFns<PublishStreamRequest> = {
+  encode(message: PublishStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0) {
+      writer.uint32(8).uint64(message.requestId);
+    }
+    for (const v of message.events) {
+      Event.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.ackLevel !== 0) {
+      writer.uint32(24).int32(message.ackLevel);
+    }
+    if (message.kafkaWait !== undefined) {
+      Duration.encode(message.kafkaWait, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishStreamRequest();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.events.push(Event.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 24) {
+              break;
+            }
+
+            message.ackLevel = reader.int32() as any;
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.kafkaWait = Duration.decode(reader, reader.uint32());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishStreamRequest {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.Number(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.Number(object.request_id)
+        : 0,
+      events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => Event.fromJSON(e)) : [],
+      ackLevel: isSet(object.ackLevel)
+        ? ackLevelFromJSON(object.ackLevel)
+        : isSet(object.ack_level)
+        ? ackLevelFromJSON(object.ack_level)
+        : 0,
+      kafkaWait: isSet(object.kafkaWait)
+        ? Duration.fromJSON(object.kafkaWait)
+        : isSet(object.kafka_wait)
+        ? Duration.fromJSON(object.kafka_wait)
+        : undefined,
+    };
+  },
+
+  toJSON(message: PublishStreamRequest): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0) {
+      obj.requestId = Math.round(message.requestId);
+    }
+    if (message.events?.length) {
+      obj.events = message.events.map((e) => Event.toJSON(e));
+    }
+    if (message.ackLevel !== 0) {
+      obj.ackLevel = ackLevelToJSON(message.ackLevel);
+    }
+    if (message.kafkaWait !== undefined) {
+      obj.kafkaWait = Duration.toJSON(message.kafkaWait);
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishStreamRequest>, I>>(base?: I): PublishStreamRequest {
+    return PublishStreamRequest.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishStreamRequest>, I>>(object: I): PublishStreamRequest {
+    const message = createBasePublishStreamRequest();
+    message.requestId = object.requestId ?? 0;
+    message.events = object.events?.map((e) => Event.fromPartial(e)) || [];
+    message.ackLevel = object.ackLevel ?? 0;
+    message.kafkaWait = (object.kafkaWait !== undefined && object.kafkaWait !== null)
+      ? Duration.fromPartial(object.kafkaWait)
+      : undefined;
+    return message;
+  },
+};
+
+function createBasePublishStreamResponse(): PublishStreamResponse {
+  return { requestId: 0, entries: [], error: undefined, assignedEventIds: [] };
+}
+
+export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
+  encode(message: PublishStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.requestId !== 0) {
+      writer.uint32(8).uint64(message.requestId);
+    }
+    for (const v of message.entries) {
+      PublishBatchEntry.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.error !== undefined) {
+      Failure.encode(message.error, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.assignedEventIds) {
+      writer.uint32(34).string(v!);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 8) {
+              break;
+            }
+
+            message.requestId = longToNumber(reader.uint64());
+            continue;
+          }
+          case 2: {
+            if (tag !== 18) {
+              break;
+            }
+
+            message.entries.push(PublishBatchEntry.decode(reader, reader.uint32()));
+            continue;
+          }
+          case 3: {
+            if (tag !== 26) {
+              break;
+            }
+
+            message.error = Failure.decode(reader, reader.uint32());
+            continue;
+          }
+          case 4: {
+            if (tag !== 34) {
+              break;
+            }
+
+            message.assignedEventIds.push(reader.string());
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishStreamResponse {
+    return {
+      requestId: isSet(object.requestId)
+        ? globalThis.Number(object.requestId)
+        : isSet(object.request_id)
+        ? globalThis.Number(object.request_id)
+        : 0,
+      entries: globalThis.Array.isArray(object?.entries)
+        ? object.entries.map((e: any) => PublishBatchEntry.fromJSON(e))
+        : [],
+      error: isSet(object.error) ? Failure.fromJSON(object.error) : undefined,
+      assignedEventIds: globalThis.Array.isArray(object?.assignedEventIds)
+        ? object.assignedEventIds.map((e: any) => globalThis.String(e))
+        : globalThis.Array.isArray(object?.assigned_event_ids)
+        ? object.assigned_event_ids.map((e: any) => globalThis.String(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PublishStreamResponse): unknown {
+    const obj: any = {};
+    if (message.requestId !== 0) {
+      obj.requestId = Math.round(message.requestId);
+    }
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => PublishBatchEntry.toJSON(e));
+    }
+    if (message.error !== undefined) {
+      obj.error = Failure.toJSON(message.error);
+    }
+    if (message.assignedEventIds?.length) {
+      obj.assignedEventIds = message.assignedEventIds;
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishStreamResponse>, I>>(base?: I): PublishStreamResponse {
+    return PublishStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishStreamResponse>, I>>(object: I): PublishStreamResponse {
+    const message = createBasePublishStreamResponse();
+    message.requestId = object.requestId ?? 0;
+    message.entries = object.entries?.map((e) => PublishBatchEntry.fromPartial(e)) || [];
+    message.error = (object.error !== undefined && object.error !== null)
+      ? Failure.fromPartial(object.error)
+      : undefined;
+    message.assignedEventIds = object.assignedEventIds?.map((e) => e) || [];
+    return message;
+  },
+};
+
 /**
  * Publisher accepts events from the application and guarantees that every
  * event it answered OK for reaches Kafka at least once.
@@ -1192,6 +1493,61 @@ export const PublisherService = {
       Buffer.from(PublishBatchResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): PublishBatchResponse => PublishBatchResponse.decode(value),
   },
+  /**
+   * PublishStream publishes over one bidirectional stream: the client sends
+   * requests, each holding one or more events and a request_id of its
+   * choosing, and Ferry answers every request with one response carrying
+   * that request_id. A busy publisher pays one stream message per event
+   * instead of one call.
+   *
+   * Ferry logs the requests of one stream in the order they arrive, so events
+   * with the same key keep the stream's order in Kafka without the client
+   * waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+   * come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+   * come after answers to later requests. Ferry reads at most a bounded
+   * number of unanswered requests of a stream (gRPC flow control holds the
+   * rest in the client).
+   *
+   * One request's refusal is that response's error (a Failure with the code,
+   * the ErrorInfo reason and, where a retry helps, a retry_delay); the
+   * stream stays open. Per request, as for PublishBatch:
+   *   INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+   *                      REQUEST_UNDECODABLE: the message is not a valid
+   *                      PublishStreamRequest (answered with request_id 0).
+   *                      Nothing written; do not retry.
+   *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+   *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+   *                      written; retry after retry_delay.
+   *   DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+   *                      in time; assigned_event_ids holds every event's id.
+   *   UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+   *                      retry_delay.
+   *   INTERNAL           INTERNAL: a bug in Ferry.
+   *
+   * The stream's own status:
+   *   OK                 the client half-closed and every request was answered.
+   *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+   *                      read was answered first. Requests without an answer
+   *                      were not read: send them again (on another instance).
+   *   RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+   *                      receive limit; gRPC ends the stream.
+   *   DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+   *                      or may not be logged: publish them again with the
+   *                      same event ids (set event_id to make that safe).
+   *   CANCELLED          the client cancelled, as for an unanswered request
+   *                      under DEADLINE_EXCEEDED.
+   *   INTERNAL           INTERNAL: a bug in Ferry.
+   */
+  publishStream: {
+    path: "/ferry.v1.Publisher/PublishStream" as const,
+    requestStream: true as const,
+    responseStream: true as const,
+    requestSerialize: (value: PublishStreamRequest): Buffer => Buffer.from(PublishStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): PublishStreamRequest => PublishStreamRequest.decode(value),
+    responseSerialize: (value: PublishStreamResponse): Buffer =>
+      Buffer.from(PublishStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): PublishStreamResponse => PublishStreamResponse.decode(value),
+  },
 } as const;
 
 export interface PublisherServer extends UntypedServiceImplementation {
@@ -1251,6 +1607,52 @@ export interface PublisherServer extends UntypedServiceImplementation {
    *   INTERNAL           INTERNAL: a bug in Ferry.
    */
   publishBatch: handleUnaryCall<PublishBatchRequest, PublishBatchResponse>;
+  /**
+   * PublishStream publishes over one bidirectional stream: the client sends
+   * requests, each holding one or more events and a request_id of its
+   * choosing, and Ferry answers every request with one response carrying
+   * that request_id. A busy publisher pays one stream message per event
+   * instead of one call.
+   *
+   * Ferry logs the requests of one stream in the order they arrive, so events
+   * with the same key keep the stream's order in Kafka without the client
+   * waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+   * come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+   * come after answers to later requests. Ferry reads at most a bounded
+   * number of unanswered requests of a stream (gRPC flow control holds the
+   * rest in the client).
+   *
+   * One request's refusal is that response's error (a Failure with the code,
+   * the ErrorInfo reason and, where a retry helps, a retry_delay); the
+   * stream stays open. Per request, as for PublishBatch:
+   *   INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+   *                      REQUEST_UNDECODABLE: the message is not a valid
+   *                      PublishStreamRequest (answered with request_id 0).
+   *                      Nothing written; do not retry.
+   *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+   *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+   *                      written; retry after retry_delay.
+   *   DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+   *                      in time; assigned_event_ids holds every event's id.
+   *   UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+   *                      retry_delay.
+   *   INTERNAL           INTERNAL: a bug in Ferry.
+   *
+   * The stream's own status:
+   *   OK                 the client half-closed and every request was answered.
+   *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+   *                      read was answered first. Requests without an answer
+   *                      were not read: send them again (on another instance).
+   *   RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+   *                      receive limit; gRPC ends the stream.
+   *   DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+   *                      or may not be logged: publish them again with the
+   *                      same event ids (set event_id to make that safe).
+   *   CANCELLED          the client cancelled, as for an unanswered request
+   *                      under DEADLINE_EXCEEDED.
+   *   INTERNAL           INTERNAL: a bug in Ferry.
+   */
+  publishStream: handleBidiStreamingCall<PublishStreamRequest, PublishStreamResponse>;
 }
 
 export interface PublisherClient extends Client {
@@ -1338,6 +1740,57 @@ export interface PublisherClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: PublishBatchResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * PublishStream publishes over one bidirectional stream: the client sends
+   * requests, each holding one or more events and a request_id of its
+   * choosing, and Ferry answers every request with one response carrying
+   * that request_id. A busy publisher pays one stream message per event
+   * instead of one call.
+   *
+   * Ferry logs the requests of one stream in the order they arrive, so events
+   * with the same key keep the stream's order in Kafka without the client
+   * waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+   * come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+   * come after answers to later requests. Ferry reads at most a bounded
+   * number of unanswered requests of a stream (gRPC flow control holds the
+   * rest in the client).
+   *
+   * One request's refusal is that response's error (a Failure with the code,
+   * the ErrorInfo reason and, where a retry helps, a retry_delay); the
+   * stream stays open. Per request, as for PublishBatch:
+   *   INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+   *                      REQUEST_UNDECODABLE: the message is not a valid
+   *                      PublishStreamRequest (answered with request_id 0).
+   *                      Nothing written; do not retry.
+   *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+   *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+   *                      written; retry after retry_delay.
+   *   DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+   *                      in time; assigned_event_ids holds every event's id.
+   *   UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+   *                      retry_delay.
+   *   INTERNAL           INTERNAL: a bug in Ferry.
+   *
+   * The stream's own status:
+   *   OK                 the client half-closed and every request was answered.
+   *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+   *                      read was answered first. Requests without an answer
+   *                      were not read: send them again (on another instance).
+   *   RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+   *                      receive limit; gRPC ends the stream.
+   *   DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+   *                      or may not be logged: publish them again with the
+   *                      same event ids (set event_id to make that safe).
+   *   CANCELLED          the client cancelled, as for an unanswered request
+   *                      under DEADLINE_EXCEEDED.
+   *   INTERNAL           INTERNAL: a bug in Ferry.
+   */
+  publishStream(): ClientDuplexStream<PublishStreamRequest, PublishStreamResponse>;
+  publishStream(options: Partial<CallOptions>): ClientDuplexStream<PublishStreamRequest, PublishStreamResponse>;
+  publishStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<PublishStreamRequest, PublishStreamResponse>;
 }
 
 export const PublisherClient = makeGenericClientConstructor(PublisherService, "ferry.v1.Publisher") as unknown as {

@@ -6,6 +6,7 @@
 
 /* eslint-disable */
 import { BinaryReader, BinaryWriter } from "@bufbuild/protobuf/wire";
+import { Duration } from "../../google/protobuf/duration.js";
 
 export const protobufPackage = "ferry.v1";
 
@@ -89,6 +90,11 @@ export interface Failure {
    * (as in google.rpc.BadRequest.FieldViolation.field).
    */
   field: string;
+  /**
+   * Output only. For RESOURCE_EXHAUSTED and UNAVAILABLE: how long to wait
+   * before retrying (as in google.rpc.RetryInfo.retry_delay).
+   */
+  retryDelay?: Duration | undefined;
 }
 
 function createBaseHeader(): Header {
@@ -177,7 +183,7 @@ export const Header: MessageFns<Header> = {
 };
 
 function createBaseFailure(): Failure {
-  return { code: 0, message: "", reason: "", field: "" };
+  return { code: 0, message: "", reason: "", field: "", retryDelay: undefined };
 }
 
 export const Failure: MessageFns<Failure> = {
@@ -193,6 +199,9 @@ export const Failure: MessageFns<Failure> = {
     }
     if (message.field !== "") {
       writer.uint32(34).string(message.field);
+    }
+    if (message.retryDelay !== undefined) {
+      Duration.encode(message.retryDelay, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -242,6 +251,14 @@ export const Failure: MessageFns<Failure> = {
             message.field = reader.string();
             continue;
           }
+          case 5: {
+            if (tag !== 42) {
+              break;
+            }
+
+            message.retryDelay = Duration.decode(reader, reader.uint32());
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -260,6 +277,11 @@ export const Failure: MessageFns<Failure> = {
       message: isSet(object.message) ? globalThis.String(object.message) : "",
       reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
       field: isSet(object.field) ? globalThis.String(object.field) : "",
+      retryDelay: isSet(object.retryDelay)
+        ? Duration.fromJSON(object.retryDelay)
+        : isSet(object.retry_delay)
+        ? Duration.fromJSON(object.retry_delay)
+        : undefined,
     };
   },
 
@@ -277,6 +299,9 @@ export const Failure: MessageFns<Failure> = {
     if (message.field !== "") {
       obj.field = message.field;
     }
+    if (message.retryDelay !== undefined) {
+      obj.retryDelay = Duration.toJSON(message.retryDelay);
+    }
     return obj;
   },
 
@@ -289,6 +314,9 @@ export const Failure: MessageFns<Failure> = {
     message.message = object.message ?? "";
     message.reason = object.reason ?? "";
     message.field = object.field ?? "";
+    message.retryDelay = (object.retryDelay !== undefined && object.retryDelay !== null)
+      ? Duration.fromPartial(object.retryDelay)
+      : undefined;
     return message;
   },
 };

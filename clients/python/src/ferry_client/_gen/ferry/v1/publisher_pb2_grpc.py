@@ -52,6 +52,11 @@ class PublisherStub:
                 request_serializer=ferry_dot_v1_dot_publisher__pb2.PublishBatchRequest.SerializeToString,
                 response_deserializer=ferry_dot_v1_dot_publisher__pb2.PublishBatchResponse.FromString,
                 _registered_method=True)
+        self.PublishStream = channel.stream_stream(
+                '/ferry.v1.Publisher/PublishStream',
+                request_serializer=ferry_dot_v1_dot_publisher__pb2.PublishStreamRequest.SerializeToString,
+                response_deserializer=ferry_dot_v1_dot_publisher__pb2.PublishStreamResponse.FromString,
+                _registered_method=True)
 
 
 class PublisherServicer:
@@ -127,6 +132,55 @@ class PublisherServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def PublishStream(self, request_iterator, context):
+        """PublishStream publishes over one bidirectional stream: the client sends
+        requests, each holding one or more events and a request_id of its
+        choosing, and Ferry answers every request with one response carrying
+        that request_id. A busy publisher pays one stream message per event
+        instead of one call.
+
+        Ferry logs the requests of one stream in the order they arrive, so events
+        with the same key keep the stream's order in Kafka without the client
+        waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+        come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+        come after answers to later requests. Ferry reads at most a bounded
+        number of unanswered requests of a stream (gRPC flow control holds the
+        rest in the client).
+
+        One request's refusal is that response's error (a Failure with the code,
+        the ErrorInfo reason and, where a retry helps, a retry_delay); the
+        stream stays open. Per request, as for PublishBatch:
+        INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+        REQUEST_UNDECODABLE: the message is not a valid
+        PublishStreamRequest (answered with request_id 0).
+        Nothing written; do not retry.
+        ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+        RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+        written; retry after retry_delay.
+        DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+        in time; assigned_event_ids holds every event's id.
+        UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+        retry_delay.
+        INTERNAL           INTERNAL: a bug in Ferry.
+
+        The stream's own status:
+        OK                 the client half-closed and every request was answered.
+        UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+        read was answered first. Requests without an answer
+        were not read: send them again (on another instance).
+        RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+        receive limit; gRPC ends the stream.
+        DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+        or may not be logged: publish them again with the
+        same event ids (set event_id to make that safe).
+        CANCELLED          the client cancelled, as for an unanswered request
+        under DEADLINE_EXCEEDED.
+        INTERNAL           INTERNAL: a bug in Ferry.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PublisherServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -139,6 +193,11 @@ def add_PublisherServicer_to_server(servicer, server):
                     servicer.PublishBatch,
                     request_deserializer=ferry_dot_v1_dot_publisher__pb2.PublishBatchRequest.FromString,
                     response_serializer=ferry_dot_v1_dot_publisher__pb2.PublishBatchResponse.SerializeToString,
+            ),
+            'PublishStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.PublishStream,
+                    request_deserializer=ferry_dot_v1_dot_publisher__pb2.PublishStreamRequest.FromString,
+                    response_serializer=ferry_dot_v1_dot_publisher__pb2.PublishStreamResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -203,6 +262,33 @@ class Publisher:
             '/ferry.v1.Publisher/PublishBatch',
             ferry_dot_v1_dot_publisher__pb2.PublishBatchRequest.SerializeToString,
             ferry_dot_v1_dot_publisher__pb2.PublishBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PublishStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/ferry.v1.Publisher/PublishStream',
+            ferry_dot_v1_dot_publisher__pb2.PublishStreamRequest.SerializeToString,
+            ferry_dot_v1_dot_publisher__pb2.PublishStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -95,6 +95,51 @@ class PublisherStub:
       CANCELLED          as for Publish.
       INTERNAL           INTERNAL: a bug in Ferry.
     """
+    PublishStream: _grpc.StreamStreamMultiCallable[_publisher_pb2.PublishStreamRequest, _publisher_pb2.PublishStreamResponse]
+    """PublishStream publishes over one bidirectional stream: the client sends
+    requests, each holding one or more events and a request_id of its
+    choosing, and Ferry answers every request with one response carrying
+    that request_id. A busy publisher pays one stream message per event
+    instead of one call.
+
+    Ferry logs the requests of one stream in the order they arrive, so events
+    with the same key keep the stream's order in Kafka without the client
+    waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+    come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+    come after answers to later requests. Ferry reads at most a bounded
+    number of unanswered requests of a stream (gRPC flow control holds the
+    rest in the client).
+
+    One request's refusal is that response's error (a Failure with the code,
+    the ErrorInfo reason and, where a retry helps, a retry_delay); the
+    stream stays open. Per request, as for PublishBatch:
+      INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+                         REQUEST_UNDECODABLE: the message is not a valid
+                         PublishStreamRequest (answered with request_id 0).
+                         Nothing written; do not retry.
+      ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+      RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+                         written; retry after retry_delay.
+      DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+                         in time; assigned_event_ids holds every event's id.
+      UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+                         retry_delay.
+      INTERNAL           INTERNAL: a bug in Ferry.
+
+    The stream's own status:
+      OK                 the client half-closed and every request was answered.
+      UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+                         read was answered first. Requests without an answer
+                         were not read: send them again (on another instance).
+      RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+                         receive limit; gRPC ends the stream.
+      DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+                         or may not be logged: publish them again with the
+                         same event ids (set event_id to make that safe).
+      CANCELLED          the client cancelled, as for an unanswered request
+                         under DEADLINE_EXCEEDED.
+      INTERNAL           INTERNAL: a bug in Ferry.
+    """
 
 @_typing.type_check_only
 class PublisherAsyncStub(PublisherStub):
@@ -161,6 +206,51 @@ class PublisherAsyncStub(PublisherStub):
                          AssignedEventIds in request order.
       UNAVAILABLE        SHUTTING_DOWN, LOG_WRITE_FAILED.
       CANCELLED          as for Publish.
+      INTERNAL           INTERNAL: a bug in Ferry.
+    """
+    PublishStream: _aio.StreamStreamMultiCallable[_publisher_pb2.PublishStreamRequest, _publisher_pb2.PublishStreamResponse]  # type: ignore[assignment]
+    """PublishStream publishes over one bidirectional stream: the client sends
+    requests, each holding one or more events and a request_id of its
+    choosing, and Ferry answers every request with one response carrying
+    that request_id. A busy publisher pays one stream message per event
+    instead of one call.
+
+    Ferry logs the requests of one stream in the order they arrive, so events
+    with the same key keep the stream's order in Kafka without the client
+    waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+    come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+    come after answers to later requests. Ferry reads at most a bounded
+    number of unanswered requests of a stream (gRPC flow control holds the
+    rest in the client).
+
+    One request's refusal is that response's error (a Failure with the code,
+    the ErrorInfo reason and, where a retry helps, a retry_delay); the
+    stream stays open. Per request, as for PublishBatch:
+      INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+                         REQUEST_UNDECODABLE: the message is not a valid
+                         PublishStreamRequest (answered with request_id 0).
+                         Nothing written; do not retry.
+      ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+      RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+                         written; retry after retry_delay.
+      DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+                         in time; assigned_event_ids holds every event's id.
+      UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+                         retry_delay.
+      INTERNAL           INTERNAL: a bug in Ferry.
+
+    The stream's own status:
+      OK                 the client half-closed and every request was answered.
+      UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+                         read was answered first. Requests without an answer
+                         were not read: send them again (on another instance).
+      RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+                         receive limit; gRPC ends the stream.
+      DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+                         or may not be logged: publish them again with the
+                         same event ids (set event_id to make that safe).
+      CANCELLED          the client cancelled, as for an unanswered request
+                         under DEADLINE_EXCEEDED.
       INTERNAL           INTERNAL: a bug in Ferry.
     """
 
@@ -238,6 +328,57 @@ class PublisherServicer(metaclass=_abc_1.ABCMeta):
                              AssignedEventIds in request order.
           UNAVAILABLE        SHUTTING_DOWN, LOG_WRITE_FAILED.
           CANCELLED          as for Publish.
+          INTERNAL           INTERNAL: a bug in Ferry.
+        """
+
+    @_abc_1.abstractmethod
+    def PublishStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_publisher_pb2.PublishStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_publisher_pb2.PublishStreamResponse], _abc.AsyncIterator[_publisher_pb2.PublishStreamResponse]]:
+        """PublishStream publishes over one bidirectional stream: the client sends
+        requests, each holding one or more events and a request_id of its
+        choosing, and Ferry answers every request with one response carrying
+        that request_id. A busy publisher pays one stream message per event
+        instead of one call.
+
+        Ferry logs the requests of one stream in the order they arrive, so events
+        with the same key keep the stream's order in Kafka without the client
+        waiting for answers in between. Answers to ACK_LEVEL_DURABLE requests
+        come in that order too; an ACK_LEVEL_KAFKA answer waits for Kafka and may
+        come after answers to later requests. Ferry reads at most a bounded
+        number of unanswered requests of a stream (gRPC flow control holds the
+        rest in the client).
+
+        One request's refusal is that response's error (a Failure with the code,
+        the ErrorInfo reason and, where a retry helps, a retry_delay); the
+        stream stays open. Per request, as for PublishBatch:
+          INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
+                             REQUEST_UNDECODABLE: the message is not a valid
+                             PublishStreamRequest (answered with request_id 0).
+                             Nothing written; do not retry.
+          ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+          RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
+                             written; retry after retry_delay.
+          DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
+                             in time; assigned_event_ids holds every event's id.
+          UNAVAILABLE        LOG_WRITE_FAILED: nothing written; retry after
+                             retry_delay.
+          INTERNAL           INTERNAL: a bug in Ferry.
+
+        The stream's own status:
+          OK                 the client half-closed and every request was answered.
+          UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
+                             read was answered first. Requests without an answer
+                             were not read: send them again (on another instance).
+          RESOURCE_EXHAUSTED without an ErrorInfo: a message over the server's
+                             receive limit; gRPC ends the stream.
+          DEADLINE_EXCEEDED  the stream's deadline passed; unanswered requests may
+                             or may not be logged: publish them again with the
+                             same event ids (set event_id to make that safe).
+          CANCELLED          the client cancelled, as for an unanswered request
+                             under DEADLINE_EXCEEDED.
           INTERNAL           INTERNAL: a bug in Ferry.
         """
 

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65rry/v1/record.proto\x12\x08\x66\x65rry.v1\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"G\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t*s\n\rTimestampType\x12\x1e\n\x1aTIMESTAMP_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTIMESTAMP_TYPE_CREATE_TIME\x10\x01\x12\"\n\x1eTIMESTAMP_TYPE_LOG_APPEND_TIME\x10\x02\x42K\n\x0c\x64\x65v.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15\x66\x65rry/v1/record.proto\x12\x08\x66\x65rry.v1\x1a\x1egoogle/protobuf/duration.proto\"3\n\x06Header\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\x12\n\x05value\x18\x02 \x01(\x0cH\x00\x88\x01\x01\x42\x08\n\x06_value\"w\n\x07\x46\x61ilure\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x0f\n\x07message\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\r\n\x05\x66ield\x18\x04 \x01(\t\x12.\n\x0bretry_delay\x18\x05 \x01(\x0b\x32\x19.google.protobuf.Duration*s\n\rTimestampType\x12\x1e\n\x1aTIMESTAMP_TYPE_UNSPECIFIED\x10\x00\x12\x1e\n\x1aTIMESTAMP_TYPE_CREATE_TIME\x10\x01\x12\"\n\x1eTIMESTAMP_TYPE_LOG_APPEND_TIME\x10\x02\x42K\n\x0c\x64\x65v.ferry.v1P\x01Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,10 +33,10 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ferry.v1.record_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\014dev.ferry.v1P\001Z9github.com/ferry-sidecar/ferry/clients/go/ferryv1;ferryv1'
-  _globals['_TIMESTAMPTYPE']._serialized_start=161
-  _globals['_TIMESTAMPTYPE']._serialized_end=276
-  _globals['_HEADER']._serialized_start=35
-  _globals['_HEADER']._serialized_end=86
-  _globals['_FAILURE']._serialized_start=88
-  _globals['_FAILURE']._serialized_end=159
+  _globals['_TIMESTAMPTYPE']._serialized_start=241
+  _globals['_TIMESTAMPTYPE']._serialized_end=356
+  _globals['_HEADER']._serialized_start=67
+  _globals['_HEADER']._serialized_end=118
+  _globals['_FAILURE']._serialized_start=120
+  _globals['_FAILURE']._serialized_end=239
 # @@protoc_insertion_point(module_scope)

@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from google.protobuf import descriptor as _descriptor
+from google.protobuf import duration_pb2 as _duration_pb2
 from google.protobuf import message as _message
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
@@ -87,6 +88,7 @@ class Failure(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
     FIELD_FIELD_NUMBER: _builtins.int
+    RETRY_DELAY_FIELD_NUMBER: _builtins.int
     code: _builtins.int
     """Output only. A google.rpc.Code value, never OK."""
     message: _builtins.str
@@ -99,6 +101,12 @@ class Failure(_message.Message):
     """Output only. For INVALID_ARGUMENT: the path of the offending field
     (as in google.rpc.BadRequest.FieldViolation.field).
     """
+    @_builtins.property
+    def retry_delay(self) -> _duration_pb2.Duration:
+        """Output only. For RESOURCE_EXHAUSTED and UNAVAILABLE: how long to wait
+        before retrying (as in google.rpc.RetryInfo.retry_delay).
+        """
+
     def __init__(
         self,
         *,
@@ -106,10 +114,11 @@ class Failure(_message.Message):
         message: _builtins.str = ...,
         reason: _builtins.str = ...,
         field: _builtins.str = ...,
+        retry_delay: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["retry_delay", b"retry_delay"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "field", b"field", "message", b"message", "reason", b"reason", "retry_delay", b"retry_delay"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

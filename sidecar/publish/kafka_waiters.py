@@ -12,12 +12,17 @@ import asyncio
 from sidecar.model import Delivered, KafkaPosition
 
 
-class DeliveryWaiters:
+class KafkaAckWaiters:
     """Futures resolved with the Kafka position once an event id is delivered."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._waiting: dict[str, list[asyncio.Future[KafkaPosition]]] = {}
+
+    @property
+    def waiting(self) -> int:
+        """How many futures wait (a publish that ended leaves none behind)."""
+        return sum(len(futures) for futures in self._waiting.values())
 
     def register(self, event_ids: list[str]) -> list[asyncio.Future[KafkaPosition]]:
         futures: list[asyncio.Future[KafkaPosition]] = []

@@ -1,0 +1,1 @@
+"""The publish path: validated events into the log, and waiting for Kafka when asked."""
