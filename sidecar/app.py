@@ -19,7 +19,9 @@ gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loo
 `_poll_wrapper`)
 `wal-writer`                the only writing connection to the log: group commit of
                             appends and retirements, dedupe pruning, the disk reserve,
-                            checkpoints
+                            the -wal file's hard bound (a TRUNCATE checkpoint)
+`wal-checkpoint`            its own log connection: PASSIVE checkpoints after commits,
+                            off the commit path
 `forwarder`                 the Kafka producer (its delivery callbacks run here) and a
                             read-only log connection: per-topic lanes, retries,
                             retirement requests
@@ -40,9 +42,9 @@ native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka c
                             and gRPC core's
 ==========================  ==========================================================
 
-The wal-writer, forwarder, kafka-probe and consumer threads run supervised
-(sidecar/lifecycle.py): if one dies (an exception escapes its loop), it is
-logged as one `thread_died` line with the traceback, health turns NOT_SERVING
+The wal-writer, wal-checkpoint, forwarder, kafka-probe and consumer threads
+run supervised (sidecar/lifecycle.py): if one dies (an exception escapes its
+loop), it is logged as one `thread_died` line with the traceback, health turns NOT_SERVING
 at once and Ferry drains as below, then exits 70 so that Kubernetes restarts
 it. The forwarder gets no grace period if the log writer died (it could
 retire nothing). What is logged stays in the log; the next start forwards it.

@@ -128,7 +128,7 @@ class WalWriter:
         self._prune_more = False
         self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
         self._reserve.ensure()
-        self._wal = WalBound(self._conn, data_dir / DB_NAME, self._reserve.size)
+        self._wal = WalBound(self._conn, data_dir, data_dir / DB_NAME, self._reserve.size)
         self._stopping = False
         self._disk_full = False
         self._next_full_report = 0.0
@@ -189,6 +189,7 @@ class WalWriter:
             if not already:
                 self._queue.put(_STOP)
         self._thread.join()
+        self._wal.close()
         self._conn.close()
         self._lock_handle.close()
 

@@ -64,6 +64,25 @@ async def test_a_reader_in_a_long_read_cannot_grow_the_wal_past_its_bound(
     assert writer.pending_rows == 600
 
 
+async def test_commits_never_checkpoint_and_the_checkpointer_keeps_the_wal_small(
+    writer: WalWriter, data_dir: Path
+) -> None:
+    wal = writer._wal
+    assert writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    loop = asyncio.get_running_loop()
+    payload = b"x" * 16_384
+    for i in range(0, 600, 10):  # ~9.8 MB of payloads: more than twice the hard bound
+        ran = wal.checkpointer.checkpoints
+        await writer.append([event(j, payload=payload) for j in range(i, i + 10)])
+        deadline = loop.time() + 30
+        while wal.checkpointer.checkpoints == ran:  # each commit is followed by a checkpoint
+            assert loop.time() < deadline, "the checkpointer did not run after a commit"
+            await asyncio.sleep(0.005)
+    # Checkpointed as it went, the file never reached the bound where commits must wait.
+    assert wal.hard_truncations == 0
+    assert wal_size(data_dir) < wal.hard
+
+
 async def test_a_huge_retirement_is_sliced_and_publishes_go_first(
     writer: WalWriter, data_dir: Path
 ) -> None:
