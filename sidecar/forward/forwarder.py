@@ -202,7 +202,9 @@ class Forwarder:
                 self._settle_deliveries()
         finally:
             self._settle_deliveries()
-            concurrent.futures.wait(self._retiring, timeout=5.0)
+            if self._retiring:
+                self._writer.retire_now()
+                concurrent.futures.wait(self._retiring, timeout=5.0)
             reader.conn.close()
             log.info("forwarder_stopped", in_flight=self._in_flight)
 
@@ -362,7 +364,9 @@ class Forwarder:
             return
         # Rows delivered but not yet retired would be sent again: let their retirement land first.
         self._settle_deliveries()
-        concurrent.futures.wait(self._retiring)
+        if self._retiring:
+            self._writer.retire_now()
+            concurrent.futures.wait(self._retiring)
         for lane in due:
             lane.failed = False
             lane.cursor = 0

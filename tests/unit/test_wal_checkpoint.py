@@ -116,3 +116,47 @@ async def test_retiring_interleaved_topics_removes_exactly_the_delivered_rows(
     assert left == [f"e{i}" for i in range(0, 10, 2)]
     assert remembered == 5
     assert writer.pending_rows == 5
+
+
+async def test_retirements_wait_for_an_append_to_share_its_commit(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "RETIRE_ALONE_AFTER_S", 30.0)
+    writer = WalWriter(data_dir, LIMITS)
+    try:
+        [first] = await writer.append([event(1)])
+        assert isinstance(first, Accepted)
+        commits = writer.commits
+        retired = writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
+        await asyncio.sleep(0.2)
+        assert not retired.done()
+        assert (writer.commits, writer.pending_rows) == (commits, 1)
+        await writer.append([event(2)])  # one commit: the append and the retirement
+        await asyncio.wait_for(asyncio.wrap_future(retired), 5)
+        assert (writer.commits, writer.pending_rows) == (commits + 1, 1)
+    finally:
+        await asyncio.to_thread(writer.close)
+
+
+async def test_retire_now_commits_retirements_without_an_append(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(writer_module, "RETIRE_ALONE_AFTER_S", 30.0)
+    writer = WalWriter(data_dir, LIMITS)
+    try:
+        [first] = await writer.append([event(1)])
+        assert isinstance(first, Accepted)
+        retired = writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
+        writer.retire_now()
+        await asyncio.wait_for(asyncio.wrap_future(retired), 10)
+        assert writer.pending_rows == 0
+    finally:
+        await asyncio.to_thread(writer.close)
+
+
+async def test_retirements_alone_commit_after_a_short_wait(writer: WalWriter) -> None:
+    [first] = await writer.append([event(1)])
+    assert isinstance(first, Accepted)
+    retired = writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
+    await asyncio.wait_for(asyncio.wrap_future(retired), writer_module.RETIRE_ALONE_AFTER_S + 10)
+    assert writer.pending_rows == 0
