@@ -1,8 +1,8 @@
 """The gRPC ceiling: a trivial grpc.aio Publisher with Ferry's message types.
 
 `python -m bench.echo --port P` answers Publish with a fixed PublishResponse,
-PublishBatch with one fixed entry per event and each PublishStream request with one fixed
-entry per event under its request_id, doing no other work. It also serves
+PublishBatch with one fixed entry per event and each PublishStream request with one answer of
+one fixed entry per event under its request_id, doing no other work. It also serves
 the standard health service so that the harness can wait for it like for Ferry.
 """
 
@@ -52,8 +52,9 @@ class EchoPublisher(publisher_pb2_grpc.PublisherServicer):
     ) -> AsyncIterator[pb.PublishStreamResponse]:
         entry = pb.PublishBatchEntry(result=RESULT)
         async for request in requests:
-            response = pb.PublishStreamResponse(request_id=request.request_id)
-            response.entries.extend([entry] * len(request.events))
+            response = pb.PublishStreamResponse()
+            answer = response.answers.add(request_id=request.request_id)
+            answer.entries.extend([entry] * len(request.events))
             yield response
 
 

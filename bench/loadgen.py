@@ -45,7 +45,7 @@ class StreamCaller:
 
     def __init__(self, stub: publisher_pb2_grpc.PublisherStub) -> None:
         self._outgoing: asyncio.Queue[pb.PublishStreamRequest | None] = asyncio.Queue()
-        self._waiting: dict[int, asyncio.Future[pb.PublishStreamResponse]] = {}
+        self._waiting: dict[int, asyncio.Future[pb.PublishStreamAnswer]] = {}
         self._next_id = 0
         self._call = stub.PublishStream(self._requests())
         self._reader = asyncio.create_task(self._read())
@@ -57,9 +57,10 @@ class StreamCaller:
     async def _read(self) -> None:
         try:
             async for response in self._call:
-                future = self._waiting.pop(response.request_id, None)
-                if future is not None and not future.done():
-                    future.set_result(response)
+                for answer in response.answers:
+                    future = self._waiting.pop(answer.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(answer)
         except grpc.aio.AioRpcError as exc:
             for future in self._waiting.values():
                 if not future.done():
