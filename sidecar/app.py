@@ -79,6 +79,7 @@ from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, buil
 from sidecar.api.subscriber import SubscriberServicer
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
+from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
@@ -133,7 +134,7 @@ class FerryApp:
         on_thread_death(deaths.report)  # before the first supervised thread starts
         clock = SystemClock()
         waiters = KafkaAckWaiters(loop)
-        forwarder_ref: list[Forwarder] = []
+        committed = CommittedRows()
         writer = WalWriter(
             settings.data_dir,
             WalLimits(
@@ -143,16 +144,17 @@ class FerryApp:
                 settings.disk_reserve_bytes,
                 settings.wal_topic_share,
             ),
-            on_commit=lambda topics: forwarder_ref[0].notify_committed(topics),
+            on_commit=committed.report,
         )
         forwarder = Forwarder(
+            settings.data_dir,
+            committed,
             writer,
             producer_factory(settings.kafka_bootstrap, settings.librdkafka_options()),
             max_in_flight=settings.forwarder_max_in_flight,
             max_backoff_s=settings.retry_max_backoff_s,
             on_delivered=waiters.delivered,
         )
-        forwarder_ref.append(forwarder)
         publish = PublishService(writer, waiters)
 
         async def dead_letters(events: list[OutgoingEvent]) -> list[Outcome]:
