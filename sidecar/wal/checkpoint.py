@@ -56,6 +56,9 @@ class Checkpointer:
         self._data_dir = data_dir
         self._wake = threading.Event()
         self._stop = threading.Event()
+        #: Held while a checkpoint runs: SQLite lets one connection checkpoint at a time, and a
+        #: TRUNCATE from the writer must wait for a PASSIVE one to finish, not fail beside it.
+        self.running = threading.Lock()
         self.checkpoints = 0
         self._thread = threading.Thread(
             target=supervised(THREAD_NAME, self._run), name=THREAD_NAME, daemon=True
@@ -85,7 +88,8 @@ class Checkpointer:
 
     def _checkpoint(self, conn: sqlite3.Connection) -> None:
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            with self.running:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
         except sqlite3.Error as exc:  # the writer's hard bound still holds the file in check
             log.warning("wal_checkpoint_failed", error=str(exc))
             return
@@ -123,7 +127,8 @@ class WalBound:
         try:
             if wait_ms != BUSY_TIMEOUT_MS:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
-            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            with self.checkpointer.running:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))
             return False
