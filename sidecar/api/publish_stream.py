@@ -87,7 +87,11 @@ class PublishStreamCall:
 
         Raises ShuttingDown after the last answer when draining ended the stream.
         """
+        if self._service.is_draining:
+            raise ShuttingDown("Ferry is shutting down; publish to another instance or retry")
         reader = asyncio.create_task(self._read(requests), name="publish-stream-reader")
+        # Also when the reader is cancelled before it ever ran (its finally would not run).
+        reader.add_done_callback(lambda _: self._answers.put_nowait(None))
         drain = asyncio.create_task(self._service.draining(), name="publish-stream-drain")
         drain.add_done_callback(lambda done: self._stop_reading(done, reader))
         answers = self._answers
@@ -134,7 +138,6 @@ class PublishStreamCall:
         finally:
             if self._unanswered:
                 await asyncio.wait(self._unanswered)
-            self._answers.put_nowait(None)
 
     def _start(self, request: pb.PublishStreamRequest | UndecodableRequest) -> bool:
         """Queue one request for the log and for its answer; False once draining refused it."""
