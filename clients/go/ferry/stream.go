@@ -54,6 +54,11 @@ func (p *Pending[T]) Get(ctx context.Context) (T, error) {
 	select {
 	case <-p.ready:
 		return p.val, p.err
+	default:
+	}
+	select {
+	case <-p.ready:
+		return p.val, p.err
 	case <-ctx.Done():
 		var zero T
 		return zero, ctx.Err()
@@ -226,10 +231,14 @@ func (p *StreamPublisher) send(ctx context.Context, events []*ferryv1.Event, opt
 
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
+	if p.closed || ctx.Err() != nil {
 		<-p.slots
 		cancel()
-		finish(nil, ErrClosed)
+		if p.closed {
+			finish(nil, ErrClosed)
+		} else {
+			finish(nil, toError(status.FromContextError(ctx.Err()).Err()))
+		}
 		return
 	}
 	p.lastID++
