@@ -473,10 +473,17 @@ func (p *StreamPublisher) sendLoop(ctx context.Context, cl ferryv1.Publisher_Pub
 	}
 }
 
-// answer matches a response to its request by request_id.
+// answer matches each answer a response carries to its request by request_id.
 func (p *StreamPublisher) answer(resp *ferryv1.PublishStreamResponse) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	for _, a := range resp.GetAnswers() {
+		p.answerOne(a)
+	}
+}
+
+// answerOne completes (or schedules the retry of) the request a answers. p.mu is held.
+func (p *StreamPublisher) answerOne(resp *ferryv1.PublishStreamAnswer) {
 	r := p.pending[resp.GetRequestId()]
 	if r == nil || r.state != sent {
 		if resp.GetError() != nil {

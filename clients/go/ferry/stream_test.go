@@ -105,19 +105,27 @@ func (c *fakeStreamCall) recvN(n int) ([]*ferryv1.PublishStreamRequest, error) {
 	return out, nil
 }
 
-// ok accepts req: each event's result has its id and sequence request_id*100 + index.
-func (c *fakeStreamCall) ok(req *ferryv1.PublishStreamRequest) error {
-	resp := &ferryv1.PublishStreamResponse{RequestId: req.GetRequestId()}
+// accepted is the answer accepting req: each event's result has its id and sequence
+// request_id*100 + index.
+func accepted(req *ferryv1.PublishStreamRequest) *ferryv1.PublishStreamAnswer {
+	a := &ferryv1.PublishStreamAnswer{RequestId: req.GetRequestId()}
 	for i, ev := range req.GetEvents() {
-		resp.Entries = append(resp.Entries, &ferryv1.PublishBatchEntry{Outcome: &ferryv1.PublishBatchEntry_Result{
+		a.Entries = append(a.Entries, &ferryv1.PublishBatchEntry{Outcome: &ferryv1.PublishBatchEntry_Result{
 			Result: &ferryv1.PublishResult{EventId: ev.GetEventId(), Sequence: int64(req.GetRequestId())*100 + int64(i)}}})
 	}
-	return c.srv.Send(resp)
+	return a
 }
 
+// send sends answers in one response.
+func (c *fakeStreamCall) send(answers ...*ferryv1.PublishStreamAnswer) error {
+	return c.srv.Send(&ferryv1.PublishStreamResponse{Answers: answers})
+}
+
+// ok accepts req in a response of its own.
+func (c *fakeStreamCall) ok(req *ferryv1.PublishStreamRequest) error { return c.send(accepted(req)) }
+
 func (c *fakeStreamCall) refuse(req *ferryv1.PublishStreamRequest, f *ferryv1.Failure, assigned ...string) error {
-	return c.srv.Send(&ferryv1.PublishStreamResponse{RequestId: req.GetRequestId(), Error: f,
-		AssignedEventIds: assigned})
+	return c.send(&ferryv1.PublishStreamAnswer{RequestId: req.GetRequestId(), Error: f, AssignedEventIds: assigned})
 }
 
 // answerAll accepts every request until the client half-closes, then ends the stream OK.
@@ -191,12 +199,15 @@ func isReady[T any](h *Pending[T]) bool {
 func TestStreamMatchesAnswersByRequestID(t *testing.T) {
 	fake := &fakeStreamPublisher{play: func(n int, c *fakeStreamCall) error {
 		// All four arrive before any answer (the client does not wait in between); the
-		// answers come in another order.
+		// answers come in another order, the first two in one response.
 		reqs, err := c.recvN(4)
 		if err != nil {
 			return err
 		}
-		for _, i := range []int{3, 2, 0, 1} {
+		if err := c.send(accepted(reqs[3]), accepted(reqs[2])); err != nil { // two in one response
+			return err
+		}
+		for _, i := range []int{0, 1} {
 			if err := c.ok(reqs[i]); err != nil {
 				return err
 			}
@@ -332,10 +343,10 @@ func TestStreamRefusalFailsOnlyThatRequest(t *testing.T) {
 			Message: "Kafka did not answer"}, eventIDs(reqs[2])...); err != nil {
 			return err
 		}
-		conflict := &ferryv1.PublishStreamResponse{RequestId: reqs[3].GetRequestId(), Entries: []*ferryv1.PublishBatchEntry{
+		conflict := &ferryv1.PublishStreamAnswer{RequestId: reqs[3].GetRequestId(), Entries: []*ferryv1.PublishBatchEntry{
 			{Outcome: &ferryv1.PublishBatchEntry_Error{Error: &ferryv1.Failure{Code: int32(codes.AlreadyExists),
 				Reason: "EVENT_ID_CONFLICT", Message: "other content"}}}}}
-		if err := c.srv.Send(conflict); err != nil {
+		if err := c.send(conflict); err != nil {
 			return err
 		}
 		return c.answerAll()
