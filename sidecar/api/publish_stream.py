@@ -90,23 +90,29 @@ class PublishStreamCall:
         if self._service.is_draining:
             raise ShuttingDown("Ferry is shutting down; publish to another instance or retry")
         reader = asyncio.create_task(self._read(requests), name="publish-stream-reader")
-        # Also when the reader is cancelled before it ever ran (its finally would not run).
+        # However the reader ends (even cancelled before it ever ran), the loop below hears of it.
         reader.add_done_callback(lambda _: self._answers.put_nowait(None))
         drain = asyncio.create_task(self._service.draining(), name="publish-stream-drain")
         drain.add_done_callback(lambda done: self._stop_reading(done, reader))
         answers = self._answers
+        reading = True
         try:
-            ended = False
-            while not ended:
-                response = pb.PublishStreamResponse()
-                batch = [await answers.get()]
-                while not answers.empty():
-                    batch.append(answers.get_nowait())
-                if batch[-1] is None:
-                    ended = True
-                    batch.pop()
+            # Ends once the reader stopped and every request it started was answered: an answer
+            # task leaves `_unanswered` before it queues its answer, so none can come after.
+            while reading or self._unanswered:
+                batch: list[pb.PublishStreamAnswer] = []
+                item = await answers.get()
+                while True:
+                    if item is None:
+                        reading = False
+                    else:
+                        batch.append(item)
+                    if answers.empty():
+                        break
+                    item = answers.get_nowait()
                 if batch:
-                    response.answers.extend(batch)  # type: ignore[arg-type]
+                    response = pb.PublishStreamResponse()
+                    response.answers.extend(batch)
                     yield response
         finally:
             drain.cancel()
@@ -135,9 +141,6 @@ class PublishStreamCall:
         except Exception as exc:  # a bug: answer what was read, then end the stream INTERNAL
             log.exception("publish_stream_failed")
             self._failure = exc
-        finally:
-            if self._unanswered:
-                await asyncio.wait(self._unanswered)
 
     def _start(self, request: pb.PublishStreamRequest | UndecodableRequest) -> bool:
         """Queue one request for the log and for its answer; False once draining refused it."""
@@ -157,7 +160,6 @@ class PublishStreamCall:
         self._window.take(size)
         task = asyncio.create_task(self._answer(request.request_id, answer, size))
         self._unanswered.add(task)
-        task.add_done_callback(self._unanswered.discard)
         return True
 
     async def _answer(self, request_id: int, answer: Answer, size: int) -> None:
@@ -170,6 +172,7 @@ class PublishStreamCall:
             fill_entries(reply.entries, outcomes)
         finally:
             self._window.give_back(size)
+            self._unanswered.discard(asyncio.current_task())
         self._answers.put_nowait(reply)
 
 

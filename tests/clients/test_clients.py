@@ -83,16 +83,16 @@ def test_the_clients_own_suite_passes(
 def test_the_examples_ride_out_a_ferry_restart(
     lang: str, mode: str, kafka: KafkaHandle, tmp_path: Path
 ) -> None:
-    name = f"{lang}-{mode}-restart"
-    topic = kafka.topic(name, partitions=3)
+    run = f"{lang}-{mode}-restart"
+    topic = kafka.topic(run, partitions=3)
     ferry = FerryProcess(tmp_path / "wal", kafka.bootstrap).start()
     env = {
         "FERRY_ADDR": ferry.address,
         "TOPIC": topic,
         "COUNT": str(EVENTS),
-        "ID_PREFIX": name,
+        "ID_PREFIX": run,
         "PUBLISH_MODE": mode,
-        "SUBSCRIPTION": unique_subscription(name),
+        "SUBSCRIPTION": unique_subscription(run),
         "EXPECT": str(EVENTS),
         "TIMEOUT_S": "240",
     }
@@ -125,7 +125,7 @@ def test_the_examples_ride_out_a_ferry_restart(
             log_file.close()
         ferry.kill()
     assert outputs == {"publisher": [{"published": EVENTS}], "subscriber": [{"received": EVENTS}]}
-    ids = [f"{name}-{i}" for i in range(EVENTS)]
+    ids = [f"{run}-{i}" for i in range(EVENTS)]
     delivery = Delivery(read_topic(kafka.bootstrap, topic, expect=EVENTS, quiet=1.5))
     assert delivery.missing(ids) == [], "events acknowledged to the publisher are missing"
     per_key = {f"k{k}".encode(): ids[k::KEYS] for k in range(KEYS)}

@@ -203,6 +203,25 @@ async def test_draining_answers_what_was_read_then_ends_shutting_down(rig: Rig) 
     assert all(not r.HasField("error") for r in received)
 
 
+async def test_draining_after_the_client_half_closed_still_answers_everything(rig: Rig) -> None:
+    rig.commit_gate.clear()
+    received: list[pb.PublishStreamAnswer] = []
+
+    async def consume() -> None:
+        # The client half-closes at once; its two requests wait for their answers.
+        async for response in rig.call().responses(messages([request(1, "a"), request(2, "b")])):
+            received.extend(response.answers)
+
+    task = asyncio.create_task(consume())
+    await until(lambda: rig.writer.pending_rows == 2)
+    rig.service.stop_accepting()  # the reader stopped reading already: only answers are left
+    await asyncio.sleep(0.05)
+    rig.commit_gate.set()
+    with pytest.raises(ShuttingDown):
+        await asyncio.wait_for(task, 10)
+    assert sorted(a.request_id for a in received) == [1, 2]
+
+
 async def test_a_request_read_after_draining_started_is_neither_logged_nor_answered(
     rig: Rig,
 ) -> None:
