@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,45 +119,48 @@ async def test_retiring_interleaved_topics_removes_exactly_the_delivered_rows(
     assert writer.pending_rows == 5
 
 
-async def test_retirements_wait_for_an_append_to_share_its_commit(
+@pytest.fixture
+async def patient_writer(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+) -> AsyncIterator[WalWriter]:
+    """A writer whose retirements never commit alone on their own timer."""
     monkeypatch.setattr(writer_module, "RETIRE_ALONE_AFTER_S", 30.0)
     writer = WalWriter(data_dir, LIMITS)
-    try:
-        [first] = await writer.append([event(1)])
-        assert isinstance(first, Accepted)
-        commits = writer.commits
-        retired = writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
-        await asyncio.sleep(0.2)
-        assert not retired.done()
-        assert (writer.commits, writer.pending_rows) == (commits, 1)
-        await writer.append([event(2)])  # one commit: the append and the retirement
-        await asyncio.wait_for(asyncio.wrap_future(retired), 5)
-        assert (writer.commits, writer.pending_rows) == (commits + 1, 1)
-    finally:
-        await asyncio.to_thread(writer.close)
+    yield writer
+    await asyncio.to_thread(writer.close)
+
+
+async def log_and_retire(writer: WalWriter) -> concurrent.futures.Future[None]:
+    """Log one event, then ask for its retirement; the retirement's future."""
+    [first] = await writer.append([event(1)])
+    assert isinstance(first, Accepted)
+    return writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
+
+
+async def test_retirements_wait_for_an_append_to_share_its_commit(
+    patient_writer: WalWriter,
+) -> None:
+    writer = patient_writer
+    retired = await log_and_retire(writer)
+    commits = writer.commits
+    await asyncio.sleep(0.2)
+    assert not retired.done()
+    assert (writer.commits, writer.pending_rows) == (commits, 1)
+    await writer.append([event(2)])  # one commit: the append and the retirement
+    await asyncio.wait_for(asyncio.wrap_future(retired), 5)
+    assert (writer.commits, writer.pending_rows) == (commits + 1, 1)
 
 
 async def test_retire_now_commits_retirements_without_an_append(
-    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+    patient_writer: WalWriter,
 ) -> None:
-    monkeypatch.setattr(writer_module, "RETIRE_ALONE_AFTER_S", 30.0)
-    writer = WalWriter(data_dir, LIMITS)
-    try:
-        [first] = await writer.append([event(1)])
-        assert isinstance(first, Accepted)
-        retired = writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
-        writer.retire_now()
-        await asyncio.wait_for(asyncio.wrap_future(retired), 10)
-        assert writer.pending_rows == 0
-    finally:
-        await asyncio.to_thread(writer.close)
+    retired = await log_and_retire(patient_writer)
+    patient_writer.retire_now()
+    await asyncio.wait_for(asyncio.wrap_future(retired), 10)
+    assert patient_writer.pending_rows == 0
 
 
 async def test_retirements_alone_commit_after_a_short_wait(writer: WalWriter) -> None:
-    [first] = await writer.append([event(1)])
-    assert isinstance(first, Accepted)
-    retired = writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
+    retired = await log_and_retire(writer)
     await asyncio.wait_for(asyncio.wrap_future(retired), writer_module.RETIRE_ALONE_AFTER_S + 10)
     assert writer.pending_rows == 0

@@ -20,15 +20,22 @@ import (
 
 const events = 100
 
+// endToEnd returns the running Ferry's address, its Kafka and a unique run name (topic and
+// subscription), or skips the test when FERRY_ADDR and KAFKA_BOOTSTRAP are not set.
+func endToEnd(t *testing.T, prefix string) (addr, bootstrap, run string) {
+	t.Helper()
+	addr, bootstrap = os.Getenv("FERRY_ADDR"), os.Getenv("KAFKA_BOOTSTRAP")
+	if addr == "" || bootstrap == "" {
+		t.Skip("end-to-end test skipped: set FERRY_ADDR (a running Ferry) and KAFKA_BOOTSTRAP (its Kafka) to run it")
+	}
+	return addr, bootstrap, prefix + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+}
+
 // TestEndToEnd publishes 100 keyed events through a real Ferry, receives them with the
 // subscriber loop (failing one once, which must come back as delivery attempt 2), and reads
 // them from Kafka with a plain Kafka client: every event is there, in order per key.
 func TestEndToEnd(t *testing.T) {
-	addr, bootstrap := os.Getenv("FERRY_ADDR"), os.Getenv("KAFKA_BOOTSTRAP")
-	if addr == "" || bootstrap == "" {
-		t.Skip("end-to-end test skipped: set FERRY_ADDR (a running Ferry) and KAFKA_BOOTSTRAP (its Kafka) to run it")
-	}
-	run := "go-e2e-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	addr, bootstrap, run := endToEnd(t, "go-e2e-")
 	topic, subscription := run, run
 	client, err := ferry.NewClient(ferry.WithAddr(addr))
 	if err != nil {
@@ -183,11 +190,7 @@ const streamEvents = 400
 // (most one event per request, some in batches, all pipelined) and reads them back from
 // Kafka: every event is there, in publish order per key.
 func TestStreamEndToEnd(t *testing.T) {
-	addr, bootstrap := os.Getenv("FERRY_ADDR"), os.Getenv("KAFKA_BOOTSTRAP")
-	if addr == "" || bootstrap == "" {
-		t.Skip("end-to-end test skipped: set FERRY_ADDR (a running Ferry) and KAFKA_BOOTSTRAP (its Kafka) to run it")
-	}
-	run := "go-stream-" + strings.ReplaceAll(uuid.NewString(), "-", "")[:12]
+	addr, bootstrap, run := endToEnd(t, "go-stream-")
 	topic := run
 	client, err := ferry.NewClient(ferry.WithAddr(addr))
 	if err != nil {
