@@ -465,10 +465,12 @@ impl Driver {
 
     fn on_timers(&mut self) {
         let now = Instant::now();
+        // Each entry is popped before its request is touched, so no loop can spin on an entry.
         while let Some(&(at, id)) = self.waiting.first() {
             if at > now {
                 break;
             }
+            self.waiting.pop_first();
             self.set_state(id, State::Unsent);
             if self.stream.is_some() {
                 self.send(id);
@@ -478,6 +480,7 @@ impl Driver {
             if at > now {
                 break;
             }
+            self.deadlines.pop_first();
             let err = match self.pending.get(&id) {
                 Some(p) if p.state == State::Sent => {
                     let ids = p.request.events.iter().map(|e| e.event_id.clone());
@@ -660,7 +663,10 @@ impl Driver {
         };
         self.unsent -= 1;
         self.deadlines.remove(&(pending.deadline, id));
-        let _ = pending.reply.send(result);
+        // Room in the window first: whoever sees the answer also sees the room.
+        let Pending { reply, _permit, .. } = pending;
+        drop(_permit);
+        let _ = reply.send(result);
     }
 
     fn answer_flushes(&mut self) {

@@ -167,13 +167,17 @@ impl ServerStream {
 
 /// A client whose channel is the fake, and the streams it opens.
 fn harness() -> (Client, mpsc::UnboundedReceiver<ServerStream>) {
+    harness_with_deadline(Duration::from_secs(120))
+}
+
+fn harness_with_deadline(deadline: Duration) -> (Client, mpsc::UnboundedReceiver<ServerStream>) {
     let (opened, streams) = mpsc::unbounded_channel();
     let server = PublisherServer::new(FakeStreams { opened });
     let route = tower::service_fn(move |req: http::Request<Body>| server.clone().oneshot(req));
     let policy = RetryPolicy {
         initial_backoff: Duration::from_millis(10),
         max_backoff: Duration::from_millis(50),
-        deadline: Duration::from_secs(120),
+        deadline,
         attempt_timeout: Duration::from_secs(60),
     };
     let client = Client::builder()
@@ -415,5 +419,22 @@ async fn the_window_bounds_unanswered_requests() {
     within("c", c).await.unwrap();
     within("flush", publisher.flush()).await;
     assert_eq!(publisher.unanswered(), 0);
+    close_and_expect_half_close(&publisher, s).await;
+}
+
+#[tokio::test]
+async fn a_request_unanswered_at_its_deadline_fails_with_its_event_ids() {
+    let (client, mut streams) = harness_with_deadline(Duration::from_millis(500));
+    let publisher = client.stream_publisher().start();
+    let a = publisher.publish(Event::new("t", "a")).await;
+    let mut s = next_stream(&mut streams).await;
+    let req = s.next().await.unwrap();
+    // Never answered: the handle fails once the deadline passed, naming the ids to publish again.
+    let err = within("a", a).await.unwrap_err();
+    assert_eq!(err.code(), Code::DeadlineExceeded, "{err}");
+    assert_eq!(err.assigned_event_ids(), event_ids(&req));
+    assert_eq!(publisher.unanswered(), 0);
+    // A late answer is ignored.
+    s.ok(&req);
     close_and_expect_half_close(&publisher, s).await;
 }
