@@ -10,7 +10,7 @@ use tower::{BoxError, Service, ServiceExt};
 
 use crate::pb::publisher_client::PublisherClient;
 use crate::retry::{Backoff, Retry, RetryPolicy, classify};
-use crate::{FerryError, Subscriber, pb};
+use crate::{FerryError, StreamPublisherBuilder, Subscriber, pb};
 
 pub use crate::pb::{AckLevel, Header, KafkaPosition};
 
@@ -63,7 +63,7 @@ impl Event {
     }
 
     /// The wire event, with the event id fixed once so that every retry sends the same one.
-    fn into_pb(self) -> pb::Event {
+    pub(crate) fn into_pb(self) -> pb::Event {
         pb::Event {
             topic: self.topic,
             key: self.key,
@@ -188,7 +188,7 @@ impl ClientBuilder {
 pub struct Client {
     pub(crate) transport: Transport,
     pub(crate) policy: RetryPolicy,
-    ack_level: AckLevel,
+    pub(crate) ack_level: AckLevel,
     kafka_wait: Option<Duration>,
 }
 
@@ -264,6 +264,12 @@ impl Client {
             .collect())
     }
 
+    /// A publisher that pipelines many publishes on one `PublishStream` (see
+    /// [`crate::StreamPublisher`]), with this client's retry policy, ack level and Kafka wait.
+    pub fn stream_publisher(&self) -> StreamPublisherBuilder {
+        StreamPublisherBuilder::new(self.clone())
+    }
+
     /// A subscriber on `subscription` (a Kafka consumer group) reading `topics`.
     pub fn subscriber<T: Into<String>>(
         &self,
@@ -279,7 +285,7 @@ impl Client {
 
     /// One attempt's time: with [`AckLevel::Kafka`], enough for Ferry's wait for Kafka (the
     /// server's default wait is 30 s) to end in its own answer.
-    fn attempt_timeout(&self) -> Duration {
+    pub(crate) fn attempt_timeout(&self) -> Duration {
         match self.ack_level {
             AckLevel::Kafka => {
                 let wait = self.kafka_wait.unwrap_or(Duration::from_secs(30));
@@ -291,7 +297,7 @@ impl Client {
         }
     }
 
-    fn kafka_wait_pb(&self) -> Option<prost_types::Duration> {
+    pub(crate) fn kafka_wait_pb(&self) -> Option<prost_types::Duration> {
         self.kafka_wait
             .and_then(|d| prost_types::Duration::try_from(d).ok())
     }

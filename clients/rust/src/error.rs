@@ -54,7 +54,8 @@ impl FerryError {
         self.reason.as_deref()
     }
 
-    /// The `google.rpc.RetryInfo` delay Ferry asked for, if any.
+    /// The delay Ferry asked for before a retry, if any (its `google.rpc.RetryInfo`, or a
+    /// stream answer's `Failure.retry_delay`).
     pub fn retry_delay(&self) -> Option<Duration> {
         self.retry_delay
     }
@@ -64,8 +65,8 @@ impl FerryError {
         &self.field_violations
     }
 
-    /// The `ferry.v1.AssignedEventIds` of a `DEADLINE_EXCEEDED` publish: the id of every event
-    /// of the request, in request order.
+    /// The `ferry.v1.AssignedEventIds` of a `DEADLINE_EXCEEDED` publish (or a stream answer's
+    /// `assigned_event_ids`): the id of every event of the request, in request order.
     pub fn assigned_event_ids(&self) -> &[String] {
         &self.assigned_event_ids
     }
@@ -75,12 +76,13 @@ impl FerryError {
         crate::retry::classify(self) != crate::Retry::No
     }
 
-    /// The error of one refused event of a batch.
+    /// The error of one refused event of a batch, or of one refused request of a stream.
     pub(crate) fn from_failure(failure: &pb::Failure) -> Self {
         let mut err = FerryError::new(Code::from_i32(failure.code), failure.message.clone());
         if !failure.reason.is_empty() {
             err.reason = Some(failure.reason.clone());
         }
+        err.retry_delay = failure.retry_delay.and_then(|d| Duration::try_from(d).ok());
         if !failure.field.is_empty() {
             err.field_violations.push(FieldViolation {
                 field: failure.field.clone(),
@@ -88,6 +90,12 @@ impl FerryError {
             });
         }
         err
+    }
+
+    /// The same error, naming the ids of the request's events (which may have been logged).
+    pub(crate) fn with_assigned_event_ids(mut self, ids: Vec<String>) -> Self {
+        self.assigned_event_ids = ids;
+        self
     }
 }
 

@@ -9,10 +9,29 @@
 //! println!("{} at sequence {}", result.event_id, result.sequence);
 //! # Ok(()) }
 //! ```
+//!
+//! At high rates, [`StreamPublisher`] pipelines publishes on one stream:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), ferry_client::FerryError> {
+//! # use ferry_client::{Client, Event};
+//! # let client = Client::from_env()?;
+//! let publisher = client.stream_publisher().start();
+//! let mut handles = Vec::new();
+//! for i in 0..1000 {
+//!     handles.push(publisher.publish(Event::new("orders", format!("order {i}"))).await);
+//! }
+//! for handle in handles {
+//!     handle.await?;
+//! }
+//! publisher.close().await;
+//! # Ok(()) }
+//! ```
 
 mod client;
 mod error;
 mod retry;
+mod stream;
 mod subscriber;
 
 /// The `ferry.v1` messages and gRPC stubs, generated from `proto/ferry/v1` at build time.
@@ -25,6 +44,10 @@ pub use client::{
 };
 pub use error::{FerryError, FieldViolation, code_name};
 pub use retry::{Retry, RetryPolicy, classify};
+pub use stream::{
+    BatchOutcome, DEFAULT_MAX_UNANSWERED, FromOutcome, PublishHandle, StreamPublisher,
+    StreamPublisherBuilder,
+};
 pub use subscriber::{Delivery, DeliveryOrder, StartPosition, Subscriber};
 pub use tokio_util::sync::CancellationToken;
 pub use tonic::Code;

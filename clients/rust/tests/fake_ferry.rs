@@ -136,7 +136,20 @@ impl Publisher for FakePublisher {
             .collect();
         Ok(GrpcResponse::new(pb::PublishBatchResponse { entries }))
     }
+
+    // PublishStream has its own fake, in tests/fake_stream.rs.
+    type PublishStreamStream = PublishStreamAnswers;
+
+    async fn publish_stream(
+        &self,
+        _: GrpcRequest<Streaming<pb::PublishStreamRequest>>,
+    ) -> Result<GrpcResponse<PublishStreamAnswers>, Status> {
+        Err(Status::unimplemented("not scripted in this fake"))
+    }
 }
+
+type PublishStreamAnswers =
+    Pin<Box<dyn Stream<Item = Result<pb::PublishStreamResponse, Status>> + Send>>;
 
 /// A client whose channel is the fakes, routed by service name as an HTTP/2 server would.
 fn client_for(publisher: FakePublisher, subscriber: FakeSubscriber, policy: RetryPolicy) -> Client {
@@ -368,7 +381,7 @@ async fn a_batch_keeps_its_ids_across_retries_and_answers_per_event() {
         code: Code::AlreadyExists as i32,
         message: "known with other content".into(),
         reason: "EVENT_ID_CONFLICT".into(),
-        field: String::new(),
+        ..Default::default()
     };
     let (client, fake) = publisher_client(
         vec![
