@@ -243,7 +243,7 @@ enum Command {
 
 /// What a stream's reader task reports, tagged with the stream's generation.
 enum Inbound {
-    Answer(u64, pb::PublishStreamResponse),
+    Answer(u64, pb::PublishStreamAnswer),
     End(u64, Result<(), tonic::Status>),
 }
 
@@ -407,7 +407,7 @@ impl Driver {
         }
     }
 
-    fn on_answer(&mut self, response: pb::PublishStreamResponse) {
+    fn on_answer(&mut self, response: pb::PublishStreamAnswer) {
         let id = response.request_id;
         let Some(pending) = self.pending.get_mut(&id) else {
             if id == 0 {
@@ -547,9 +547,12 @@ impl Driver {
                     .publish_stream(UnboundedReceiverStream::new(outgoing))
                     .await?
                     .into_inner();
-                while let Some(answer) = answers.message().await? {
-                    if inbound.send(Inbound::Answer(generation, answer)).is_err() {
-                        break;
+                // One response carries every answer Ferry had ready at that moment.
+                while let Some(response) = answers.message().await? {
+                    for answer in response.answers {
+                        if inbound.send(Inbound::Answer(generation, answer)).is_err() {
+                            return Ok(());
+                        }
                     }
                 }
                 Ok(())

@@ -112,37 +112,19 @@ impl ServerStream {
         requests
     }
 
-    fn answer(&self, response: pb::PublishStreamResponse) {
+    fn answer(&self, answer: pb::PublishStreamAnswer) {
+        self.answer_together(vec![answer]);
+    }
+
+    /// Answers that travel in one response, as Ferry sends those ready at the same moment.
+    fn answer_together(&self, answers: Vec<pb::PublishStreamAnswer>) {
+        let response = pb::PublishStreamResponse { answers };
         self.answers.send(Ok(response)).unwrap();
     }
 
     /// Accepts every event of `req`; sequences are `request_id * 100 + index`.
     fn ok(&self, req: &pb::PublishStreamRequest) {
-        self.entries(req, &[]);
-    }
-
-    /// Answers per event: `Some(failure)` refuses that event (by index), others are accepted.
-    fn entries(&self, req: &pb::PublishStreamRequest, refused: &[(usize, pb::Failure)]) {
-        let entries = req
-            .events
-            .iter()
-            .enumerate()
-            .map(|(i, e)| pb::PublishBatchEntry {
-                outcome: Some(match refused.iter().find(|(at, _)| *at == i) {
-                    Some((_, f)) => Outcome::Error(f.clone()),
-                    None => Outcome::Result(pb::PublishResult {
-                        event_id: e.event_id.clone(),
-                        sequence: (req.request_id * 100) as i64 + i as i64,
-                        ..Default::default()
-                    }),
-                }),
-            })
-            .collect();
-        self.answer(pb::PublishStreamResponse {
-            request_id: req.request_id,
-            entries,
-            ..Default::default()
-        });
+        self.answer(accepted(req, &[]));
     }
 
     fn refuse(&self, req: &pb::PublishStreamRequest, error: pb::Failure, assigned: bool) {
@@ -151,7 +133,7 @@ impl ServerStream {
         } else {
             Vec::new()
         };
-        self.answer(pb::PublishStreamResponse {
+        self.answer(pb::PublishStreamAnswer {
             request_id: req.request_id,
             error: Some(error),
             assigned_event_ids,
@@ -162,6 +144,34 @@ impl ServerStream {
     /// Ends the stream with `status` after the answers sent so far.
     fn end(self, status: Status) {
         self.answers.send(Err(status)).unwrap();
+    }
+}
+
+/// Accepts every event of `req` but those refused by index; sequences are
+/// `request_id * 100 + index`.
+fn accepted(
+    req: &pb::PublishStreamRequest,
+    refused: &[(usize, pb::Failure)],
+) -> pb::PublishStreamAnswer {
+    let entries = req
+        .events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| pb::PublishBatchEntry {
+            outcome: Some(match refused.iter().find(|(at, _)| *at == i) {
+                Some((_, f)) => Outcome::Error(f.clone()),
+                None => Outcome::Result(pb::PublishResult {
+                    event_id: e.event_id.clone(),
+                    sequence: (req.request_id * 100) as i64 + i as i64,
+                    ..Default::default()
+                }),
+            }),
+        })
+        .collect();
+    pb::PublishStreamAnswer {
+        request_id: req.request_id,
+        entries,
+        ..Default::default()
     }
 }
 
@@ -233,11 +243,13 @@ async fn answers_are_matched_by_request_id_in_any_order() {
     assert_eq!(event_ids(&reqs[1]), ["mine"]);
     assert_eq!(reqs[2].events.len(), 2);
 
-    // Answered last request first, with its second event refused alone.
+    // Answered together in one response, last request first, its second event refused alone.
     let conflict = failure(Code::AlreadyExists, "EVENT_ID_CONFLICT", None);
-    s.entries(&reqs[2], &[(1, conflict)]);
-    s.ok(&reqs[0]);
-    s.ok(&reqs[1]);
+    s.answer_together(vec![
+        accepted(&reqs[2], &[(1, conflict)]),
+        accepted(&reqs[0], &[]),
+        accepted(&reqs[1], &[]),
+    ]);
 
     let c = within("c", c).await.unwrap();
     assert_eq!(c.len(), 2);
