@@ -81,6 +81,13 @@ class FakePublisher(publisher_pb2_grpc.PublisherServicer):
             response.entries[-1].result.sequence = i
         return response
 
+    def PublishStream(
+        self,
+        request_iterator: Iterator[publisher_pb2.PublishStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> NoReturn:
+        context.abort(grpc.StatusCode.UNIMPLEMENTED, "the unary fake has no stream")
+
 
 SubscribeScript = Callable[
     [Iterator[subscriber_pb2.SubscribeRequest], grpc.ServicerContext],
