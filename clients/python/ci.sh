@@ -4,7 +4,7 @@
 #   gen             regenerate the stubs in src/ferry_client/_gen from ../../proto
 #   check           stubs up to date (regenerated in a temp dir and compared), ruff, mypy --strict
 #   test            pytest; the end-to-end tests need FERRY_ADDR and KAFKA_BOOTSTRAP (else skipped)
-#   run-publisher   examples/publisher.py  (env FERRY_ADDR TOPIC COUNT ID_PREFIX)
+#   run-publisher   examples/publisher.py  (env FERRY_ADDR TOPIC COUNT ID_PREFIX [PUBLISH_MODE])
 #   run-subscriber  examples/subscriber.py (env FERRY_ADDR TOPIC SUBSCRIPTION EXPECT TIMEOUT_S)
 # Everything but the examples' JSON line goes to stderr.
 set -euo pipefail

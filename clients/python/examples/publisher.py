@@ -1,6 +1,9 @@
-"""Publish COUNT events to TOPIC, one call at a time, with ids ID_PREFIX-i.
+"""Publish COUNT events to TOPIC with ids ID_PREFIX-i and keys k{i % 8}.
 
-Prints {"published": COUNT} and exits 0; exits 1 on an error the client does not retry.
+PUBLISH_MODE=unary (the default) publishes one call at a time (FerryPublisher);
+PUBLISH_MODE=stream pipelines them all on one PublishStream (FerryStreamPublisher) and
+waits for every answer. Prints {"published": COUNT} and exits 0; exits 1 on an error the
+client does not retry.
 """
 
 from __future__ import annotations
@@ -10,19 +13,38 @@ import logging
 import os
 import sys
 
-from ferry_client import FerryError, FerryPublisher
+from ferry_client import FerryError, FerryPublisher, FerryStreamPublisher
+
+
+def publish_unary(topic: str, count: int, prefix: str) -> None:
+    with FerryPublisher() as publisher:  # FERRY_ADDR
+        for i in range(count):
+            publisher.publish(topic, f"payload-{i}", key=f"k{i % 8}", event_id=f"{prefix}-{i}")
+
+
+def publish_stream(topic: str, count: int, prefix: str) -> None:
+    with FerryStreamPublisher() as publisher:  # FERRY_ADDR; close() waits for every answer
+        futures = [
+            publisher.publish(topic, f"payload-{i}", key=f"k{i % 8}", event_id=f"{prefix}-{i}")
+            for i in range(count)
+        ]
+        for future in futures:
+            future.result()  # raises the FerryError of a publish that failed for good
 
 
 def main() -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(message)s")
     topic, count, prefix = os.environ["TOPIC"], int(os.environ["COUNT"]), os.environ["ID_PREFIX"]
-    with FerryPublisher() as publisher:  # FERRY_ADDR
-        for i in range(count):
-            try:
-                publisher.publish(topic, f"payload-{i}", key=f"k{i % 8}", event_id=f"{prefix}-{i}")
-            except FerryError as error:
-                logging.error("publish %d failed: %s (reason %s)", i, error, error.reason)
-                return 1
+    mode = os.environ.get("PUBLISH_MODE", "unary")
+    publish = {"unary": publish_unary, "stream": publish_stream}.get(mode)
+    if publish is None:
+        logging.error("PUBLISH_MODE must be unary or stream, not %r", mode)
+        return 2
+    try:
+        publish(topic, count, prefix)
+    except FerryError as error:
+        logging.error("publish failed: %s (reason %s)", error, error.reason)
+        return 1
     print(json.dumps({"published": count}), flush=True)
     return 0
 

@@ -49,11 +49,22 @@ def status(
 Step: TypeAlias = status_pb2.Status | float | None
 
 
+StreamScript = Callable[
+    [Iterator[publisher_pb2.PublishStreamRequest], grpc.ServicerContext],
+    Iterator[publisher_pb2.PublishStreamResponse],
+]
+
+
 @dataclass
 class FakePublisher(publisher_pb2_grpc.PublisherServicer):
+    """Publish and PublishBatch answer from `script`; each PublishStream call runs the next
+    of `stream_scripts` (the last one repeats; none: UNIMPLEMENTED)."""
+
     script: list[Step] = field(default_factory=list)
     requests: list[publisher_pb2.PublishRequest] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    stream_scripts: list[StreamScript] = field(default_factory=list)
+    stream_calls: int = 0
 
     def _step(self, context: grpc.ServicerContext) -> None:
         self.times.append(time.monotonic())
@@ -80,6 +91,17 @@ class FakePublisher(publisher_pb2_grpc.PublisherServicer):
             response.entries.add().result.event_id = event.event_id
             response.entries[-1].result.sequence = i
         return response
+
+    def PublishStream(
+        self,
+        request_iterator: Iterator[publisher_pb2.PublishStreamRequest],
+        context: grpc.ServicerContext,
+    ) -> Iterator[publisher_pb2.PublishStreamResponse]:
+        if not self.stream_scripts:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "no stream script")
+        script = self.stream_scripts[min(self.stream_calls, len(self.stream_scripts) - 1)]
+        self.stream_calls += 1
+        yield from script(request_iterator, context)
 
 
 SubscribeScript = Callable[

@@ -12,7 +12,16 @@ import grpc
 import pytest
 from confluent_kafka import Consumer
 
-from ferry_client import AckLevel, Event, FerryError, FerryPublisher, Message, Subscriber
+from ferry_client import (
+    AckLevel,
+    Event,
+    FerryError,
+    FerryPublisher,
+    FerryStreamPublisher,
+    Message,
+    PublishResult,
+    Subscriber,
+)
 from tests.conftest import Env
 
 COUNT = 100
@@ -97,6 +106,42 @@ def test_publish_subscribe_and_read_back_from_kafka(env: Env, name: str) -> None
     assert set(attempts) == set(ids)
 
     records = read_kafka(env.kafka_bootstrap, topic, set(ids))
+    first: dict[str, dict[str, Any]] = {}
+    for record in records:
+        first.setdefault(record["id"], record)
+    assert set(first) == set(ids)
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for record in sorted(first.values(), key=lambda r: (r["partition"], r["offset"])):
+        i = int(record["value"].removeprefix(b"payload-"))
+        assert record["key"] == f"k{i % KEYS}".encode()
+        by_key[record["key"]].append(i)
+    assert len(by_key) == KEYS
+    for key, order in by_key.items():
+        assert order == sorted(order), f"key {key!r} out of order in Kafka"
+
+
+def test_stream_publisher_keeps_each_keys_order_in_kafka(env: Env, name: str) -> None:
+    count = 400
+    # A small window: the publisher also has to wait for answers and keep the stream going.
+    with FerryStreamPublisher(env.ferry_addr, max_outstanding=64) as publisher:
+        futures = [
+            publisher.publish(name, f"payload-{i}", key=f"k{i % KEYS}", event_id=f"{name}-{i}")
+            for i in range(count - 50)
+        ]
+        batch = publisher.publish_batch(
+            [
+                Event(name, f"payload-{i}", key=f"k{i % KEYS}", event_id=f"{name}-{i}")
+                for i in range(count - 50, count)
+            ]
+        )
+        results = [f.result(60) for f in futures] + batch.result(60)
+        again = publisher.publish(name, b"payload-0", key="k0", event_id=f"{name}-0").result(60)
+    ids = [f"{name}-{i}" for i in range(count)]
+    accepted = [r for r in results if isinstance(r, PublishResult)]
+    assert [r.event_id for r in accepted] == ids
+    assert (again.duplicate, again.sequence) == (True, accepted[0].sequence)
+
+    records = read_kafka(env.kafka_bootstrap, name, set(ids))
     first: dict[str, dict[str, Any]] = {}
     for record in records:
         first.setdefault(record["id"], record)

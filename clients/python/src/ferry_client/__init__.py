@@ -12,6 +12,7 @@ from ferry_client.publisher import (
     PublishFailure,
     PublishResult,
 )
+from ferry_client.stream_publisher import FerryStreamPublisher
 from ferry_client.subscriber import DeliveryOrder, Message, StartPosition, Subscriber
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Event",
     "FerryError",
     "FerryPublisher",
+    "FerryStreamPublisher",
     "KafkaPosition",
     "Message",
     "PublishFailure",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import cast
 
 import grpc
@@ -9,7 +10,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from ferry_client._gen.ferry.v1 import publisher_pb2
+from ferry_client._gen.ferry.v1 import publisher_pb2, record_pb2
 
 ERROR_DOMAIN = "ferry.v1"
 
@@ -23,6 +24,11 @@ RETRYABLE_CODES = frozenset(
         grpc.StatusCode.DEADLINE_EXCEEDED,
     }
 )
+
+
+def status_code(value: int) -> grpc.StatusCode:
+    """The grpc.StatusCode of a google.rpc.Code number (UNKNOWN for one gRPC does not know)."""
+    return next((c for c in grpc.StatusCode if c.value[0] == value), grpc.StatusCode.UNKNOWN)
 
 
 class FerryError(Exception):
@@ -72,6 +78,45 @@ class FerryError(Exception):
         except (ValueError, AttributeError):  # trailer disagrees with the status line, or none
             status = None
         return cls(error.code(), error.details() or "", status)
+
+    @classmethod
+    def from_failure(
+        cls, failure: record_pb2.Failure, assigned_event_ids: Sequence[str] = ()
+    ) -> FerryError:
+        """Decode a refusal that is not a call's status: a PublishStream answer's `error`.
+
+        A Failure is a google.rpc.Status flattened; its reason, field and retry_delay land
+        where a status's ErrorInfo, BadRequest and RetryInfo would, so code that handles a
+        FerryError from a call handles this one the same way.
+        """
+        error = cls(status_code(failure.code), failure.message)
+        if failure.reason:
+            error.error_info = error_details_pb2.ErrorInfo(
+                reason=failure.reason, domain=ERROR_DOMAIN
+            )
+        if failure.HasField("retry_delay"):
+            error.retry_info = error_details_pb2.RetryInfo(retry_delay=failure.retry_delay)
+        if failure.field:
+            violation = error_details_pb2.BadRequest.FieldViolation(
+                field=failure.field, description=failure.message
+            )
+            error.bad_request = error_details_pb2.BadRequest(field_violations=[violation])
+        error.assigned_event_ids = list(assigned_event_ids)
+        return error
+
+    def copy(self) -> FerryError:
+        """A new FerryError with the same code, message and details (no notes, no traceback)."""
+        out = FerryError(self.code, self.message)
+        out.error_info, out.retry_info = self.error_info, self.retry_info
+        out.bad_request, out.assigned_event_ids = self.bad_request, list(self.assigned_event_ids)
+        return out
+
+    @property
+    def field(self) -> str | None:
+        """For INVALID_ARGUMENT: the path of the offending field (the first BadRequest one)."""
+        if self.bad_request is None or not self.bad_request.field_violations:
+            return None
+        return str(self.bad_request.field_violations[0].field)
 
     @property
     def reason(self) -> str | None:

@@ -22,6 +22,7 @@ from ferry_client._gen.ferry.v1 import publisher_pb2 as pb
 from ferry_client._gen.ferry.v1 import publisher_pb2_grpc
 from ferry_client._retry import Attempts
 from ferry_client._uuid7 import uuid7
+from ferry_client.errors import status_code
 
 Bytes = bytes | str
 Headers = Mapping[str, Bytes | None] | Iterable[tuple[str, Bytes | None]]
@@ -101,19 +102,30 @@ def _result(result: pb.PublishResult) -> PublishResult:
     )
 
 
+def _batch_request(
+    events: Sequence[Event], ack_level: AckLevel, kafka_wait: float | None
+) -> pb.PublishBatchRequest:
+    """The request for `events`; every event gets its event_id here, once, for all attempts."""
+    request = pb.PublishBatchRequest(events=[_event(e) for e in events])
+    request.ack_level = pb.AckLevel.ValueType(ack_level)
+    if kafka_wait is not None:
+        request.kafka_wait.FromNanoseconds(int(kafka_wait * 1e9))
+    return request
+
+
 def _entries(
-    request: pb.PublishBatchRequest, response: pb.PublishBatchResponse
+    events: Sequence[pb.Event], entries: Sequence[pb.PublishBatchEntry]
 ) -> list[PublishResult | PublishFailure]:
+    """One PublishResult or PublishFailure per event (PublishBatch and PublishStream answers)."""
     out: list[PublishResult | PublishFailure] = []
-    for event, entry in zip(request.events, response.entries, strict=True):
+    for event, entry in zip(events, entries, strict=True):
         if entry.HasField("result"):
             out.append(_result(entry.result))
         else:
-            code = next((c for c in grpc.StatusCode if c.value[0] == entry.error.code), None)
             out.append(
                 PublishFailure(
                     event.event_id,
-                    code or grpc.StatusCode.UNKNOWN,
+                    status_code(entry.error.code),
                     entry.error.reason,
                     entry.error.message,
                 )
@@ -129,11 +141,7 @@ class _Base:
     def _request(
         self, events: Sequence[Event], ack_level: AckLevel | None, kafka_wait: float | None
     ) -> pb.PublishBatchRequest:
-        request = pb.PublishBatchRequest(events=[_event(e) for e in events])
-        request.ack_level = pb.AckLevel.ValueType(ack_level or self.ack_level)
-        if kafka_wait is not None:
-            request.kafka_wait.FromNanoseconds(int(kafka_wait * 1e9))
-        return request
+        return _batch_request(events, ack_level or self.ack_level, kafka_wait)
 
     def _attempts(self, deadline: float | None, kafka_wait: float | None) -> Attempts:
         # An attempt must outlast the Kafka wait it asked for.
@@ -202,7 +210,8 @@ class FerryPublisher(_Base):
         """Publish events in one write; one result (or failure) per event, in order."""
         request = self._request(events, ack_level, kafka_wait)
         attempts = self._attempts(deadline, kafka_wait)
-        return _entries(request, self._call(self._stub.PublishBatch, request, attempts))
+        response = self._call(self._stub.PublishBatch, request, attempts)
+        return _entries(request.events, response.entries)
 
     def _call(self, method: Callable[..., R], request: object, attempts: Attempts) -> R:
         while True:
@@ -280,7 +289,7 @@ class AsyncFerryPublisher(_Base):
         while True:
             try:
                 response = await self._stub.PublishBatch(request, timeout=attempts.timeout())
-                return _entries(request, response)
+                return _entries(request.events, response.entries)
             except grpc.RpcError as error:
                 await asyncio.sleep(attempts.wait_after(error, caller_cancelled=self._closed))
 
