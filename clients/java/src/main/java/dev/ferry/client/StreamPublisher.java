@@ -2,6 +2,7 @@ package dev.ferry.client;
 
 import dev.ferry.v1.AckLevel;
 import dev.ferry.v1.Event;
+import dev.ferry.v1.Failure;
 import dev.ferry.v1.PublishBatchEntry;
 import dev.ferry.v1.PublishResult;
 import dev.ferry.v1.PublishStreamRequest;
@@ -285,27 +286,39 @@ public final class StreamPublisher implements AutoCloseable {
   }
 
   private void onResponse(Stream s, PublishStreamResponse response) {
+    onAnswer(
+        s,
+        response.getRequestId(),
+        response.getEntriesList(),
+        response.hasError() ? response.getError() : null,
+        response.getAssignedEventIdsList());
+  }
+
+  /** One request's answer: its entries, or its refusal (null when none). */
+  private void onAnswer(
+      Stream s,
+      long requestId,
+      List<PublishBatchEntry> entries,
+      Failure refusal,
+      List<String> assignedEventIds) {
     Runnable completion;
     lock.lock();
     try {
       s.answered = true;
-      Pending p = pending.get(response.getRequestId());
+      Pending p = pending.get(requestId);
       if (s != current || p == null || p.sentOn != s) {
-        if (response.getRequestId() == 0 && response.hasError()) {
-          LOG.log(Level.WARNING, "Ferry could not read a request: {0}", response.getError());
+        if (requestId == 0 && refusal != null) {
+          LOG.log(Level.WARNING, "Ferry could not read a request: {0}", refusal);
         } else {
-          LOG.log(Level.DEBUG, "answer to unknown request {0}", response.getRequestId());
+          LOG.log(Level.DEBUG, "answer to unknown request {0}", requestId);
         }
         return;
       }
       p.sentOn = null;
-      if (!response.hasError()) {
-        completion = finish(p, response.getEntriesList());
-      } else {
-        FerryException error =
-            FerryException.from(response.getError(), response.getAssignedEventIdsList());
-        completion = retryOrFail(p, error);
-      }
+      completion =
+          refusal == null
+              ? finish(p, entries)
+              : retryOrFail(p, FerryException.from(refusal, assignedEventIds));
     } finally {
       lock.unlock();
     }
