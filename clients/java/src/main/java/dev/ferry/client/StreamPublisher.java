@@ -221,8 +221,9 @@ public final class StreamPublisher implements AutoCloseable {
     lock.lock();
     try {
       for (Pending p : new ArrayList<>(pending.values())) {
-        completions.add(
-            finish(p, FerryException.cancelled("stream publisher closed while interrupted", cause)));
+        FerryException error =
+            FerryException.cancelled("stream publisher closed while interrupted", cause);
+        completions.add(finish(p, error));
       }
       if (current != null) {
         current.cancel("stream publisher closed while interrupted");
@@ -403,7 +404,7 @@ public final class StreamPublisher implements AutoCloseable {
       if (!RetryPolicy.isRetryable(error.code(), error.errorInfo().isPresent(), false)) {
         LOG.log(
             Level.ERROR,
-            "publish stream ended: {0}; failing its {1} unanswered requests",
+            "publish stream ended: {0}; failing its {1,number,#} unanswered requests",
             error.getMessage(),
             unanswered.size());
         for (Pending p : unanswered) {
@@ -422,7 +423,8 @@ public final class StreamPublisher implements AutoCloseable {
       }
       LOG.log(
           Level.WARNING,
-          "publish stream ended: {0}; sending {1} unanswered requests again in {2,number,#} ms",
+          "publish stream ended: {0}; sending {1,number,#} unanswered requests again"
+              + " in {2,number,#} ms",
           error.getMessage(),
           unanswered.size(),
           wait.toMillis());
@@ -569,9 +571,8 @@ public final class StreamPublisher implements AutoCloseable {
       implements ClientResponseObserver<PublishStreamRequest, PublishStreamResponse> {
     private final CompletableFuture<StatusRuntimeException> ended = new CompletableFuture<>();
     private ClientCallStreamObserver<PublishStreamRequest> requests;
-    /** Guarded by the publisher's lock. */
+    // Guarded by the publisher's lock: whether Ferry answered anything on it, and close() ended it.
     private boolean answered;
-
     private boolean halfClosed;
 
     @Override
