@@ -4,7 +4,7 @@
 #   gen             regenerate the stubs (protobuf-maven-plugin generates them at build time)
 #   check           a clean build: generate, compile main and test code
 #   test            run the tests (needs FERRY_ADDR and KAFKA_BOOTSTRAP)
-#   run-publisher   the example publisher (env FERRY_ADDR TOPIC COUNT ID_PREFIX)
+#   run-publisher   the example publisher (env FERRY_ADDR TOPIC COUNT ID_PREFIX [PUBLISH_MODE=stream])
 #   run-subscriber  the example subscriber (env FERRY_ADDR TOPIC SUBSCRIPTION EXPECT TIMEOUT_S)
 set -euo pipefail
 

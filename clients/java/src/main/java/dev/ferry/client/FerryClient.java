@@ -50,6 +50,7 @@ public final class FerryClient implements AutoCloseable {
   private final ManagedChannel channel;
   private final boolean ownsChannel;
   private final PublisherGrpc.PublisherBlockingStub publisher;
+  private final PublisherGrpc.PublisherStub asyncPublisher;
   private final RetryPolicy retry;
   private final AckLevel ackLevel;
   private final com.google.protobuf.Duration kafkaWait;
@@ -58,6 +59,7 @@ public final class FerryClient implements AutoCloseable {
     this.channel = channel;
     this.ownsChannel = ownsChannel;
     this.publisher = PublisherGrpc.newBlockingStub(channel);
+    this.asyncPublisher = PublisherGrpc.newStub(channel);
     this.retry = b.retry;
     this.ackLevel = b.ackLevel;
     this.kafkaWait = b.kafkaWait == null ? null : protoDuration(b.kafkaWait);
@@ -129,6 +131,21 @@ public final class FerryClient implements AutoCloseable {
         .getEntriesList();
   }
 
+  /**
+   * A publisher over one {@code PublishStream} on this client's channel, with the client's ack
+   * level, Kafka wait and retry policy, and at most {@value
+   * StreamPublisher#DEFAULT_MAX_OUTSTANDING_REQUESTS} unanswered requests. Close it before the
+   * client.
+   */
+  public StreamPublisher streamPublisher() {
+    return streamPublisher(StreamPublisher.DEFAULT_MAX_OUTSTANDING_REQUESTS);
+  }
+
+  /** As {@link #streamPublisher()}, with at most {@code maxOutstandingRequests} unanswered. */
+  public StreamPublisher streamPublisher(int maxOutstandingRequests) {
+    return new StreamPublisher(asyncPublisher, retry, ackLevel, kafkaWait, maxOutstandingRequests);
+  }
+
   /** A subscriber on this client's channel; call {@link Subscriber#start()} to run it. */
   public Subscriber subscriber(SubscriberOptions options, DeliveryHandler handler) {
     return new Subscriber(SubscriberGrpc.newStub(channel), options, handler, retry);
@@ -139,7 +156,8 @@ public final class FerryClient implements AutoCloseable {
     return channel;
   }
 
-  private static Event withEventId(Event event) {
+  /** The event with an id: the caller's, or a new UUIDv7 (assigned once, before any send). */
+  static Event withEventId(Event event) {
     return event.getEventId().isEmpty()
         ? event.toBuilder().setEventId(EventIds.newUuidV7()).build()
         : event;

@@ -6,6 +6,7 @@ import com.google.rpc.BadRequest;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.RetryInfo;
 import dev.ferry.v1.AssignedEventIds;
+import dev.ferry.v1.Failure;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.protobuf.StatusProto;
@@ -72,8 +73,49 @@ public final class FerryException extends RuntimeException {
         status.getCode(), status.getDescription(), e, errorInfo, retryInfo, badRequest, assigned);
   }
 
+  /**
+   * Reads one refused item of a stream or a batch: a {@link Failure} is a google.rpc.Status with
+   * its ErrorInfo reason, BadRequest field and RetryInfo delay flattened.
+   *
+   * @param assignedEventIds the ids of the request's events, for a KAFKA_ACK_TIMEOUT (else empty)
+   */
+  public static FerryException from(Failure failure, List<String> assignedEventIds) {
+    ErrorInfo errorInfo =
+        failure.getReason().isEmpty()
+            ? null
+            : ErrorInfo.newBuilder().setReason(failure.getReason()).setDomain("ferry.v1").build();
+    RetryInfo retryInfo =
+        failure.hasRetryDelay()
+            ? RetryInfo.newBuilder().setRetryDelay(failure.getRetryDelay()).build()
+            : null;
+    BadRequest badRequest =
+        failure.getField().isEmpty()
+            ? null
+            : BadRequest.newBuilder()
+                .addFieldViolations(
+                    BadRequest.FieldViolation.newBuilder()
+                        .setField(failure.getField())
+                        .setDescription(failure.getMessage()))
+                .build();
+    Status.Code code = Status.fromCodeValue(failure.getCode()).getCode();
+    return new FerryException(
+        code, failure.getMessage(), null, errorInfo, retryInfo, badRequest, assignedEventIds);
+  }
+
   static FerryException cancelled(String message, Throwable cause) {
     return new FerryException(Status.Code.CANCELLED, message, cause, null, null, null, List.of());
+  }
+
+  /** A publish that got no answer within its overall deadline; its ids are safe to send again. */
+  static FerryException deadlineExceeded(
+      String message, List<String> eventIds, Throwable lastError) {
+    return new FerryException(
+        Status.Code.DEADLINE_EXCEEDED, message, lastError, null, null, null, eventIds);
+  }
+
+  /** An answer the client cannot read (a bug on one side or the other). */
+  static FerryException internal(String message) {
+    return new FerryException(Status.Code.INTERNAL, message, null, null, null, null, List.of());
   }
 
   private static String describe(Status.Code code, ErrorInfo info, String message) {
@@ -105,12 +147,22 @@ public final class FerryException extends RuntimeException {
     return Optional.of(Duration.ofSeconds(d.getSeconds(), d.getNanos()));
   }
 
+  /** For INVALID_ARGUMENT: the path of the first offending field; empty when none was named. */
+  public String field() {
+    return badRequest == null || badRequest.getFieldViolationsCount() == 0
+        ? ""
+        : badRequest.getFieldViolations(0).getField();
+  }
+
   /** The field violations of an INVALID_ARGUMENT. */
   public Optional<BadRequest> badRequest() {
     return Optional.ofNullable(badRequest);
   }
 
-  /** For DEADLINE_EXCEEDED: the id of every event of the request, in request order. */
+  /**
+   * For DEADLINE_EXCEEDED (KAFKA_ACK_TIMEOUT, LOG_COMMIT_TIMEOUT, or no answer in time on a
+   * stream): the id of every event of the request, in request order; publish again with these.
+   */
   public List<String> assignedEventIds() {
     return assignedEventIds;
   }

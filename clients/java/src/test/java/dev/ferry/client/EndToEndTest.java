@@ -22,6 +22,7 @@ import java.util.Map;
 import java.util.Properties;
 import java.util.Set;
 import java.util.UUID;
+import java.util.concurrent.CompletableFuture;
 import java.util.concurrent.ConcurrentHashMap;
 import java.util.concurrent.CountDownLatch;
 import java.util.concurrent.TimeUnit;
@@ -37,7 +38,8 @@ import org.junit.jupiter.api.Test;
 
 /**
  * Against a running Ferry and its Kafka: publish 100 keyed events, subscribe, fail one once and
- * see it come back as attempt 2, then read all 100 from Kafka in per-key order.
+ * see it come back as attempt 2, then read all 100 from Kafka in per-key order; and publish 400
+ * keyed events through the stream publisher and read them back in per-key order.
  */
 class EndToEndTest {
   private static final int COUNT = 100;
@@ -150,6 +152,54 @@ class EndToEndTest {
     readBackFromKafka(topic, indexOf);
   }
 
+  @Test
+  void streamPublisherKeepsEachKeysOrderInKafka() throws Exception {
+    int count = 400;
+    String topic = "java-e2e-stream-" + UUID.randomUUID().toString().substring(0, 8);
+    List<CompletableFuture<PublishResult>> singles = new ArrayList<>();
+    List<CompletableFuture<List<PublishBatchEntry>>> batches = new ArrayList<>();
+    try (FerryClient ferry = FerryClient.builder().target(ferryAddr).build();
+        StreamPublisher stream = ferry.streamPublisher(64)) {
+      // The first half one event per request, the second in requests of 25, all pipelined; a
+      // window of 64 makes publish wait for answers along the way.
+      for (int i = 0; i < count / 2; i++) {
+        singles.add(stream.publish(keyedEvent(topic, i)));
+      }
+      for (int i = count / 2; i < count; i += 25) {
+        List<Event> batch = new ArrayList<>();
+        for (int j = i; j < i + 25; j++) {
+          batch.add(keyedEvent(topic, j));
+        }
+        batches.add(stream.publishBatch(batch));
+      }
+      stream.flush();
+    }
+    Map<String, Integer> indexOf = new HashMap<>();
+    for (CompletableFuture<PublishResult> f : singles) {
+      PublishResult r = f.get(); // done: flush() waited for it
+      assertFalse(r.getDuplicate());
+      indexOf.put(r.getEventId(), indexOf.size());
+    }
+    for (CompletableFuture<List<PublishBatchEntry>> f : batches) {
+      for (PublishBatchEntry entry : f.get()) {
+        assertTrue(entry.hasResult(), entry.toString());
+        indexOf.put(entry.getResult().getEventId(), indexOf.size());
+      }
+    }
+    assertEquals(count, indexOf.size());
+    readBackFromKafka(topic, indexOf);
+  }
+
+  private static Event keyedEvent(String topic, int i) {
+    return Event.newBuilder()
+        .setTopic(topic)
+        .setKey(ByteString.copyFromUtf8("k" + i % 8))
+        .setPayload(ByteString.copyFromUtf8("payload-" + i))
+        .addHeaders(header(i))
+        .build();
+  }
+
+  /** Reads every event of {@code indexOf} (id to index) back and checks each key's order. */
   private void readBackFromKafka(String topic, Map<String, Integer> indexOf) {
     Properties props = new Properties();
     props.put(ConsumerConfig.BOOTSTRAP_SERVERS_CONFIG, kafkaBootstrap);
@@ -165,7 +215,7 @@ class EndToEndTest {
       consumer.assign(partitions);
       consumer.seekToBeginning(partitions);
       long until = System.nanoTime() + TimeUnit.SECONDS.toNanos(60);
-      while (seen.size() < COUNT && System.nanoTime() < until) {
+      while (seen.size() < indexOf.size() && System.nanoTime() < until) {
         for (ConsumerRecord<byte[], byte[]> rec : consumer.poll(Duration.ofMillis(500))) {
           String id = string(rec.headers().lastHeader("ferry-event-id").value());
           Integer i = indexOf.get(id);
