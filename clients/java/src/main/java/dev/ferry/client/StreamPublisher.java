@@ -5,6 +5,7 @@ import dev.ferry.v1.Event;
 import dev.ferry.v1.Failure;
 import dev.ferry.v1.PublishBatchEntry;
 import dev.ferry.v1.PublishResult;
+import dev.ferry.v1.PublishStreamAnswer;
 import dev.ferry.v1.PublishStreamRequest;
 import dev.ferry.v1.PublishStreamResponse;
 import dev.ferry.v1.PublisherGrpc;
@@ -287,12 +288,14 @@ public final class StreamPublisher implements AutoCloseable {
   }
 
   private void onResponse(Stream s, PublishStreamResponse response) {
-    onAnswer(
-        s,
-        response.getRequestId(),
-        response.getEntriesList(),
-        response.hasError() ? response.getError() : null,
-        response.getAssignedEventIdsList());
+    for (PublishStreamAnswer a : response.getAnswersList()) {
+      onAnswer(
+          s,
+          a.getRequestId(),
+          a.getEntriesList(),
+          a.hasError() ? a.getError() : null,
+          a.getAssignedEventIdsList());
+    }
   }
 
   /** One request's answer: its entries, or its refusal (null when none). */

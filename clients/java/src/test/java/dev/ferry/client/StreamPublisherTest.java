@@ -14,6 +14,7 @@ import dev.ferry.v1.Event;
 import dev.ferry.v1.Failure;
 import dev.ferry.v1.PublishBatchEntry;
 import dev.ferry.v1.PublishResult;
+import dev.ferry.v1.PublishStreamAnswer;
 import dev.ferry.v1.PublishStreamRequest;
 import dev.ferry.v1.PublishStreamResponse;
 import dev.ferry.v1.PublisherGrpc;
@@ -58,8 +59,8 @@ class StreamPublisherTest {
       this.out = out;
     }
 
-    synchronized void send(PublishStreamResponse r) {
-      out.onNext(r);
+    synchronized void send(PublishStreamAnswer a) {
+      out.onNext(PublishStreamResponse.newBuilder().addAnswers(a).build());
     }
 
     synchronized void end(StatusRuntimeException e) {
@@ -83,7 +84,7 @@ class StreamPublisherTest {
 
     /** Answers every event OK, with sequence 100 * request id + index. */
     void ok() {
-      PublishStreamResponse.Builder r = PublishStreamResponse.newBuilder().setRequestId(id());
+      PublishStreamAnswer.Builder r = PublishStreamAnswer.newBuilder().setRequestId(id());
       for (int i = 0; i < request.getEventsCount(); i++) {
         r.addEntries(
             PublishBatchEntry.newBuilder()
@@ -97,7 +98,7 @@ class StreamPublisherTest {
 
     void refuse(Failure failure, String... assignedEventIds) {
       stream.send(
-          PublishStreamResponse.newBuilder()
+          PublishStreamAnswer.newBuilder()
               .setRequestId(id())
               .setError(failure)
               .addAllAssignedEventIds(List.of(assignedEventIds))
@@ -312,7 +313,7 @@ class StreamPublisherTest {
       rs.get(3)
           .stream()
           .send(
-              PublishStreamResponse.newBuilder()
+              PublishStreamAnswer.newBuilder()
                   .setRequestId(rs.get(3).id())
                   .addEntries(
                       PublishBatchEntry.newBuilder()
