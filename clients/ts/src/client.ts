@@ -13,6 +13,7 @@ import {
   PublisherClient,
 } from "./gen/ferry/v1/publisher.js";
 import { SubscriberClient } from "./gen/ferry/v1/subscriber.js";
+import { StreamPublisher, type StreamPublisherOptions } from "./stream.js";
 import { type Handler, type SubscribeOptions, runSubscriber } from "./subscriber.js";
 
 export type { BatchOutcome, Bytes, EventInput, HeadersInput } from "./events.js";
@@ -128,6 +129,16 @@ export class FerryClient {
       this.publisher.publishBatch(request, md, opts, cb),
     );
     return batchOutcomes(request.events, response.entries);
+  }
+
+  /**
+   * A publisher over one PublishStream: requests are pipelined without waiting for answers,
+   * at most `maxUnanswered` (default 1024) at a time, with the retries of `publish` and
+   * reconnects that send unanswered requests again with the same event ids; see StreamPublisher.
+   * Close it before this client.
+   */
+  streamPublisher(options: StreamPublisherOptions = {}): StreamPublisher {
+    return new StreamPublisher(this.publisher, this.logger, options);
   }
 
   /**
