@@ -361,7 +361,7 @@ export class StreamPublisher {
     if (this.pending.size === 0) return; // the next publish opens a new stream
     const delay = Math.max(err.retryDelayMs ?? 0, this.backoff.next());
     this.logger.warn(
-      `PublishStream ended (${err.message}); sending its ${unanswered.length} unanswered requests again on a new stream in ${Math.round(delay)} ms`,
+      `PublishStream ended (${err.message}); a new stream in ${Math.round(delay)} ms sends its ${unanswered.length} unanswered requests again`,
     );
     this.reconnectTimer = setTimeout(() => this.reconnect(), delay);
   }
