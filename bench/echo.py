@@ -1,7 +1,8 @@
 """The gRPC ceiling: a trivial grpc.aio Publisher with Ferry's message types.
 
-`python -m bench.echo --port P` answers Publish with a fixed PublishResponse and
-PublishBatch with one fixed entry per event, doing no other work. It also serves
+`python -m bench.echo --port P` answers Publish with a fixed PublishResponse,
+PublishBatch with one fixed entry per event and each PublishStream request with one answer of
+one fixed entry per event under its request_id, doing no other work. It also serves
 the standard health service so that the harness can wait for it like for Ferry.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -42,6 +44,18 @@ class EchoPublisher(publisher_pb2_grpc.PublisherServicer):
             entry = pb.PublishBatchEntry(result=RESULT)
             response = self._batches[n] = pb.PublishBatchResponse(entries=[entry] * n)
         return response
+
+    async def PublishStream(
+        self,
+        requests: AsyncIterator[pb.PublishStreamRequest],
+        context: grpc.aio.ServicerContext[Any, Any],
+    ) -> AsyncIterator[pb.PublishStreamResponse]:
+        entry = pb.PublishBatchEntry(result=RESULT)
+        async for request in requests:
+            response = pb.PublishStreamResponse()
+            answer = response.answers.add(request_id=request.request_id)
+            answer.entries.extend([entry] * len(request.events))
+            yield response
 
 
 async def serve(port: int) -> None:

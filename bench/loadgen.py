@@ -3,7 +3,8 @@ runs it on its event loop with grpc.aio clients (or the raw Kafka client) and pr
 JSON result line. The harness keeps a few of these processes for the whole run.
 
 Jobs (`kind`):
-- `publish`: Publish or PublishBatch, closed loop (`concurrency` callers) or open loop
+- `publish`: Publish or PublishBatch (or, with `stream`, requests of one PublishStream),
+  closed loop (`concurrency` callers) or open loop
   (`rate` per second, latency measured from the actual send), from wall time `start_at`;
   completions within [start_at + warmup, + duration) are counted. `max_ops` ends early
   once that many calls were made; `stop_file` ends early once the file exists.
@@ -22,6 +23,7 @@ import resource
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +38,50 @@ CHANNEL_OPTIONS = [
     ("grpc.max_send_message_length", 64 * 1024 * 1024),
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
+
+
+class StreamCaller:
+    """Requests of one PublishStream as awaitable calls: each waits for its own answer."""
+
+    def __init__(self, stub: publisher_pb2_grpc.PublisherStub) -> None:
+        self._outgoing: asyncio.Queue[pb.PublishStreamRequest | None] = asyncio.Queue()
+        self._waiting: dict[int, asyncio.Future[pb.PublishStreamAnswer]] = {}
+        self._next_id = 0
+        self._call = stub.PublishStream(self._requests())
+        self._reader = asyncio.create_task(self._read())
+
+    async def _requests(self) -> Any:
+        while (request := await self._outgoing.get()) is not None:
+            yield request
+
+    async def _read(self) -> None:
+        try:
+            async for response in self._call:
+                for answer in response.answers:
+                    future = self._waiting.pop(answer.request_id, None)
+                    if future is not None and not future.done():
+                        future.set_result(answer)
+        except grpc.aio.AioRpcError as exc:
+            for future in self._waiting.values():
+                if not future.done():
+                    future.set_exception(exc)
+
+    def __call__(self, request: pb.PublishStreamRequest, timeout: float) -> Awaitable[Any]:
+        """Send `request` under the next request_id; like a unary call, await its answer."""
+        self._next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self._waiting[self._next_id] = future
+        sent = pb.PublishStreamRequest()
+        sent.CopyFrom(request)
+        sent.request_id = self._next_id
+        self._outgoing.put_nowait(sent)
+        return asyncio.wait_for(future, timeout)
+
+    async def close(self) -> None:
+        self._outgoing.put_nowait(None)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._reader, 10)
+        self._call.cancel()
 
 
 def _cpu() -> float:
@@ -83,7 +129,12 @@ async def publish_job(job: dict[str, Any]) -> dict[str, Any]:
     async with grpc.aio.insecure_channel(job["target"], options=CHANNEL_OPTIONS) as channel:
         await asyncio.wait_for(channel.channel_ready(), 15)
         stub = publisher_pb2_grpc.PublisherStub(channel)
-        if batch:
+        stream: StreamCaller | None = None
+        if job.get("stream"):
+            stream = StreamCaller(stub)
+            request = pb.PublishStreamRequest(events=[event] * (batch or 1), ack_level=level)
+            method = stream
+        elif batch:
             request: Any = pb.PublishBatchRequest(events=[event] * batch, ack_level=level)
             method: Any = stub.PublishBatch
         else:
@@ -104,7 +155,11 @@ async def publish_job(job: dict[str, Any]) -> dict[str, Any]:
                 details.setdefault(exc.code().name, str(exc.details())[:300])
                 return
             t1 = loop.time()
-            if batch:
+            if stream is not None and response.HasField("error"):
+                errors[response.error.reason] += 1
+                details.setdefault(response.error.reason, response.error.message[:300])
+                return
+            if batch or stream is not None:
                 bad = sum(1 for e in response.entries if e.HasField("error"))
                 if bad:
                     errors["EVENT_ERROR"] += bad
@@ -149,6 +204,8 @@ async def publish_job(job: dict[str, Any]) -> dict[str, Any]:
             await asyncio.gather(*(closed_loop() for _ in range(job["concurrency"])))
         state["stopped"] = True
         end = min(loop.time(), win.w1)
+        if stream is not None:
+            await stream.close()
         for w in watchers:
             w.cancel()
             with contextlib.suppress(asyncio.CancelledError):

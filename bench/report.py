@@ -49,7 +49,9 @@ SECTIONS: list[tuple[str, str, Callable[[Mapping[str, Any]], str], str]] = [
         "1. Unary Publish (DURABLE) by concurrency",
         tables.unary,
         "Closed loop: each caller sends its next Publish when the last one is answered. "
-        "Payload 100 random bytes, no key, no event_id (Ferry assigns UUIDv7s).",
+        "Payload 100 random bytes, no key, no event_id (Ferry assigns UUIDv7s). The "
+        "PublishStream rows keep as many one-event requests in flight on one stream per load "
+        "generator process, each sent when an earlier one was answered.",
     ),
     (
         "s2_batch",

@@ -192,13 +192,29 @@ def unary(ctx: Ctx) -> dict[str, Any]:
         rows.append(
             {"concurrency": c, "ferry": summarize(ferry_runs), "echo": summarize(echo_runs)}
         )
+    stream = publish_stream(ctx, topic, max(plan.concurrencies))
     if plan.profile:
         c = max(plan.concurrencies)
         ctx.say(f"  unary c={c}: profiling")
         job = publish(ctx.ferry.address, topic, plan, concurrency=c, duration=plan.profile_duration)
         measure(ctx, ctx.ferry.name, job, plan.procs(c), profile_as="s1_unary_c128")
         settle(ctx)
-    return {"rows": rows, "payload": plan.payload}
+    return {"rows": rows, "stream": stream, "payload": plan.payload}
+
+
+def publish_stream(ctx: Ctx, topic: str, c: int) -> dict[str, Any]:
+    """Scenario 1, streamed: `c` requests of one event in flight on PublishStream."""
+    plan = ctx.plan
+    ferry_runs, echo_runs = [], []
+    for rep in range(plan.reps):
+        ctx.say(f"  PublishStream c={c} rep {rep + 1}/{plan.reps}")
+        job = publish(ctx.ferry.address, topic, plan, concurrency=c, stream=True)
+        probe = ferry_probe(ctx, ctx.ferry, topic)
+        ferry_runs.append(measure(ctx, ctx.ferry.name, job, plan.procs(c), probe))
+        settle(ctx)
+        job = publish(ctx.echo.address, topic, plan, concurrency=c, stream=True)
+        echo_runs.append(measure(ctx, "echo", job, plan.procs(c)))
+    return {"concurrency": c, "ferry": summarize(ferry_runs), "echo": summarize(echo_runs)}
 
 
 def batched(ctx: Ctx) -> dict[str, Any]:
@@ -276,7 +292,8 @@ def end_to_end(ctx: Ctx) -> dict[str, Any]:
 
 
 def fixed_load(ctx: Ctx) -> dict[str, Any]:
-    """Scenario 4: 1,000 publishes/s open loop on a fresh Ferry: latency, CPU, RSS.
+    """Scenario 4: 1,000 publishes/s open loop on a fresh Ferry: latency, CPU, RSS (unary
+    DURABLE and KAFKA, and DURABLE requests of one event on one PublishStream).
 
     A fresh process, so that its RSS is what a Ferry that only ever saw this load has."""
     plan = ctx.plan
@@ -284,11 +301,11 @@ def fixed_load(ctx: Ctx) -> dict[str, Any]:
     time.sleep(1.0)
     idle = ctx.sampler.usage(ferry.name, time.time() - 0.8, time.time())
     topic = ctx.topic("fixed")
-    runs: dict[str, list[dict[str, Any]]] = {"durable": [], "kafka": [], "echo": []}
+    runs: dict[str, list[dict[str, Any]]] = {"durable": [], "kafka": [], "stream": [], "echo": []}
     try:
         for rep in range(plan.reps):
             ctx.say(f"  fixed load rep {rep + 1}/{plan.reps}")
-            for name in ("durable", "kafka", "echo"):
+            for name in runs:
                 target = ctx.echo.address if name == "echo" else ferry.address
                 ack = "kafka" if name == "kafka" else "durable"
                 job = publish(
@@ -298,6 +315,7 @@ def fixed_load(ctx: Ctx) -> dict[str, Any]:
                     rate=plan.fixed_rate,
                     ack=ack,
                     duration=plan.fixed_duration,
+                    stream=name == "stream",
                 )
                 server = "echo" if name == "echo" else ferry.name
                 runs[name].append(measure(ctx, server, job, 1))

@@ -95,6 +95,11 @@ def unary(data: Mapping[str, Any]) -> str:
         c = row["concurrency"]
         rows.append(_load_row(f"Ferry, c={c}", row["ferry"], ops=" calls/s"))
         rows.append(_load_row(f"echo, c={c}", row["echo"], ops=" calls/s"))
+    stream = data.get("stream")
+    if stream:
+        c = stream["concurrency"]
+        rows.append(_load_row(f"Ferry PublishStream, c={c}", stream["ferry"], ops=" calls/s"))
+        rows.append(_load_row(f"echo PublishStream, c={c}", stream["echo"], ops=" calls/s"))
     return table(LOAD_HEADER, rows)
 
 
@@ -173,7 +178,13 @@ def end_to_end(data: Mapping[str, Any]) -> str:
 def fixed(data: Mapping[str, Any]) -> str:
     header = [*LOAD_HEADER[:5], "p99.9 ms", *LOAD_HEADER[5:]]
     rows = []
-    for key, label in (("durable", "Ferry DURABLE"), ("kafka", "Ferry KAFKA"), ("echo", "echo")):
+    labels = (
+        ("durable", "Ferry DURABLE"),
+        ("kafka", "Ferry KAFKA"),
+        ("stream", "Ferry DURABLE, PublishStream"),
+        ("echo", "echo"),
+    )
+    for key, label in [(k, name) for k, name in labels if k in data]:
         row = _load_row(label, data[key], ops=" /s")
         rows.append([*row[:5], cell(data[key], "lat.p999", 2), *row[5:]])
     idle = data.get("idle_rss_mb")

@@ -19,7 +19,9 @@ gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loo
 `_poll_wrapper`)
 `wal-writer`                the only writing connection to the log: group commit of
                             appends and retirements, dedupe pruning, the disk reserve,
-                            checkpoints
+                            the -wal file's hard bound (a TRUNCATE checkpoint)
+`wal-checkpoint`            its own log connection: PASSIVE checkpoints after commits,
+                            off the commit path
 `forwarder`                 the Kafka producer (its delivery callbacks run here) and a
                             read-only log connection: per-topic lanes, retries,
                             retirement requests
@@ -40,9 +42,9 @@ native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka c
                             and gRPC core's
 ==========================  ==========================================================
 
-The wal-writer, forwarder, kafka-probe and consumer threads run supervised
-(sidecar/lifecycle.py): if one dies (an exception escapes its loop), it is
-logged as one `thread_died` line with the traceback, health turns NOT_SERVING
+The wal-writer, wal-checkpoint, forwarder, kafka-probe and consumer threads
+run supervised (sidecar/lifecycle.py): if one dies (an exception escapes its
+loop), it is logged as one `thread_died` line with the traceback, health turns NOT_SERVING
 at once and Ferry drains as below, then exits 70 so that Kubernetes restarts
 it. The forwarder gets no grace period if the log writer died (it could
 retire nothing). What is logged stays in the log; the next start forwards it.
@@ -77,6 +79,7 @@ from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, buil
 from sidecar.api.subscriber import SubscriberServicer
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
+from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
@@ -131,7 +134,7 @@ class FerryApp:
         on_thread_death(deaths.report)  # before the first supervised thread starts
         clock = SystemClock()
         waiters = KafkaAckWaiters(loop)
-        forwarder_ref: list[Forwarder] = []
+        committed = CommittedRows()
         writer = WalWriter(
             settings.data_dir,
             WalLimits(
@@ -141,16 +144,17 @@ class FerryApp:
                 settings.disk_reserve_bytes,
                 settings.wal_topic_share,
             ),
-            on_commit=lambda topics: forwarder_ref[0].notify_committed(topics),
+            on_commit=committed.report,
         )
         forwarder = Forwarder(
+            settings.data_dir,
+            committed,
             writer,
             producer_factory(settings.kafka_bootstrap, settings.librdkafka_options()),
             max_in_flight=settings.forwarder_max_in_flight,
             max_backoff_s=settings.retry_max_backoff_s,
             on_delivered=waiters.delivered,
         )
-        forwarder_ref.append(forwarder)
         publish = PublishService(writer, waiters)
 
         async def dead_letters(events: list[OutgoingEvent]) -> list[Outcome]:

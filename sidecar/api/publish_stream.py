@@ -2,7 +2,9 @@
 
 A reader task takes the client's messages one by one and queues each for the
 log at once (so the log keeps the stream's order), then starts one task that
-awaits the request's answer. Answers go out through one queue as they come.
+awaits the request's answer. Answers go out through one queue; every answer
+ready when the stream writes goes into that one response (a commit answers
+many requests at once, and one message costs far less than many).
 At most MAX_UNANSWERED_REQUESTS requests (or MAX_UNANSWERED_BYTES of events)
 wait for an answer; past that the reader stops reading and gRPC's flow
 control holds the client. Draining stops the reader: what it read is
@@ -73,7 +75,7 @@ class PublishStreamCall:
         self._service = service
         self._translate = translate
         self._window = window or UnansweredWindow(MAX_UNANSWERED_REQUESTS, MAX_UNANSWERED_BYTES)
-        self._answers: asyncio.Queue[pb.PublishStreamResponse | None] = asyncio.Queue()
+        self._answers: asyncio.Queue[pb.PublishStreamAnswer | None] = asyncio.Queue()
         self._unanswered: set[asyncio.Task[None]] = set()
         self._draining = False
         self._failure: BaseException | None = None
@@ -81,16 +83,37 @@ class PublishStreamCall:
     async def responses(
         self, requests: AsyncIterator[Any]
     ) -> AsyncIterator[pb.PublishStreamResponse]:
-        """Every answer, as it comes; ends once the client half-closed and all are answered.
+        """Every answer, as they come; ends once the client half-closed and all are answered.
 
         Raises ShuttingDown after the last answer when draining ended the stream.
         """
+        if self._service.is_draining:
+            raise ShuttingDown("Ferry is shutting down; publish to another instance or retry")
         reader = asyncio.create_task(self._read(requests), name="publish-stream-reader")
+        # However the reader ends (even cancelled before it ever ran), the loop below hears of it.
+        reader.add_done_callback(lambda _: self._answers.put_nowait(None))
         drain = asyncio.create_task(self._service.draining(), name="publish-stream-drain")
         drain.add_done_callback(lambda done: self._stop_reading(done, reader))
+        answers = self._answers
+        reading = True
         try:
-            while (response := await self._answers.get()) is not None:
-                yield response
+            # Ends once the reader stopped and every request it started was answered: an answer
+            # task leaves `_unanswered` before it queues its answer, so none can come after.
+            while reading or self._unanswered:
+                batch: list[pb.PublishStreamAnswer] = []
+                item = await answers.get()
+                while True:
+                    if item is None:
+                        reading = False
+                    else:
+                        batch.append(item)
+                    if answers.empty():
+                        break
+                    item = answers.get_nowait()
+                if batch:
+                    response = pb.PublishStreamResponse()
+                    response.answers.extend(batch)
+                    yield response
         finally:
             drain.cancel()
             reader.cancel()  # the client went away: what was queued stays logged
@@ -118,10 +141,6 @@ class PublishStreamCall:
         except Exception as exc:  # a bug: answer what was read, then end the stream INTERNAL
             log.exception("publish_stream_failed")
             self._failure = exc
-        finally:
-            if self._unanswered:
-                await asyncio.wait(self._unanswered)
-            self._answers.put_nowait(None)
 
     def _start(self, request: pb.PublishStreamRequest | UndecodableRequest) -> bool:
         """Queue one request for the log and for its answer; False once draining refused it."""
@@ -141,25 +160,25 @@ class PublishStreamCall:
         self._window.take(size)
         task = asyncio.create_task(self._answer(request.request_id, answer, size))
         self._unanswered.add(task)
-        task.add_done_callback(self._unanswered.discard)
         return True
 
     async def _answer(self, request_id: int, answer: Answer, size: int) -> None:
         try:
             outcomes = await answer
         except Exception as error:  # a FerryError, or a bug (answered INTERNAL by to_failure)
-            response = _refused(request_id, error)
+            reply = _refused(request_id, error)
         else:
-            response = pb.PublishStreamResponse(request_id=request_id)
-            fill_entries(response.entries, outcomes)
+            reply = pb.PublishStreamAnswer(request_id=request_id)
+            fill_entries(reply.entries, outcomes)
         finally:
             self._window.give_back(size)
-        self._answers.put_nowait(response)
+            self._unanswered.discard(asyncio.current_task())
+        self._answers.put_nowait(reply)
 
 
-def _refused(request_id: int, error: Exception) -> pb.PublishStreamResponse:
-    response = pb.PublishStreamResponse(request_id=request_id)
-    response.error.CopyFrom(to_failure(error))
+def _refused(request_id: int, error: Exception) -> pb.PublishStreamAnswer:
+    reply = pb.PublishStreamAnswer(request_id=request_id)
+    reply.error.CopyFrom(to_failure(error))
     if isinstance(error, PublishTimeout):
-        response.assigned_event_ids.extend(error.event_ids)
-    return response
+        reply.assigned_event_ids.extend(error.event_ids)
+    return reply

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -27,6 +27,14 @@ import grpc
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
 from sidecar.api.status import to_failure
+from sidecar.api.subscribe_requests import (
+    MAX_ACK_IDS,
+    MAX_LEASE_S,
+    MIN_LEASE_S,
+    ack_ids,
+    nack_delay,
+    parse_open,
+)
 from sidecar.clock import Clock
 from sidecar.errors import FerryError, InvalidArgument, UndecodableRequest
 from sidecar.kafka.ports import FetchedRecord
@@ -41,19 +49,10 @@ from sidecar.subscribe.stream import (
     Rejected,
     Stream,
     StreamClosed,
-    StreamOptions,
 )
-from sidecar.subscribe.subscription import AckResult, Subscription, SubscriptionSettings
-from sidecar.validation import check_subscription, check_topic, duration_seconds
+from sidecar.subscribe.subscription import AckResult, Subscription
+from sidecar.validation import check_subscription, duration_seconds
 
-DEFAULT_LEASE_S = 30.0
-MIN_LEASE_S, MAX_LEASE_S = 1.0, 600.0
-DEFAULT_MAX_EVENTS, MAX_MAX_EVENTS = 1000, 100_000
-DEFAULT_MAX_BYTES, MAX_MAX_BYTES = 64 * 1024 * 1024, 1024 * 1024 * 1024
-DEFAULT_MIN_BACKOFF_S, DEFAULT_MAX_BACKOFF_S, MAX_BACKOFF_S = 0.1, 10.0, 3600.0
-MAX_TOPICS = 100
-MAX_ACK_IDS = 10_000
-MAX_NACK_DELAY_S = 3600.0
 DELIVERIES_PER_MESSAGE = 500
 DEFAULT_DELIVERY_MESSAGE_BYTES = 3 * 1024 * 1024
 
@@ -79,8 +78,6 @@ _STATUS = {
     AckOutcome.UNKNOWN: pb.ACK_ID_STATUS_UNKNOWN,
     AckOutcome.REVOKED: pb.ACK_ID_STATUS_REVOKED,
 }
-_ORDERS = (pb.DELIVERY_ORDER_UNSPECIFIED, pb.DELIVERY_ORDER_UNORDERED, pb.DELIVERY_ORDER_PER_KEY)
-_STARTS = (pb.START_POSITION_UNSPECIFIED, pb.START_POSITION_EARLIEST, pb.START_POSITION_LATEST)
 
 
 def delivery_cost(record: FetchedRecord) -> int:
@@ -91,87 +88,6 @@ def delivery_cost(record: FetchedRecord) -> int:
         + 2 * len(record.topic)
         + HEADER_OVERHEAD * len(record.headers)
     )
-
-
-def parse_open(
-    message: pb.OpenSubscription, allowlist: frozenset[str] = frozenset()
-) -> tuple[SubscriptionSettings, StreamOptions]:
-    """Validate OpenSubscription; every error names its field. Topics and the dead-letter
-    topic must be inside `allowlist` (when it is not empty)."""
-    name = check_subscription(message.subscription, "open.subscription")
-    if not message.topics or len(message.topics) > MAX_TOPICS:
-        raise InvalidArgument("open.topics", f"must list 1-{MAX_TOPICS} topics")
-    seen: set[str] = set()
-    for i, topic in enumerate(message.topics):
-        check_topic(topic, f"open.topics[{i}]", allowlist)
-        if topic in seen:
-            raise InvalidArgument(f"open.topics[{i}]", f"repeats topic {topic!r}")
-        seen.add(topic)
-    topics = tuple(sorted(seen))
-    lease = DEFAULT_LEASE_S
-    if message.HasField("lease_duration"):
-        lease = duration_seconds(
-            message.lease_duration, "open.lease_duration", MIN_LEASE_S, MAX_LEASE_S
-        )
-    max_events = message.max_outstanding_events or DEFAULT_MAX_EVENTS
-    if not 0 < max_events <= MAX_MAX_EVENTS:
-        raise InvalidArgument("open.max_outstanding_events", f"must be 1-{MAX_MAX_EVENTS}")
-    max_bytes = message.max_outstanding_bytes or DEFAULT_MAX_BYTES
-    if not 0 < max_bytes <= MAX_MAX_BYTES:
-        raise InvalidArgument("open.max_outstanding_bytes", f"must be 1-{MAX_MAX_BYTES} (1 GiB)")
-    attempts, dlq = message.max_delivery_attempts, message.dead_letter_topic
-    if attempts < 0 or attempts == 1:
-        raise InvalidArgument("open.max_delivery_attempts", "must be 0 (unlimited) or at least 2")
-    if attempts and not dlq:
-        raise InvalidArgument(
-            "open.dead_letter_topic", "is required when max_delivery_attempts is set"
-        )
-    if dlq:
-        check_topic(dlq, "open.dead_letter_topic", allowlist)
-        if dlq in seen:
-            raise InvalidArgument("open.dead_letter_topic", "must not be a subscribed topic")
-    if message.start_position not in _STARTS:
-        raise InvalidArgument("open.start_position", f"unknown value {message.start_position}")
-    if message.delivery_order not in _ORDERS:
-        raise InvalidArgument("open.delivery_order", f"unknown value {message.delivery_order}")
-    low, high = DEFAULT_MIN_BACKOFF_S, DEFAULT_MAX_BACKOFF_S
-    if message.HasField("min_redelivery_backoff"):
-        low = duration_seconds(
-            message.min_redelivery_backoff, "open.min_redelivery_backoff", 0.0, MAX_BACKOFF_S
-        )
-    if message.HasField("max_redelivery_backoff"):
-        high = duration_seconds(
-            message.max_redelivery_backoff, "open.max_redelivery_backoff", 0.0, MAX_BACKOFF_S
-        )
-    if low > high:
-        raise InvalidArgument(
-            "open.min_redelivery_backoff",
-            f"must be at most max_redelivery_backoff ({high:g}s; {DEFAULT_MAX_BACKOFF_S:g}s "
-            "when not set)",
-        )
-    settings = SubscriptionSettings(
-        name,
-        topics,
-        attempts,
-        dlq,
-        message.start_position == pb.START_POSITION_LATEST,
-        per_key_order=message.delivery_order == pb.DELIVERY_ORDER_PER_KEY,
-        min_redelivery_backoff=low,
-        max_redelivery_backoff=high,
-    )
-    return settings, StreamOptions(lease, max_events, max_bytes)
-
-
-def _ack_ids(ids: Sequence[str], field: str) -> list[str]:
-    if not ids or len(ids) > MAX_ACK_IDS:
-        raise InvalidArgument(field, f"must hold 1-{MAX_ACK_IDS} ack ids")
-    # Results echo the ids: bounding them bounds every AckResults message.
-    if max(map(len, ids)) > ACK_ID_LENGTH:
-        index = next(i for i, ack_id in enumerate(ids) if len(ack_id) > ACK_ID_LENGTH)
-        raise InvalidArgument(
-            f"{field}[{index}]", f"is longer than Ferry's ack ids ({ACK_ID_LENGTH} characters)"
-        )
-    return list(ids)
 
 
 class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
@@ -301,16 +217,16 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             raise request
         kind = request.WhichOneof("request")
         if kind == "ack":
-            return subscription.ack(_ack_ids(request.ack.ack_ids, "ack.ack_ids"))
+            return subscription.ack(ack_ids(request.ack.ack_ids, "ack.ack_ids"))
         if kind == "nack":
-            delay = self._nack_delay(request.nack, "nack.redelivery_delay")
-            ids = _ack_ids(request.nack.ack_ids, "nack.ack_ids")
+            delay = nack_delay(request.nack, "nack.redelivery_delay")
+            ids = ack_ids(request.nack.ack_ids, "nack.ack_ids")
             return subscription.nack(ids, delay, dead_letter=request.nack.dead_letter)
         if kind == "extend":
             duration = duration_seconds(
                 request.extend.lease_duration, "extend.lease_duration", MIN_LEASE_S, MAX_LEASE_S
             )
-            return subscription.extend(_ack_ids(request.extend.ack_ids, "extend.ack_ids"), duration)
+            return subscription.extend(ack_ids(request.extend.ack_ids, "extend.ack_ids"), duration)
         if kind == "open":
             raise InvalidArgument("open", "only the first request may be open")
         raise InvalidArgument("request", "must set ack, nack or extend")
@@ -319,7 +235,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         self, request: pb.AckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AckResponse:
         subscription = self._find(request.subscription)
-        results = subscription.ack(_ack_ids(request.ack_ids, "ack_ids"))
+        results = subscription.ack(ack_ids(request.ack_ids, "ack_ids"))
         response = pb.AckResponse()
         self._fill_results(response.results, results)
         return response
@@ -328,8 +244,8 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         self, request: pb.NackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.NackResponse:
         subscription = self._find(request.subscription)
-        delay = self._nack_delay(request, "redelivery_delay")
-        ids = _ack_ids(request.ack_ids, "ack_ids")
+        delay = nack_delay(request, "redelivery_delay")
+        ids = ack_ids(request.ack_ids, "ack_ids")
         results = subscription.nack(ids, delay, dead_letter=request.dead_letter)
         response = pb.NackResponse()
         self._fill_results(response.results, results)
@@ -342,20 +258,13 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         duration = duration_seconds(
             request.lease_duration, "lease_duration", MIN_LEASE_S, MAX_LEASE_S
         )
-        results = subscription.extend(_ack_ids(request.ack_ids, "ack_ids"), duration)
+        results = subscription.extend(ack_ids(request.ack_ids, "ack_ids"), duration)
         response = pb.ExtendLeaseResponse()
         self._fill_results(response.results, results)
         return response
 
     def _find(self, name: str) -> Subscription:
         return self._registry.find(check_subscription(name, "subscription"))
-
-    @staticmethod
-    def _nack_delay(request: pb.NackIds | pb.NackRequest, field: str) -> float | None:
-        """The requested redelivery delay; None (unset) means the subscription's backoff."""
-        if not request.HasField("redelivery_delay"):
-            return None
-        return duration_seconds(request.redelivery_delay, field, 0.0, MAX_NACK_DELAY_S)
 
     def _fill_results(self, out: Any, results: list[AckResult]) -> None:
         """Append one AckIdResult per result to the repeated field `out`, in order."""

@@ -27,12 +27,14 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import structlog
 
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
+from sidecar.forward.channels import CommittedRows, Retirements
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.kafka.producer import refused_for_good
 from sidecar.lifecycle import supervised
@@ -45,7 +47,6 @@ from sidecar.model import (
     PendingEvent,
 )
 from sidecar.wal.store import Statements, connect
-from sidecar.wal.writer import WalWriter
 
 log = structlog.get_logger(__name__)
 
@@ -95,7 +96,9 @@ class Forwarder:
 
     def __init__(
         self,
-        writer: WalWriter,
+        data_dir: Path,
+        committed: CommittedRows,
+        retirements: Retirements,
         make_producer: ProducerFactory,
         *,
         max_in_flight: int,
@@ -104,7 +107,9 @@ class Forwarder:
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
-        self._writer = writer
+        self._data_dir = data_dir
+        self._committed = committed
+        self._retirements = retirements
         self._make_producer = make_producer
         self._max_in_flight = max_in_flight
         self._lane_cap = max(1, max_in_flight // 2)  # one stuck topic leaves room for others
@@ -113,9 +118,7 @@ class Forwarder:
         self._clock = clock
         self._wall_clock_ms = wall_clock_ms
         self._lanes: dict[str, Lane] = {}
-        self._notified: dict[str, int] = {}
-        self._notify_lock = threading.Lock()
-        self._wake = threading.Event()
+        self._wake = committed.wake
         self._stopping = threading.Event()
         self._drain_deadline = 0.0
         self._in_flight = 0
@@ -138,14 +141,6 @@ class Forwarder:
         )
 
     # -- called from other threads ---------------------------------------------------------
-
-    def notify_committed(self, topic_max: dict[str, int]) -> None:
-        """The writer committed new rows (highest sequence per topic). Thread-safe."""
-        with self._notify_lock:
-            for topic, seq in topic_max.items():
-                if seq > self._notified.get(topic, 0):
-                    self._notified[topic] = seq
-        self._wake.set()
 
     def start(self) -> None:
         self._thread.start()
@@ -175,7 +170,7 @@ class Forwarder:
     # -- the forwarder thread ----------------------------------------------------------------
 
     def _run(self) -> None:
-        reader = Statements(connect(self._writer.data_dir, readonly=True))
+        reader = Statements(connect(self._data_dir, readonly=True))
         for topic in reader.topics():
             self._lanes[topic] = Lane(topic)
         producer = self._new_producer()
@@ -202,7 +197,9 @@ class Forwarder:
                 self._settle_deliveries()
         finally:
             self._settle_deliveries()
-            concurrent.futures.wait(self._retiring, timeout=5.0)
+            if self._retiring:
+                self._retirements.retire_now()
+                concurrent.futures.wait(self._retiring, timeout=5.0)
             reader.conn.close()
             log.info("forwarder_stopped", in_flight=self._in_flight)
 
@@ -216,9 +213,7 @@ class Forwarder:
         return idle or self._clock() >= self._drain_deadline
 
     def _take_notifications(self) -> None:
-        with self._notify_lock:
-            notified, self._notified = self._notified, {}
-        for topic, seq in notified.items():
+        for topic, seq in self._committed.take().items():
             lane = self._lanes.get(topic)
             if lane is None:
                 self._lanes[topic] = lane = Lane(topic, known_end=seq)
@@ -362,7 +357,9 @@ class Forwarder:
             return
         # Rows delivered but not yet retired would be sent again: let their retirement land first.
         self._settle_deliveries()
-        concurrent.futures.wait(self._retiring)
+        if self._retiring:
+            self._retirements.retire_now()
+            concurrent.futures.wait(self._retiring)
         for lane in due:
             lane.failed = False
             lane.cursor = 0
@@ -381,7 +378,7 @@ class Forwarder:
             self._last_delivery = self._clock()
             self.delivered_total += len(delivered)
         settled: list[Delivered | Parked] = [*delivered, *parked]
-        self._retiring.append(self._writer.retire(settled))
+        self._retiring.append(self._retirements.retire(settled))
         if delivered:
             self._on_delivered(delivered)
 

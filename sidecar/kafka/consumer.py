@@ -33,9 +33,9 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from sidecar import failpoints
 from sidecar.clock import SystemClock
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, headers_size
+from sidecar.kafka.watchdog import ConsumerWatchdog
 from sidecar.lifecycle import supervised
 from sidecar.observability.kafka_logs import KafkaClientLog
-from sidecar.subscribe.watchdog import ConsumerWatchdog
 
 log = structlog.get_logger(__name__)
 

@@ -30,6 +30,10 @@ class PublishService:
     def stop_accepting(self) -> None:
         self._draining.set()
 
+    @property
+    def is_draining(self) -> bool:
+        return self._draining.is_set()
+
     async def draining(self) -> None:
         """Returns once draining started: open publish streams stop reading then."""
         await self._draining.wait()

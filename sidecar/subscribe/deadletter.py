@@ -10,11 +10,39 @@ naming where it came from.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+
+import structlog
+
 from sidecar.kafka.ports import FetchedRecord
-from sidecar.model import OutgoingEvent
+from sidecar.model import Accepted, Outcome, OutgoingEvent
 from sidecar.subscribe.records import presentation
 
+log = structlog.get_logger(__name__)
+
 PREFIX = "ferry-dead-letter-"
+RETRY_S = 1.0
+
+#: The durable publish path, as dead letters use it.
+DeadLetterSink = Callable[[list[OutgoingEvent]], Awaitable[list[Outcome]]]
+
+
+async def write_dead_letter(sink: DeadLetterSink, event: OutgoingEvent) -> None:
+    """Log `event` through `sink`, retrying every RETRY_S until the log took it.
+
+    The record it stands for stays unacked meanwhile: a full or closing log delays the dead
+    letter, it never drops it.
+    """
+    while True:
+        try:
+            [outcome] = await sink([event])
+            if isinstance(outcome, Accepted):
+                return
+            log.error("dead_letter_rejected", error=str(outcome.error))
+        except Exception as exc:  # the log is full or closing: keep the record, retry
+            log.warning("dead_letter_retry", error=str(exc), topic=event.topic)
+        await asyncio.sleep(RETRY_S)
 
 
 def dead_letter_event(

@@ -25,14 +25,10 @@ from sidecar.errors import (
     TooManySubscriptions,
 )
 from sidecar.lifecycle import run_blocking
+from sidecar.subscribe.deadletter import DeadLetterSink
+from sidecar.subscribe.flow_control import Limits
 from sidecar.subscribe.stream import Stream, StreamOptions
-from sidecar.subscribe.subscription import (
-    ConsumerControl,
-    DeadLetterSink,
-    Limits,
-    Subscription,
-    SubscriptionSettings,
-)
+from sidecar.subscribe.subscription import ConsumerControl, Subscription, SubscriptionSettings
 
 log = structlog.get_logger(__name__)
 TICK_S = 0.05

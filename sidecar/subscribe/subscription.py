@@ -12,12 +12,12 @@ dead letters to the durable publish path. Rules it keeps:
   dead-lettered once it used up `max_delivery_attempts` or when a nack asks;
 - under per-key ordering, at most one record per (partition, key) is
   outstanding (KeyOrder), so redeliveries come before newer records of a key;
-- a partition's commit never passes an unacked record (PartitionAckTracker),
-  and out-of-order acks travel in the commit metadata (ackcodec);
+- a partition's commit never passes an unacked record, and out-of-order acks
+  travel in the commit metadata (commits.py);
 - on revoke, the partition's leases, queued records and redeliveries are
   dropped and only the acked prefix is committed;
-- memory is bounded: past `max_held` records the partitions are paused, and resumed once a
-  quarter of that is left.
+- memory is bounded: past what it may hold the partitions are paused, and resumed once a
+  quarter of that is left (flow_control.py).
 """
 
 from __future__ import annotations
@@ -25,41 +25,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
-
-import structlog
 
 from sidecar.clock import Clock
 from sidecar.errors import NoDeadLetterTopic
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord
-from sidecar.model import Accepted, Outcome, OutgoingEvent
-from sidecar.subscribe import ackcodec
-from sidecar.subscribe.acktracker import PartitionAckTracker
-from sidecar.subscribe.deadletter import dead_letter_event
+from sidecar.model import OutgoingEvent
+from sidecar.subscribe.commits import PartitionCommits
+from sidecar.subscribe.deadletter import DeadLetterSink, dead_letter_event, write_dead_letter
+from sidecar.subscribe.flow_control import FlowControl, Limits, Move
 from sidecar.subscribe.leases import AckOutcome, DeliveryKey, Lease, LeaseTable, TopicPartition
 from sidecar.subscribe.ordering import KeyOrder
 from sidecar.subscribe.redelivery import RedeliveryQueue, redelivery_backoff
 from sidecar.subscribe.stream import LeasedRecord, Stream, StreamOptions
 
-log = structlog.get_logger(__name__)
-
 COMMIT_EVERY_S = 0.5
-MIN_HELD = 1_000
-# Records held (leased or waiting) per event the streams may have outstanding; the partitions
-# resume once a quarter of that is left. Every pause makes librdkafka drop the partitions'
-# prefetched records and fetch them again, so pausing less often saves CPU: with 1000 events
-# outstanding, 2x held and resuming at half cost ~2.6 us of librdkafka CPU per event, 8x and a
-# quarter ~1.7 us (and the streams stay fed while a resume reaches Kafka).
-HELD_PER_OUTSTANDING = 8
-RESUME_FRACTION = 4
-DEAD_LETTER_RETRY_S = 1.0
 
 # Builds a named tuple without its Python-level __new__, on paths taken once per record.
 _new_tuple = tuple.__new__
 
-DeadLetterSink = Callable[[list[OutgoingEvent]], Awaitable[list[Outcome]]]
 AckResult = tuple[str, AckOutcome, float | None]
 
 
@@ -89,14 +75,6 @@ class SubscriptionSettings:
     max_redelivery_backoff: float = 10.0
 
 
-@dataclass(frozen=True, slots=True)
-class Limits:
-    """Sidecar-wide bounds for one subscription."""
-
-    max_held_records: int = 20_000
-    max_held_bytes: int = 128 * 1024 * 1024
-
-
 class Subscription:
     """The dispatcher of one subscription (a Kafka consumer group) in this sidecar."""
 
@@ -110,11 +88,11 @@ class Subscription:
         self.settings = settings
         self._clock = clock
         self._dead_letters = dead_letters
-        self._limits = limits or Limits()
+        self._flow = FlowControl(limits or Limits())
         self._consumer: ConsumerControl | None = None
         self._leases = LeaseTable(clock)
         self._redelivery = RedeliveryQueue(clock)
-        self._trackers: dict[TopicPartition, PartitionAckTracker] = {}
+        self._commits = PartitionCommits()
         self._records: dict[DeliveryKey, FetchedRecord] = {}
         self._held_bytes = 0
         self._fresh: deque[DeliveryKey] = deque()
@@ -122,8 +100,6 @@ class Subscription:
         self._streams: dict[int, Stream] = {}
         self._next_stream_id = 1
         self._turn = 0
-        self._paused = False
-        self._dirty: set[TopicPartition] = set()
         self._last_commit = 0.0
         self._dead_lettering: dict[DeliveryKey, asyncio.Task[None]] = {}
         self.acked_total = 0
@@ -212,23 +188,18 @@ class Subscription:
     # -- the consumer's side (ConsumerSink) --------------------------------------------------
 
     def on_assigned(self, partitions: list[AssignedPartition]) -> None:
-        for part in partitions:
-            tp = (part.topic, part.partition)
-            acked: frozenset[int] = frozenset()
-            if part.committed is not None:
-                acked = ackcodec.decode(part.metadata, part.committed)
-            self._trackers[tp] = PartitionAckTracker(part.committed, acked)
+        self._commits.assign(partitions)
         if self._consumer is not None:
             # librdkafka keeps a partition paused across revoke and re-assign, and a pause posted
             # before a rebalance may run after it: say explicitly what every new partition does.
             assigned = [(p.topic, p.partition) for p in partitions]
-            if self._paused:
+            if self._flow.paused:
                 self._consumer.pause(assigned)
             else:
                 self._consumer.resume(assigned)
 
     def on_records(self, records: list[FetchedRecord]) -> None:
-        trackers, held = self._trackers, self._records
+        trackers, held = self._commits.trackers, self._records
         # Unordered: straight to the fresh queue, no per-key work.
         admit = self._fresh.append if self._order is None else self._admit_in_order
         held_bytes = 0
@@ -242,7 +213,7 @@ class Subscription:
             except ValueError:
                 continue  # fetched twice (a re-fetch after pause): already tracked
             if not deliver:
-                self._dirty.add((topic, partition))  # acked before a restart: moves the commit
+                self._commits.mark_due((topic, partition))  # acked before a restart
                 continue
             key = _new_tuple(DeliveryKey, (topic, partition, offset))
             held[key] = record
@@ -262,10 +233,7 @@ class Subscription:
         self._fresh = deque(k for k in self._fresh if k.topic_partition not in gone)
         for key in [k for k in self._records if k.topic_partition in gone]:
             self._forget(key)
-        commits = [] if lost else self._commit_offsets(gone)
-        for tp in gone:
-            self._trackers.pop(tp, None)
-            self._dirty.discard(tp)
+        commits = self._commits.revoke(gone, lost)
         self._flow_control()
         return commits
 
@@ -282,13 +250,12 @@ class Subscription:
         self._dispatch()
         self._flow_control()
         now = self._clock.monotonic()
-        if self._dirty and now - self._last_commit >= COMMIT_EVERY_S:
+        if self._commits.any_due and now - self._last_commit >= COMMIT_EVERY_S:
             self.commit_now()
 
     def commit_now(self) -> None:
         self._last_commit = self._clock.monotonic()
-        offsets = self._commit_offsets(self._dirty)
-        self._dirty.clear()
+        offsets = self._commits.take_due()
         if offsets and self._consumer is not None:
             self._consumer.commit(offsets)
 
@@ -303,7 +270,7 @@ class Subscription:
             "redelivered_total": self.redelivered_total,
             "dead_lettered_total": self.dead_lettered_total,
             "consumer_replaced_total": self.consumer_replaced_total,
-            "paused": int(self._paused),
+            "paused": int(self._flow.paused),
         }
 
     # -- internals ---------------------------------------------------------------------------
@@ -383,10 +350,7 @@ class Subscription:
                 following = self._order.settle((key.topic, key.partition, record.key))
                 if following is not None:
                     self._fresh.appendleft(following)  # it waited its turn: next in line
-        tracker = self._trackers.get(key.topic_partition)
-        if tracker is not None:
-            tracker.ack(key.offset)
-            self._dirty.add(key.topic_partition)
+        self._commits.ack(key.topic_partition, key.offset)
         self._forget(key)
         self.acked_total += 1
 
@@ -406,51 +370,26 @@ class Subscription:
             attempts,
             reason,
         )
+        write = self._write_dead_letter(key, event)
+        self._dead_lettering[key] = asyncio.get_running_loop().create_task(write)
 
-        async def write() -> None:
-            while True:
-                try:
-                    [outcome] = await self._dead_letters([event])
-                    if isinstance(outcome, Accepted):
-                        break
-                    log.error("dead_letter_rejected", error=str(outcome.error))
-                except Exception as exc:  # the log is full or closing: keep the record, retry
-                    log.warning("dead_letter_retry", error=str(exc), topic=event.topic)
-                await asyncio.sleep(DEAD_LETTER_RETRY_S)
-            if key in self._records:
-                self.dead_lettered_total += 1
-                self._settle(key)
-                self._flow_control()
-                self._dispatch()
-
-        self._dead_lettering[key] = asyncio.get_running_loop().create_task(write())
-
-    def _commit_offsets(self, partitions: Iterable[TopicPartition]) -> list[CommitOffset]:
-        offsets: list[CommitOffset] = []
-        for tp in partitions:
-            tracker = self._trackers.get(tp)
-            position = tracker.committable() if tracker is not None else None
-            if tracker is None or position is None:
-                continue
-            metadata = ackcodec.encode(tracker.sparse_acks(), position)
-            offsets.append(CommitOffset(tp[0], tp[1], position, metadata))
-        return offsets
+    async def _write_dead_letter(self, key: DeliveryKey, event: OutgoingEvent) -> None:
+        await write_dead_letter(self._dead_letters, event)
+        if key in self._records:
+            self.dead_lettered_total += 1
+            self._settle(key)
+            self._flow_control()
+            self._dispatch()
 
     def _flow_control(self) -> None:
         if self._consumer is None:
             return
-        wanted = sum(s.options.max_outstanding_events for s in self._streams.values())
-        max_held = min(max(HELD_PER_OUTSTANDING * wanted, MIN_HELD), self._limits.max_held_records)
-        over = len(self._records) >= max_held or self._held_bytes >= self._limits.max_held_bytes
-        under = len(self._records) <= max_held // RESUME_FRACTION and (
-            self._held_bytes <= self._limits.max_held_bytes // RESUME_FRACTION
-        )
-        if over and not self._paused:
-            self._paused = True
-            self._consumer.pause(list(self._trackers))
-        elif under and self._paused:
-            self._paused = False
-            self._consumer.resume(list(self._trackers))
+        outstanding = sum(s.options.max_outstanding_events for s in self._streams.values())
+        move = self._flow.decide(len(self._records), self._held_bytes, outstanding)
+        if move is Move.PAUSE:
+            self._consumer.pause(self._commits.partitions)
+        elif move is Move.RESUME:
+            self._consumer.resume(self._commits.partitions)
 
     async def close(self) -> None:
         """Cancel pending dead-letter writes (their records stay uncommitted)."""

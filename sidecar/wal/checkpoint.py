@@ -1,18 +1,23 @@
-"""Keeps SQLite's -wal file small enough for the disk reserve to cover it.
+"""Keeps SQLite's -wal file small, off the commit path, and bounded for the disk reserve.
 
-SQLite's automatic checkpoint copies the -wal file's frames into the
-database, but the file only starts over from its beginning when no reader
-still uses it; a reader in a read transaction at the wrong moment (the
-forwarder, slowed down on a busy machine) lets the file grow past its usual
-size and, without a size limit, it never shrinks again. On a disk that then
-fills up, the reserve (reserve.py) was not enough to checkpoint it, and
-publishing never resumed (issue #2).
+The writer's connection never checkpoints by itself (`wal_autocheckpoint` is
+off): a checkpoint copies frames into the database and fsyncs it, and on the
+commit path that cost landed on whichever publish happened to commit next.
+Instead a `Checkpointer` thread with a connection of its own runs a PASSIVE
+checkpoint CHECKPOINT_EVERY_S after a commit nudged it (later commits join
+that one): it never waits for readers or for the writer, and SQLite starts the
+file over at the next commit once every frame is in the database. At most 20
+checkpoints a second keeps the -wal file's live part well below the hard bound
+at any commit rate the writer reaches.
 
-So the writer, after each commit, checks the file's size: past the soft
-bound it tries a TRUNCATE checkpoint without waiting for readers (now and
-then); past the hard bound (half the reserve) it waits for readers to let
-go, holding further commits back meanwhile. The rest of the reserve is left
-for the retirements that free space once the disk is full.
+A reader in a read transaction at the wrong moment (the forwarder, slowed down
+on a busy machine) keeps its frames from being checkpointed, and the file grows.
+The writer therefore still checks the file's size after each commit: past the
+hard bound (half the disk reserve, reserve.py) it checkpoints with TRUNCATE on
+its own connection, waiting for readers to let go and holding further commits
+back meanwhile; `journal_size_limit` cuts a file that grew back to that bound
+whenever SQLite starts it over. The rest of the reserve is left for the
+retirements that free space once the disk is full (issue #2).
 """
 
 from __future__ import annotations
@@ -20,53 +25,100 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
-import time
+import threading
 from pathlib import Path
 
 import structlog
 
-from sidecar.wal.store import BUSY_TIMEOUT_MS
+from sidecar.lifecycle import supervised
+from sidecar.wal.store import BUSY_TIMEOUT_MS, connect
 
 log = structlog.get_logger(__name__)
 
 #: The -wal file may grow to this much even without a reserve (or with a small one).
 MIN_HARD_BOUND = 4 * 1024 * 1024
-#: Between two attempts that do not wait for readers.
-RETRY_EVERY_S = 0.05
+#: How long after a nudge the checkpointer runs, gathering the commits meanwhile into one.
+CHECKPOINT_EVERY_S = 0.05
+THREAD_NAME = "wal-checkpoint"
+
+
+def wal_file_size(db_path: Path) -> int:
+    try:
+        return os.stat(f"{db_path}-wal").st_size
+    except FileNotFoundError:
+        return 0
+
+
+class Checkpointer:
+    """A thread that runs PASSIVE checkpoints on its own connection after commits."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._data_dir = data_dir
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        #: Held while a checkpoint runs: SQLite lets one connection checkpoint at a time, and a
+        #: TRUNCATE from the writer must wait for a PASSIVE one to finish, not fail beside it.
+        self.running = threading.Lock()
+        self.checkpoints = 0
+        self._thread = threading.Thread(
+            target=supervised(THREAD_NAME, self._run), name=THREAD_NAME, daemon=True
+        )
+        self._thread.start()
+
+    def nudge(self) -> None:
+        """A commit happened; thread-safe and cheap."""
+        self._wake.set()
+
+    def close(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        conn = connect(self._data_dir, readonly=True)
+        try:
+            while True:
+                self._wake.wait()
+                if self._stop.wait(CHECKPOINT_EVERY_S):
+                    break
+                self._wake.clear()  # commits from here on nudge the next checkpoint
+                self._checkpoint(conn)
+        finally:
+            conn.close()
+
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            with self.running:
+                conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+        except sqlite3.Error as exc:  # the writer's hard bound still holds the file in check
+            log.warning("wal_checkpoint_failed", error=str(exc))
+            return
+        self.checkpoints += 1
 
 
 class WalBound:
-    """Bounds the size of the -wal file beside `db_path` on the writer's connection."""
+    """Bounds the -wal file beside `db_path`, from the writer's connection."""
 
-    def __init__(self, conn: sqlite3.Connection, db_path: Path, reserve_bytes: int) -> None:
+    def __init__(self, conn: sqlite3.Connection, data_dir: Path, db_path: Path, reserve: int):
         self._conn = conn
-        self._wal_path = Path(f"{db_path}-wal")
-        self.hard = max(reserve_bytes // 2, MIN_HARD_BOUND)
-        self.soft = self.hard // 2
-        page_size = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        # Checkpoint automatically at the soft bound, and cut a file that grew past the hard
-        # bound back to it whenever SQLite starts the file over.
-        conn.execute(f"PRAGMA wal_autocheckpoint = {max(self.soft // page_size, 1)}")
+        self._db_path = db_path
+        self.hard = max(reserve // 2, MIN_HARD_BOUND)
+        conn.execute("PRAGMA wal_autocheckpoint = 0")
         conn.execute(f"PRAGMA journal_size_limit = {self.hard}")
-        self._next_try = 0.0
+        self.checkpointer = Checkpointer(data_dir)
+        self.hard_truncations = 0
 
     def size(self) -> int:
-        try:
-            return os.stat(self._wal_path).st_size
-        except FileNotFoundError:
-            return 0
+        return wal_file_size(self._db_path)
 
     def after_commit(self) -> None:
-        """Shrink the -wal file if it grew past a bound (waiting for readers past the hard one)."""
+        """Nudge the checkpointer; past the hard bound, truncate here, waiting for readers."""
+        self.checkpointer.nudge()
         size = self.size()
-        if size <= self.soft:
+        if size <= self.hard:
             return
-        wait = size > self.hard
-        now = time.monotonic()
-        if not wait and now < self._next_try:
-            return
-        self._next_try = now + RETRY_EVERY_S
-        if not self.truncate(BUSY_TIMEOUT_MS if wait else 0) and wait:
+        self.hard_truncations += 1
+        if not self.truncate(BUSY_TIMEOUT_MS):
             log.warning("wal_checkpoint_blocked", wal_bytes=size, bound_bytes=self.hard)
 
     def truncate(self, wait_ms: int) -> bool:
@@ -75,7 +127,8 @@ class WalBound:
         try:
             if wait_ms != BUSY_TIMEOUT_MS:
                 self._conn.execute(f"PRAGMA busy_timeout = {int(wait_ms)}")
-            busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            with self.checkpointer.running:
+                busy, _, _ = self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         except sqlite3.Error as exc:
             log.warning("wal_checkpoint_failed", error=str(exc))
             return False
@@ -84,3 +137,6 @@ class WalBound:
                 with contextlib.suppress(sqlite3.Error):
                     self._conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         return not busy
+
+    def close(self) -> None:
+        self.checkpointer.close()

@@ -5,7 +5,8 @@ transaction, so one fsync covers many events. No append is answered before
 its transaction committed; a failed commit answers every request in it with
 an error and changes nothing. Appends come first: retirements ride along a
 bounded number of rows per commit (see backlog.py), so a publish never waits
-behind a large retirement. This module never talks to Kafka.
+behind a large retirement, and they wait a little for an append to share its
+commit rather than paying an fsync of their own. This module never talks to Kafka.
 """
 
 from __future__ import annotations
@@ -64,6 +65,8 @@ MAX_EVENTS_PER_COMMIT = 20_000
 #: in a commit of retirements alone. Small enough that a publish waits for little.
 RETIRE_ROWS_BESIDE_APPENDS = 1_000
 RETIRE_ROWS_ALONE = 5_000
+#: How long retirements wait for an append to share its commit before committing alone.
+RETIRE_ALONE_AFTER_S = 0.5
 PRUNE_EVERY_S = 60.0
 PRUNE_ROWS = 5_000
 #: How long a checkpoint on a full disk waits for readers (clients are waiting for answers).
@@ -90,6 +93,7 @@ class _Tally:
 
 
 _STOP = object()
+_RETIRE_NOW = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,7 +132,7 @@ class WalWriter:
         self._prune_more = False
         self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
         self._reserve.ensure()
-        self._wal = WalBound(self._conn, data_dir / DB_NAME, self._reserve.size)
+        self._wal = WalBound(self._conn, data_dir, data_dir / DB_NAME, self._reserve.size)
         self._stopping = False
         self._disk_full = False
         self._next_full_report = 0.0
@@ -136,6 +140,7 @@ class WalWriter:
         self._gate = threading.Lock()
         self._closed = False
         self._last_prune = 0.0
+        self._retire_due_at = 0.0
         self.commits = 0
         self._thread = threading.Thread(
             target=supervised(THREAD_NAME, self._run), name=THREAD_NAME, daemon=True
@@ -182,6 +187,13 @@ class WalWriter:
                 self._queue.put(item)
         return item.future
 
+    def retire_now(self) -> None:
+        """Commit the queued retirements without waiting for an append to share the commit
+        (a caller is about to wait for them). Thread-safe."""
+        with self._gate:
+            if not self._closed:
+                self._queue.put(_RETIRE_NOW)
+
     def close(self) -> None:
         """Finish queued work, then close the log and release the directory lock."""
         with self._gate:
@@ -189,6 +201,7 @@ class WalWriter:
             if not already:
                 self._queue.put(_STOP)
         self._thread.join()
+        self._wal.close()
         self._conn.close()
         self._lock_handle.close()
 
@@ -199,6 +212,8 @@ class WalWriter:
             if appends:
                 failpoints.hit("wal.crash")  # escapes: the thread dies (fault tests)
             stop = self._stopping = stop or stopping
+            if not appends and self._backlog and not self._retirement_due():
+                continue  # retirements ride along the next append's commit, or wait a little
             budget = RETIRE_ROWS_ALONE
             if appends:
                 budget = max(RETIRE_ROWS_BESIDE_APPENDS, sum(len(a.events) for a in appends))
@@ -214,8 +229,10 @@ class WalWriter:
 
     def _gather(self) -> tuple[list[_Append], bool]:
         """Wait for work; take every queued append (up to the cap) and note every retirement."""
-        if self._backlog or self._prune_more:
+        if self._prune_more or (self._backlog and self._retirement_due()):
             timeout = 0.0  # work is waiting already: only pick up what else arrived
+        elif self._backlog:
+            timeout = max(0.0, self._retire_due_at - time.monotonic())
         else:
             timeout = 1.0 if self._disk_full else PRUNE_EVERY_S
         appends: list[_Append] = []
@@ -226,17 +243,36 @@ class WalWriter:
             while True:
                 if item is _STOP:
                     stop = True
+                elif item is _RETIRE_NOW:
+                    self._retire_due_at = 0.0
                 elif isinstance(item, _Append):
                     appends.append(item)
                     events += len(item.events)
                     if events >= MAX_EVENTS_PER_COMMIT:
                         break
                 elif isinstance(item, RetireRequest):
+                    if not self._backlog:
+                        self._retire_due_at = time.monotonic() + RETIRE_ALONE_AFTER_S
                     self._backlog.add(item)
                 item = self._queue.get_nowait()
         except queue.Empty:
             pass
         return appends, stop
+
+    def _retirement_due(self) -> bool:
+        """Whether retirements commit now even without an append to ride along.
+
+        A commit of retirements alone costs an fsync and frees nothing a publish needs, so it
+        waits RETIRE_ALONE_AFTER_S for an append to share it; a retirement lost in a crash
+        meanwhile only means a resend (a duplicate in Kafka). Not while stopping, on a full
+        disk (retiring is what frees space), or with a backlog worth a commit of its own.
+        """
+        return (
+            self._stopping
+            or self._disk_full
+            or self._backlog.rows >= RETIRE_ROWS_ALONE
+            or time.monotonic() >= self._retire_due_at
+        )
 
     def _fail(
         self, appends: Sequence[_Append], retires: Sequence[RetireRequest], error: FerryError
@@ -377,7 +413,13 @@ class WalWriter:
         outcomes: list[Outcome] = []
         for event in events:
             headers = encode_headers(event.headers)
-            fingerprint = event_digest(event.topic, event.key, event.payload, headers)
+            # An id Ferry assigned is new by construction; a client reuses it only to retry the
+            # same event (after a timeout answer named it), so no content check needs its digest.
+            fingerprint = (
+                UNKNOWN_DIGEST
+                if event.assigned_id
+                else event_digest(event.topic, event.key, event.payload, headers)
+            )
             known = None if event.assigned_id else self._known(event.event_id, seen)
             if known is not None:
                 seq, known_digest, known_ms, position = known

@@ -1,9 +1,10 @@
 """Every client in clients/<lang> against a real Ferry and Kafka.
 
 Each language's own test suite runs through its `ci.sh test` against a Ferry this suite starts
-(FERRY_ADDR, KAFKA_BOOTSTRAP); then its example publisher and subscriber run while this suite
-stops Ferry with SIGTERM and starts it again on the same address: both must finish without an
-error, and Kafka must hold every event, in per-key order.
+(FERRY_ADDR, KAFKA_BOOTSTRAP); then its example publisher (with unary calls, and again over a
+PublishStream) and subscriber run while this suite stops Ferry with SIGTERM and starts it again
+on the same address: both must finish without an error, and Kafka must hold every event, in
+per-key order.
 """
 
 from __future__ import annotations
@@ -77,18 +78,21 @@ def test_the_clients_own_suite_passes(
     assert proc.returncode == 0, f"clients/{lang}: ci.sh test failed:\n{out[-6000:]}"
 
 
+@pytest.mark.parametrize("mode", ["unary", "stream"])
 @pytest.mark.parametrize("lang", CLIENTS)
 def test_the_examples_ride_out_a_ferry_restart(
-    lang: str, kafka: KafkaHandle, tmp_path: Path
+    lang: str, mode: str, kafka: KafkaHandle, tmp_path: Path
 ) -> None:
-    topic = kafka.topic(f"{lang}-restart", partitions=3)
+    run = f"{lang}-{mode}-restart"
+    topic = kafka.topic(run, partitions=3)
     ferry = FerryProcess(tmp_path / "wal", kafka.bootstrap).start()
     env = {
         "FERRY_ADDR": ferry.address,
         "TOPIC": topic,
         "COUNT": str(EVENTS),
-        "ID_PREFIX": f"{lang}-restart",
-        "SUBSCRIPTION": unique_subscription(f"{lang}-restart"),
+        "ID_PREFIX": run,
+        "PUBLISH_MODE": mode,
+        "SUBSCRIPTION": unique_subscription(run),
         "EXPECT": str(EVENTS),
         "TIMEOUT_S": "240",
     }
@@ -121,12 +125,12 @@ def test_the_examples_ride_out_a_ferry_restart(
             log_file.close()
         ferry.kill()
     assert outputs == {"publisher": [{"published": EVENTS}], "subscriber": [{"received": EVENTS}]}
-    ids = [f"{lang}-restart-{i}" for i in range(EVENTS)]
+    ids = [f"{run}-{i}" for i in range(EVENTS)]
     delivery = Delivery(read_topic(kafka.bootstrap, topic, expect=EVENTS, quiet=1.5))
     assert delivery.missing(ids) == [], "events acknowledged to the publisher are missing"
     per_key = {f"k{k}".encode(): ids[k::KEYS] for k in range(KEYS)}
     assert delivery.order_violations(per_key) == []
     print(
-        f"\n[{lang}] {EVENTS} published and received across a restart "
+        f"\n[{lang}, {mode}] {EVENTS} published and received across a restart "
         f"(Ferry away {restarted_after:.1f}s), {delivery.duplicates} duplicates in Kafka"
     )

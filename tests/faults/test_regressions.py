@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.model import OutgoingEvent
 from sidecar.wal import store
@@ -91,14 +92,13 @@ async def test_rows_whose_retirement_failed_are_retired_later(
         return real_retire(self, *args, **kw)
 
     monkeypatch.setattr(store.Statements, "retire", retire_failing_once)
-    holder: list[Forwarder] = []
+    committed = CommittedRows()
     writer = WalWriter(
-        tmp_path / "wal",
-        WalLimits(1000, 1 << 30, 3600.0),
-        on_commit=lambda topics: holder[0].notify_committed(topics),
+        tmp_path / "wal", WalLimits(1000, 1 << 30, 3600.0), on_commit=committed.report
     )
-    forwarder = Forwarder(writer, AlwaysAcks, max_in_flight=100, max_backoff_s=0.05)
-    holder.append(forwarder)
+    forwarder = Forwarder(
+        tmp_path / "wal", committed, writer, AlwaysAcks, max_in_flight=100, max_backoff_s=0.05
+    )
     forwarder.start()
     try:
         events = [OutgoingEvent(f"e{i}", "topic", b"k", b"v", ()) for i in range(10)]
@@ -167,14 +167,13 @@ async def test_per_key_order_survives_a_message_timeout(tmp_path: Path) -> None:
         producers.append(TimesOutFirst(error_cb))
         return producers[-1]
 
-    holder: list[Forwarder] = []
+    committed = CommittedRows()
     writer = WalWriter(
-        tmp_path / "wal",
-        WalLimits(1000, 1 << 30, 3600.0),
-        on_commit=lambda topics: holder[0].notify_committed(topics),
+        tmp_path / "wal", WalLimits(1000, 1 << 30, 3600.0), on_commit=committed.report
     )
-    forwarder = Forwarder(writer, factory, max_in_flight=100, max_backoff_s=0.05)
-    holder.append(forwarder)
+    forwarder = Forwarder(
+        tmp_path / "wal", committed, writer, factory, max_in_flight=100, max_backoff_s=0.05
+    )
 
     def events(numbers: range) -> list[OutgoingEvent]:
         return [OutgoingEvent(f"e{i}", "topic", b"one-key", b"v", ()) for i in numbers]

@@ -6,7 +6,7 @@ from __future__ import annotations
 import queue
 import threading
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import grpc
@@ -20,6 +20,10 @@ from testkit.publishing import event
 from tests.conftest import KafkaHandle
 
 KEYS = 8
+
+
+def answers(responses: Iterable[pb.PublishStreamResponse]) -> list[pb.PublishStreamAnswer]:
+    return [answer for response in responses for answer in response.answers]
 
 
 def test_pipelined_requests_reach_kafka_in_stream_order_per_key(
@@ -39,7 +43,7 @@ def test_pipelined_requests_reach_kafka_in_stream_order_per_key(
         requests.append(pb.PublishStreamRequest(request_id=r, events=events))
     with running_ferry(data_dir, kafka.bootstrap) as ferry:
         # Every request goes out without waiting for an answer.
-        responses = list(ferry.publisher().PublishStream(iter(requests), timeout=120))
+        responses = answers(ferry.publisher().PublishStream(iter(requests), timeout=120))
         ferry.wait_drained(60)
     assert [r.request_id for r in responses] == [r.request_id for r in requests]
     for request, response in zip(requests, responses, strict=True):
@@ -68,7 +72,7 @@ def test_kafka_level_answers_carry_the_stored_position(kafka: KafkaHandle, data_
         for r in range(1, 21)
     ]
     with running_ferry(data_dir, kafka.bootstrap) as ferry:
-        responses = list(ferry.publisher().PublishStream(iter(requests), timeout=60))
+        responses = answers(ferry.publisher().PublishStream(iter(requests), timeout=60))
     positions = {
         entry.result.event_id: (
             entry.result.kafka_position.partition,
@@ -98,7 +102,9 @@ def test_a_drain_answers_what_was_read_then_ends_the_stream_shutting_down(
         stream = ferry.publisher().PublishStream(client_messages(), timeout=60)
         for r in range(1, 4):
             outgoing.put(pb.PublishStreamRequest(request_id=r, events=[event(topic, f"d{r}")]))
-        answered = [next(stream).request_id for _ in range(3)]
+        answered: list[int] = []
+        while len(answered) < 3:
+            answered += [a.request_id for a in next(stream).answers]
         assert answered == [1, 2, 3]
         exit_codes: list[int] = []
         stopper = threading.Thread(target=lambda: exit_codes.append(ferry.terminate()))

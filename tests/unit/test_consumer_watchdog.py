@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.clock import ManualClock
-from sidecar.subscribe.watchdog import ConsumerWatchdog, Stall
+from sidecar.kafka.watchdog import ConsumerWatchdog, Stall
 
 STALL = 30.0
 CAP = 240.0

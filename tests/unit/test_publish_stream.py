@@ -68,8 +68,9 @@ async def messages(
 
 async def collect(
     call: PublishStreamCall, requests: AsyncIterator[object]
-) -> list[pb.PublishStreamResponse]:
-    return [response async for response in call.responses(requests)]
+) -> list[pb.PublishStreamAnswer]:
+    """Every answer, in the order they came (however they were packed into responses)."""
+    return [answer async for response in call.responses(requests) for answer in response.answers]
 
 
 async def test_every_request_is_answered_with_its_id_and_logged_in_arrival_order(
@@ -146,6 +147,25 @@ async def test_the_reader_stops_while_the_window_is_full(rig: Rig) -> None:
     assert [r.request_id for r in responses] == [1, 2, 3, 4, 5, 6]
 
 
+async def test_answers_ready_together_travel_in_one_response(rig: Rig) -> None:
+    rig.commit_gate.clear()  # every request is logged before any is answered
+    responses: list[pb.PublishStreamResponse] = []
+
+    async def consume() -> None:
+        stream = messages([request(i, f"e{i}") for i in range(1, 6)])
+        async for response in rig.call().responses(stream):
+            responses.append(response)
+
+    task = asyncio.create_task(consume())
+    await until(lambda: rig.writer.pending_rows == 5)
+    await asyncio.sleep(0.05)  # let the answers that are ready queue up
+    rig.commit_gate.set()
+    await asyncio.wait_for(task, 10)
+    answered = [a.request_id for r in responses for a in r.answers]
+    assert sorted(answered) == [1, 2, 3, 4, 5]
+    assert len(responses) < 5, [len(r.answers) for r in responses]
+
+
 def test_the_window_counts_requests_and_bytes() -> None:
     async def scenario() -> None:
         window = UnansweredWindow(max_requests=3, max_bytes=100)
@@ -166,12 +186,12 @@ def test_the_window_counts_requests_and_bytes() -> None:
 
 async def test_draining_answers_what_was_read_then_ends_shutting_down(rig: Rig) -> None:
     rig.commit_gate.clear()
-    received: list[pb.PublishStreamResponse] = []
+    received: list[pb.PublishStreamAnswer] = []
 
     async def consume() -> None:
         stream = messages([request(1, "a"), request(2, "b")], then_wait=True)
         async for response in rig.call().responses(stream):
-            received.append(response)
+            received.extend(response.answers)
 
     task = asyncio.create_task(consume())
     await until(lambda: rig.writer.pending_rows == 2)
@@ -181,6 +201,25 @@ async def test_draining_answers_what_was_read_then_ends_shutting_down(rig: Rig) 
         await asyncio.wait_for(task, 10)
     assert [r.request_id for r in received] == [1, 2]
     assert all(not r.HasField("error") for r in received)
+
+
+async def test_draining_after_the_client_half_closed_still_answers_everything(rig: Rig) -> None:
+    rig.commit_gate.clear()
+    received: list[pb.PublishStreamAnswer] = []
+
+    async def consume() -> None:
+        # The client half-closes at once; its two requests wait for their answers.
+        async for response in rig.call().responses(messages([request(1, "a"), request(2, "b")])):
+            received.extend(response.answers)
+
+    task = asyncio.create_task(consume())
+    await until(lambda: rig.writer.pending_rows == 2)
+    rig.service.stop_accepting()  # the reader stopped reading already: only answers are left
+    await asyncio.sleep(0.05)
+    rig.commit_gate.set()
+    with pytest.raises(ShuttingDown):
+        await asyncio.wait_for(task, 10)
+    assert sorted(a.request_id for a in received) == [1, 2]
 
 
 async def test_a_request_read_after_draining_started_is_neither_logged_nor_answered(

@@ -12,14 +12,12 @@ from google.protobuf import duration_pb2
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar.api.status import to_failure
+from sidecar.api.subscribe_requests import MAX_ACK_IDS, ack_ids, parse_open
 from sidecar.api.subscriber import (
     ACK_RESULTS_MAX_BYTES,
     DEFAULT_DELIVERY_MESSAGE_BYTES,
-    MAX_ACK_IDS,
     SubscriberServicer,
-    _ack_ids,
     delivery_cost,
-    parse_open,
 )
 from sidecar.clock import ManualClock
 from sidecar.config import KIB, Settings
@@ -128,12 +126,12 @@ def test_the_allow_list_covers_subscribed_and_dead_letter_topics(
 def test_ack_ids_longer_than_ferrys_are_refused() -> None:
     ours = AckIdSource()()
     assert len(ours) == ACK_ID_LENGTH
-    assert _ack_ids([ours, "short"], "ack.ack_ids") == [ours, "short"]
+    assert ack_ids([ours, "short"], "ack.ack_ids") == [ours, "short"]
     with pytest.raises(InvalidArgument) as caught:
-        _ack_ids([ours, ours + "x"], "ack.ack_ids")
+        ack_ids([ours, ours + "x"], "ack.ack_ids")
     assert caught.value.field == "ack.ack_ids[1]"
     with pytest.raises(InvalidArgument):
-        _ack_ids([ours] * (MAX_ACK_IDS + 1), "ack_ids")
+        ack_ids([ours] * (MAX_ACK_IDS + 1), "ack_ids")
 
 
 # -- message budgets ----------------------------------------------------------------------------

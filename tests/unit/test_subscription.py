@@ -7,9 +7,10 @@ import asyncio
 from sidecar.clock import ManualClock
 from sidecar.kafka.ports import AssignedPartition, FetchedRecord, fetched_record
 from sidecar.subscribe import ackcodec
+from sidecar.subscribe.flow_control import Limits
 from sidecar.subscribe.leases import AckOutcome, TopicPartition
 from sidecar.subscribe.stream import LeasedBatch
-from sidecar.subscribe.subscription import Limits, Subscription, SubscriptionSettings
+from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from testkit.subscription_fakes import (
     DeadLetterRecorder,
     RecordingConsumer,

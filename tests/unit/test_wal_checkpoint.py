@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,25 @@ async def test_a_reader_in_a_long_read_cannot_grow_the_wal_past_its_bound(
     assert writer.pending_rows == 600
 
 
+async def test_commits_never_checkpoint_and_the_checkpointer_keeps_the_wal_small(
+    writer: WalWriter, data_dir: Path
+) -> None:
+    wal = writer._wal
+    assert writer._conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    loop = asyncio.get_running_loop()
+    payload = b"x" * 16_384
+    for i in range(0, 600, 10):  # ~9.8 MB of payloads: more than twice the hard bound
+        ran = wal.checkpointer.checkpoints
+        await writer.append([event(j, payload=payload) for j in range(i, i + 10)])
+        deadline = loop.time() + 30
+        while wal.checkpointer.checkpoints == ran:  # each commit is followed by a checkpoint
+            assert loop.time() < deadline, "the checkpointer did not run after a commit"
+            await asyncio.sleep(0.005)
+    # Checkpointed as it went, the file never reached the bound where commits must wait.
+    assert wal.hard_truncations == 0
+    assert wal_size(data_dir) < wal.hard
+
+
 async def test_a_huge_retirement_is_sliced_and_publishes_go_first(
     writer: WalWriter, data_dir: Path
 ) -> None:
@@ -97,3 +117,50 @@ async def test_retiring_interleaved_topics_removes_exactly_the_delivered_rows(
     assert left == [f"e{i}" for i in range(0, 10, 2)]
     assert remembered == 5
     assert writer.pending_rows == 5
+
+
+@pytest.fixture
+async def patient_writer(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[WalWriter]:
+    """A writer whose retirements never commit alone on their own timer."""
+    monkeypatch.setattr(writer_module, "RETIRE_ALONE_AFTER_S", 30.0)
+    writer = WalWriter(data_dir, LIMITS)
+    yield writer
+    await asyncio.to_thread(writer.close)
+
+
+async def log_and_retire(writer: WalWriter) -> concurrent.futures.Future[None]:
+    """Log one event, then ask for its retirement; the retirement's future."""
+    [first] = await writer.append([event(1)])
+    assert isinstance(first, Accepted)
+    return writer.retire([Delivered(first.sequence, "e1", KafkaPosition(0, 1))])
+
+
+async def test_retirements_wait_for_an_append_to_share_its_commit(
+    patient_writer: WalWriter,
+) -> None:
+    writer = patient_writer
+    retired = await log_and_retire(writer)
+    commits = writer.commits
+    await asyncio.sleep(0.2)
+    assert not retired.done()
+    assert (writer.commits, writer.pending_rows) == (commits, 1)
+    await writer.append([event(2)])  # one commit: the append and the retirement
+    await asyncio.wait_for(asyncio.wrap_future(retired), 5)
+    assert (writer.commits, writer.pending_rows) == (commits + 1, 1)
+
+
+async def test_retire_now_commits_retirements_without_an_append(
+    patient_writer: WalWriter,
+) -> None:
+    retired = await log_and_retire(patient_writer)
+    patient_writer.retire_now()
+    await asyncio.wait_for(asyncio.wrap_future(retired), 10)
+    assert patient_writer.pending_rows == 0
+
+
+async def test_retirements_alone_commit_after_a_short_wait(writer: WalWriter) -> None:
+    retired = await log_and_retire(writer)
+    await asyncio.wait_for(asyncio.wrap_future(retired), writer_module.RETIRE_ALONE_AFTER_S + 10)
+    assert writer.pending_rows == 0

@@ -2,8 +2,9 @@
 // publish and subscribe on Apache Kafka.
 //
 // A Client publishes with [Client.Publish] and [Client.PublishBatch], retrying what can be
-// retried with the same event ids (so a retry never creates a duplicate), and runs a
-// subscriber loop with [Client.Subscribe]. The generated stubs are in package ferryv1 for
+// retried with the same event ids (so a retry never creates a duplicate), pipelines
+// publishes over one stream with a [StreamPublisher], and runs a subscriber loop with
+// [Client.Subscribe]. The generated stubs are in package ferryv1 for
 // everything this package does not wrap.
 package ferry
 

@@ -9,6 +9,7 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/protoadapt"
 
 	"github.com/ferry-sidecar/ferry/clients/go/ferryv1"
 )
@@ -71,18 +72,34 @@ func toError(err error) *Error {
 	return e
 }
 
-// failureError turns one refused event of a batch into an Error.
-func failureError(f *ferryv1.Failure) *Error {
+// failureError turns a Failure (one refused event of a batch, one refused request of a
+// stream) into an Error, with its reason, field and retry delay as the details a status
+// would carry. assigned are the request's event ids of a KAFKA_ACK_TIMEOUT answer.
+func failureError(f *ferryv1.Failure, assigned ...string) *Error {
 	e := &Error{Code: codes.Code(f.GetCode()), Message: f.GetMessage(), Reason: f.GetReason()}
+	var details []protoadapt.MessageV1
 	if f.GetReason() != "" {
 		e.ErrorInfo = &errdetails.ErrorInfo{Reason: f.GetReason(), Domain: "ferry.v1"}
+		details = append(details, e.ErrorInfo)
+	}
+	if f.GetRetryDelay() != nil {
+		e.RetryInfo = &errdetails.RetryInfo{RetryDelay: f.GetRetryDelay()}
+		details = append(details, e.RetryInfo)
 	}
 	if f.GetField() != "" {
 		e.BadRequest = &errdetails.BadRequest{FieldViolations: []*errdetails.BadRequest_FieldViolation{
 			{Field: f.GetField(), Description: f.GetMessage()},
 		}}
+		details = append(details, e.BadRequest)
+	}
+	if len(assigned) > 0 {
+		e.AssignedEventIDs = assigned
+		details = append(details, &ferryv1.AssignedEventIds{EventIds: assigned})
 	}
 	e.status = status.New(e.Code, e.Message)
+	if st, err := e.status.WithDetails(details...); err == nil {
+		e.status = st
+	}
 	return e
 }
 

@@ -136,16 +136,22 @@ func (c *Client) PublishBatch(ctx context.Context, events []Event, opts ...Publi
 	if err != nil {
 		return nil, err
 	}
-	out := make([]BatchResult, len(resp.GetEntries()))
-	for i, e := range resp.GetEntries() {
+	return batchResults(resp.GetEntries(), len(events))
+}
+
+// batchResults turns the entries of a batch (or of a stream request) of n events into one
+// BatchResult per event.
+func batchResults(entries []*ferryv1.PublishBatchEntry, n int) ([]BatchResult, error) {
+	out := make([]BatchResult, len(entries))
+	for i, e := range entries {
 		if f := e.GetError(); f != nil {
 			out[i].Err = failureError(f)
 		} else {
 			out[i].Result = fromProto(e.GetResult())
 		}
 	}
-	if len(out) != len(events) {
-		return out, fmt.Errorf("ferry: %d results for %d events", len(out), len(events))
+	if len(out) != n {
+		return out, fmt.Errorf("ferry: %d results for %d events", len(out), n)
 	}
 	return out, nil
 }

@@ -739,22 +739,16 @@ func (x *PublishStreamRequest) GetKafkaWait() *durationpb.Duration {
 	return nil
 }
 
-// PublishStreamResponse answers one PublishStreamRequest.
+// PublishStreamResponse carries the answers to one or more requests of a
+// PublishStream.
 type PublishStreamResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Output only. The request_id of the request this answers.
-	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
-	// Output only. One entry per request event, in request order; empty when
-	// error is set.
-	Entries []*PublishBatchEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
-	// Output only. Set when the whole request was refused or did not complete
-	// (see PublishStream for the codes and reasons).
-	Error *Failure `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
-	// Output only. With error KAFKA_ACK_TIMEOUT: the id of every event of the
-	// request, in request order (they are logged and will still be delivered).
-	AssignedEventIds []string `protobuf:"bytes,4,rep,name=assigned_event_ids,json=assignedEventIds,proto3" json:"assigned_event_ids,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Output only. At least one answer; every request is answered exactly once.
+	// Ferry puts answers that are ready at the same moment (requests logged in
+	// one commit) into one message.
+	Answers       []*PublishStreamAnswer `protobuf:"bytes,1,rep,name=answers,proto3" json:"answers,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PublishStreamResponse) Reset() {
@@ -787,28 +781,83 @@ func (*PublishStreamResponse) Descriptor() ([]byte, []int) {
 	return file_ferry_v1_publisher_proto_rawDescGZIP(), []int{10}
 }
 
-func (x *PublishStreamResponse) GetRequestId() uint64 {
+func (x *PublishStreamResponse) GetAnswers() []*PublishStreamAnswer {
+	if x != nil {
+		return x.Answers
+	}
+	return nil
+}
+
+// PublishStreamAnswer answers one PublishStreamRequest.
+type PublishStreamAnswer struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Output only. The request_id of the request this answers.
+	RequestId uint64 `protobuf:"varint,1,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
+	// Output only. One entry per request event, in request order; empty when
+	// error is set.
+	Entries []*PublishBatchEntry `protobuf:"bytes,2,rep,name=entries,proto3" json:"entries,omitempty"`
+	// Output only. Set when the whole request was refused or did not complete
+	// (see PublishStream for the codes and reasons).
+	Error *Failure `protobuf:"bytes,3,opt,name=error,proto3" json:"error,omitempty"`
+	// Output only. With error KAFKA_ACK_TIMEOUT: the id of every event of the
+	// request, in request order (they are logged and will still be delivered).
+	AssignedEventIds []string `protobuf:"bytes,4,rep,name=assigned_event_ids,json=assignedEventIds,proto3" json:"assigned_event_ids,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PublishStreamAnswer) Reset() {
+	*x = PublishStreamAnswer{}
+	mi := &file_ferry_v1_publisher_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PublishStreamAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PublishStreamAnswer) ProtoMessage() {}
+
+func (x *PublishStreamAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_ferry_v1_publisher_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PublishStreamAnswer.ProtoReflect.Descriptor instead.
+func (*PublishStreamAnswer) Descriptor() ([]byte, []int) {
+	return file_ferry_v1_publisher_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *PublishStreamAnswer) GetRequestId() uint64 {
 	if x != nil {
 		return x.RequestId
 	}
 	return 0
 }
 
-func (x *PublishStreamResponse) GetEntries() []*PublishBatchEntry {
+func (x *PublishStreamAnswer) GetEntries() []*PublishBatchEntry {
 	if x != nil {
 		return x.Entries
 	}
 	return nil
 }
 
-func (x *PublishStreamResponse) GetError() *Failure {
+func (x *PublishStreamAnswer) GetError() *Failure {
 	if x != nil {
 		return x.Error
 	}
 	return nil
 }
 
-func (x *PublishStreamResponse) GetAssignedEventIds() []string {
+func (x *PublishStreamAnswer) GetAssignedEventIds() []string {
 	if x != nil {
 		return x.AssignedEventIds
 	}
@@ -864,8 +913,10 @@ const file_ferry_v1_publisher_proto_rawDesc = "" +
 	"\x06events\x18\x02 \x03(\v2\x0f.ferry.v1.EventR\x06events\x12/\n" +
 	"\tack_level\x18\x03 \x01(\x0e2\x12.ferry.v1.AckLevelR\backLevel\x128\n" +
 	"\n" +
-	"kafka_wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tkafkaWait\"\xc4\x01\n" +
-	"\x15PublishStreamResponse\x12\x1d\n" +
+	"kafka_wait\x18\x04 \x01(\v2\x19.google.protobuf.DurationR\tkafkaWait\"P\n" +
+	"\x15PublishStreamResponse\x127\n" +
+	"\aanswers\x18\x01 \x03(\v2\x1d.ferry.v1.PublishStreamAnswerR\aanswers\"\xc2\x01\n" +
+	"\x13PublishStreamAnswer\x12\x1d\n" +
 	"\n" +
 	"request_id\x18\x01 \x01(\x04R\trequestId\x125\n" +
 	"\aentries\x18\x02 \x03(\v2\x1b.ferry.v1.PublishBatchEntryR\aentries\x12'\n" +
@@ -894,7 +945,7 @@ func file_ferry_v1_publisher_proto_rawDescGZIP() []byte {
 }
 
 var file_ferry_v1_publisher_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_ferry_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_ferry_v1_publisher_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_ferry_v1_publisher_proto_goTypes = []any{
 	(AckLevel)(0),                 // 0: ferry.v1.AckLevel
 	(*Event)(nil),                 // 1: ferry.v1.Event
@@ -908,41 +959,43 @@ var file_ferry_v1_publisher_proto_goTypes = []any{
 	(*PublishBatchResponse)(nil),  // 9: ferry.v1.PublishBatchResponse
 	(*PublishStreamRequest)(nil),  // 10: ferry.v1.PublishStreamRequest
 	(*PublishStreamResponse)(nil), // 11: ferry.v1.PublishStreamResponse
-	(*Header)(nil),                // 12: ferry.v1.Header
-	(*durationpb.Duration)(nil),   // 13: google.protobuf.Duration
-	(*timestamppb.Timestamp)(nil), // 14: google.protobuf.Timestamp
-	(*Failure)(nil),               // 15: ferry.v1.Failure
+	(*PublishStreamAnswer)(nil),   // 12: ferry.v1.PublishStreamAnswer
+	(*Header)(nil),                // 13: ferry.v1.Header
+	(*durationpb.Duration)(nil),   // 14: google.protobuf.Duration
+	(*timestamppb.Timestamp)(nil), // 15: google.protobuf.Timestamp
+	(*Failure)(nil),               // 16: ferry.v1.Failure
 }
 var file_ferry_v1_publisher_proto_depIdxs = []int32{
-	12, // 0: ferry.v1.Event.headers:type_name -> ferry.v1.Header
+	13, // 0: ferry.v1.Event.headers:type_name -> ferry.v1.Header
 	1,  // 1: ferry.v1.PublishRequest.event:type_name -> ferry.v1.Event
 	0,  // 2: ferry.v1.PublishRequest.ack_level:type_name -> ferry.v1.AckLevel
-	13, // 3: ferry.v1.PublishRequest.kafka_wait:type_name -> google.protobuf.Duration
+	14, // 3: ferry.v1.PublishRequest.kafka_wait:type_name -> google.protobuf.Duration
 	4,  // 4: ferry.v1.PublishResult.kafka_position:type_name -> ferry.v1.KafkaPosition
-	14, // 5: ferry.v1.PublishResult.publish_time:type_name -> google.protobuf.Timestamp
+	15, // 5: ferry.v1.PublishResult.publish_time:type_name -> google.protobuf.Timestamp
 	3,  // 6: ferry.v1.PublishResponse.result:type_name -> ferry.v1.PublishResult
 	1,  // 7: ferry.v1.PublishBatchRequest.events:type_name -> ferry.v1.Event
 	0,  // 8: ferry.v1.PublishBatchRequest.ack_level:type_name -> ferry.v1.AckLevel
-	13, // 9: ferry.v1.PublishBatchRequest.kafka_wait:type_name -> google.protobuf.Duration
+	14, // 9: ferry.v1.PublishBatchRequest.kafka_wait:type_name -> google.protobuf.Duration
 	3,  // 10: ferry.v1.PublishBatchEntry.result:type_name -> ferry.v1.PublishResult
-	15, // 11: ferry.v1.PublishBatchEntry.error:type_name -> ferry.v1.Failure
+	16, // 11: ferry.v1.PublishBatchEntry.error:type_name -> ferry.v1.Failure
 	7,  // 12: ferry.v1.PublishBatchResponse.entries:type_name -> ferry.v1.PublishBatchEntry
 	1,  // 13: ferry.v1.PublishStreamRequest.events:type_name -> ferry.v1.Event
 	0,  // 14: ferry.v1.PublishStreamRequest.ack_level:type_name -> ferry.v1.AckLevel
-	13, // 15: ferry.v1.PublishStreamRequest.kafka_wait:type_name -> google.protobuf.Duration
-	7,  // 16: ferry.v1.PublishStreamResponse.entries:type_name -> ferry.v1.PublishBatchEntry
-	15, // 17: ferry.v1.PublishStreamResponse.error:type_name -> ferry.v1.Failure
-	2,  // 18: ferry.v1.Publisher.Publish:input_type -> ferry.v1.PublishRequest
-	6,  // 19: ferry.v1.Publisher.PublishBatch:input_type -> ferry.v1.PublishBatchRequest
-	10, // 20: ferry.v1.Publisher.PublishStream:input_type -> ferry.v1.PublishStreamRequest
-	5,  // 21: ferry.v1.Publisher.Publish:output_type -> ferry.v1.PublishResponse
-	9,  // 22: ferry.v1.Publisher.PublishBatch:output_type -> ferry.v1.PublishBatchResponse
-	11, // 23: ferry.v1.Publisher.PublishStream:output_type -> ferry.v1.PublishStreamResponse
-	21, // [21:24] is the sub-list for method output_type
-	18, // [18:21] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	14, // 15: ferry.v1.PublishStreamRequest.kafka_wait:type_name -> google.protobuf.Duration
+	12, // 16: ferry.v1.PublishStreamResponse.answers:type_name -> ferry.v1.PublishStreamAnswer
+	7,  // 17: ferry.v1.PublishStreamAnswer.entries:type_name -> ferry.v1.PublishBatchEntry
+	16, // 18: ferry.v1.PublishStreamAnswer.error:type_name -> ferry.v1.Failure
+	2,  // 19: ferry.v1.Publisher.Publish:input_type -> ferry.v1.PublishRequest
+	6,  // 20: ferry.v1.Publisher.PublishBatch:input_type -> ferry.v1.PublishBatchRequest
+	10, // 21: ferry.v1.Publisher.PublishStream:input_type -> ferry.v1.PublishStreamRequest
+	5,  // 22: ferry.v1.Publisher.Publish:output_type -> ferry.v1.PublishResponse
+	9,  // 23: ferry.v1.Publisher.PublishBatch:output_type -> ferry.v1.PublishBatchResponse
+	11, // 24: ferry.v1.Publisher.PublishStream:output_type -> ferry.v1.PublishStreamResponse
+	22, // [22:25] is the sub-list for method output_type
+	19, // [19:22] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_ferry_v1_publisher_proto_init() }
@@ -962,7 +1015,7 @@ func file_ferry_v1_publisher_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_ferry_v1_publisher_proto_rawDesc), len(file_ferry_v1_publisher_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

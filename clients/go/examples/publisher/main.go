@@ -1,6 +1,8 @@
-// Command publisher publishes COUNT events to TOPIC through the Ferry at FERRY_ADDR, one call
-// at a time: event ids ${ID_PREFIX}-${i}, keys k${i%8}, payloads payload-${i}. It prints
-// {"published": COUNT} when done and exits 1 on an error the client does not retry.
+// Command publisher publishes COUNT events to TOPIC through the Ferry at FERRY_ADDR: event ids
+// ${ID_PREFIX}-${i}, keys k${i%8}, payloads payload-${i}. PUBLISH_MODE=unary (the default)
+// publishes one call at a time; PUBLISH_MODE=stream pipelines them on one PublishStream with
+// a StreamPublisher. It prints {"published": COUNT} when every event is answered and exits 1
+// on an error the client does not retry.
 package main
 
 import (
@@ -11,6 +13,7 @@ import (
 	"os/signal"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/ferry-sidecar/ferry/clients/go/ferry"
 )
@@ -19,8 +22,9 @@ func main() {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 	topic := os.Getenv("TOPIC")
 	count, err := strconv.Atoi(os.Getenv("COUNT"))
-	if topic == "" || err != nil || count < 0 {
-		log.Error("set TOPIC and COUNT (and FERRY_ADDR, ID_PREFIX)")
+	mode := os.Getenv("PUBLISH_MODE")
+	if topic == "" || err != nil || count < 0 || (mode != "" && mode != "unary" && mode != "stream") {
+		log.Error("set TOPIC and COUNT (and FERRY_ADDR, ID_PREFIX, PUBLISH_MODE=unary|stream)")
 		os.Exit(2)
 	}
 	prefix := os.Getenv("ID_PREFIX")
@@ -34,7 +38,7 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
-	for i := range count {
+	event := func(i int) ferry.Event {
 		ev := ferry.Event{
 			Topic:   topic,
 			Key:     fmt.Appendf(nil, "k%d", i%8),
@@ -43,10 +47,63 @@ func main() {
 		if prefix != "" {
 			ev.EventID = fmt.Sprintf("%s-%d", prefix, i)
 		}
-		if _, err := client.Publish(ctx, ev); err != nil {
-			log.Error("publish failed", "event_id", ev.EventID, "error", err)
-			os.Exit(1)
-		}
+		return ev
+	}
+	if mode == "stream" {
+		err = publishStream(ctx, client, count, event)
+	} else {
+		err = publishUnary(ctx, client, count, event)
+	}
+	if err != nil {
+		log.Error("publish failed", "error", err)
+		os.Exit(1)
 	}
 	fmt.Printf("{\"published\": %d}\n", count)
+}
+
+func publishUnary(ctx context.Context, client *ferry.Client, count int, event func(int) ferry.Event) error {
+	for i := range count {
+		ev := event(i)
+		if _, err := client.Publish(ctx, ev); err != nil {
+			return fmt.Errorf("event %d (%s): %w", i, ev.EventID, err)
+		}
+	}
+	return nil
+}
+
+// publishStream sends every event without waiting for answers; a checker takes the outcomes
+// in publish order, so memory stays bounded by the publisher's window.
+func publishStream(ctx context.Context, client *ferry.Client, count int, event func(int) ferry.Event) error {
+	p, err := client.NewStreamPublisher()
+	if err != nil {
+		return err
+	}
+	outcomes := make(chan *ferry.Pending[*ferry.Result], ferry.DefaultMaxUnanswered)
+	failed := make(chan error, 1)
+	go func() {
+		defer close(failed)
+		i := 0
+		for h := range outcomes {
+			if _, err := h.Get(ctx); err != nil {
+				failed <- fmt.Errorf("event %d: %w", i, err)
+				return
+			}
+			i++
+		}
+	}()
+	for i := range count {
+		select {
+		case outcomes <- p.Publish(ctx, event(i)):
+		case err := <-failed:
+			_ = p.Close(ctx)
+			return err
+		}
+	}
+	close(outcomes)
+	closeCtx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := p.Close(closeCtx); err != nil {
+		return err
+	}
+	return <-failed // nil once the checker saw every outcome succeed
 }

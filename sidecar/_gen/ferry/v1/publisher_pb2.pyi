@@ -403,7 +403,36 @@ Global___PublishStreamRequest: _TypeAlias = PublishStreamRequest  # noqa: Y015
 
 @_typing.final
 class PublishStreamResponse(_message.Message):
-    """PublishStreamResponse answers one PublishStreamRequest."""
+    """PublishStreamResponse carries the answers to one or more requests of a
+    PublishStream.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ANSWERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def answers(self) -> _containers.RepeatedCompositeFieldContainer[Global___PublishStreamAnswer]:
+        """Output only. At least one answer; every request is answered exactly once.
+        Ferry puts answers that are ready at the same moment (requests logged in
+        one commit) into one message.
+        """
+
+    def __init__(
+        self,
+        *,
+        answers: _abc.Iterable[Global___PublishStreamAnswer] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["answers", b"answers"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___PublishStreamResponse: _TypeAlias = PublishStreamResponse  # noqa: Y015
+
+@_typing.final
+class PublishStreamAnswer(_message.Message):
+    """PublishStreamAnswer answers one PublishStreamRequest."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -445,4 +474,4 @@ class PublishStreamResponse(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
-Global___PublishStreamResponse: _TypeAlias = PublishStreamResponse  # noqa: Y015
+Global___PublishStreamAnswer: _TypeAlias = PublishStreamAnswer  # noqa: Y015

@@ -135,9 +135,9 @@ class PublisherServicer:
     def PublishStream(self, request_iterator, context):
         """PublishStream publishes over one bidirectional stream: the client sends
         requests, each holding one or more events and a request_id of its
-        choosing, and Ferry answers every request with one response carrying
-        that request_id. A busy publisher pays one stream message per event
-        instead of one call.
+        choosing, and Ferry answers every request once, with that request_id.
+        A busy publisher pays one stream message per event instead of one call,
+        and answers that are ready together travel in one response.
 
         Ferry logs the requests of one stream in the order they arrive, so events
         with the same key keep the stream's order in Kafka without the client
@@ -147,12 +147,12 @@ class PublisherServicer:
         number of unanswered requests of a stream (gRPC flow control holds the
         rest in the client).
 
-        One request's refusal is that response's error (a Failure with the code,
+        One request's refusal is its answer's error (a Failure with the code,
         the ErrorInfo reason and, where a retry helps, a retry_delay); the
         stream stays open. Per request, as for PublishBatch:
         INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
         REQUEST_UNDECODABLE: the message is not a valid
-        PublishStreamRequest (answered with request_id 0).
+        PublishStreamRequest (its answer has request_id 0).
         Nothing written; do not retry.
         ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
         RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing

@@ -220,8 +220,21 @@ export interface PublishStreamRequest {
   kafkaWait?: Duration | undefined;
 }
 
-/** PublishStreamResponse answers one PublishStreamRequest. */
+/**
+ * PublishStreamResponse carries the answers to one or more requests of a
+ * PublishStream.
+ */
 export interface PublishStreamResponse {
+  /**
+   * Output only. At least one answer; every request is answered exactly once.
+   * Ferry puts answers that are ready at the same moment (requests logged in
+   * one commit) into one message.
+   */
+  answers: PublishStreamAnswer[];
+}
+
+/** PublishStreamAnswer answers one PublishStreamRequest. */
+export interface PublishStreamAnswer {
   /** Output only. The request_id of the request this answers. */
   requestId: number;
   /**
@@ -1280,11 +1293,82 @@ export const PublishStreamRequest: MessageFns<PublishStreamRequest> = {
 };
 
 function createBasePublishStreamResponse(): PublishStreamResponse {
-  return { requestId: 0, entries: [], error: undefined, assignedEventIds: [] };
+  return { answers: [] };
 }
 
 export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
   encode(message: PublishStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.answers) {
+      PublishStreamAnswer.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
+    if (previousRecursionDepth >= 100) {
+      throw new globalThis.Error("protobuf decode recursion limit exceeded");
+    }
+    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
+    try {
+      const end = length === undefined ? reader.len : reader.pos + length;
+      const message = createBasePublishStreamResponse();
+      while (reader.pos < end) {
+        const tag = reader.uint32();
+        switch (tag >>> 3) {
+          case 1: {
+            if (tag !== 10) {
+              break;
+            }
+
+            message.answers.push(PublishStreamAnswer.decode(reader, reader.uint32()));
+            continue;
+          }
+        }
+        if ((tag & 7) === 4 || tag === 0) {
+          break;
+        }
+        reader.skip(tag & 7);
+      }
+      return message;
+    } finally {
+      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
+    }
+  },
+
+  fromJSON(object: any): PublishStreamResponse {
+    return {
+      answers: globalThis.Array.isArray(object?.answers)
+        ? object.answers.map((e: any) => PublishStreamAnswer.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: PublishStreamResponse): unknown {
+    const obj: any = {};
+    if (message.answers?.length) {
+      obj.answers = message.answers.map((e) => PublishStreamAnswer.toJSON(e));
+    }
+    return obj;
+  },
+
+  create<I extends Exact<DeepPartial<PublishStreamResponse>, I>>(base?: I): PublishStreamResponse {
+    return PublishStreamResponse.fromPartial(base ?? ({} as any));
+  },
+  fromPartial<I extends Exact<DeepPartial<PublishStreamResponse>, I>>(object: I): PublishStreamResponse {
+    const message = createBasePublishStreamResponse();
+    message.answers = object.answers?.map((e) => PublishStreamAnswer.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBasePublishStreamAnswer(): PublishStreamAnswer {
+  return { requestId: 0, entries: [], error: undefined, assignedEventIds: [] };
+}
+
+export const PublishStreamAnswer: MessageFns<PublishStreamAnswer> = {
+  encode(message: PublishStreamAnswer, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.requestId !== 0) {
       writer.uint32(8).uint64(message.requestId);
     }
@@ -1300,7 +1384,7 @@ export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
     return writer;
   },
 
-  decode(input: BinaryReader | Uint8Array, length?: number): PublishStreamResponse {
+  decode(input: BinaryReader | Uint8Array, length?: number): PublishStreamAnswer {
     const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
     const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
     if (previousRecursionDepth >= 100) {
@@ -1309,7 +1393,7 @@ export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
     (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
     try {
       const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBasePublishStreamResponse();
+      const message = createBasePublishStreamAnswer();
       while (reader.pos < end) {
         const tag = reader.uint32();
         switch (tag >>> 3) {
@@ -1357,7 +1441,7 @@ export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
     }
   },
 
-  fromJSON(object: any): PublishStreamResponse {
+  fromJSON(object: any): PublishStreamAnswer {
     return {
       requestId: isSet(object.requestId)
         ? globalThis.Number(object.requestId)
@@ -1376,7 +1460,7 @@ export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
     };
   },
 
-  toJSON(message: PublishStreamResponse): unknown {
+  toJSON(message: PublishStreamAnswer): unknown {
     const obj: any = {};
     if (message.requestId !== 0) {
       obj.requestId = Math.round(message.requestId);
@@ -1393,11 +1477,11 @@ export const PublishStreamResponse: MessageFns<PublishStreamResponse> = {
     return obj;
   },
 
-  create<I extends Exact<DeepPartial<PublishStreamResponse>, I>>(base?: I): PublishStreamResponse {
-    return PublishStreamResponse.fromPartial(base ?? ({} as any));
+  create<I extends Exact<DeepPartial<PublishStreamAnswer>, I>>(base?: I): PublishStreamAnswer {
+    return PublishStreamAnswer.fromPartial(base ?? ({} as any));
   },
-  fromPartial<I extends Exact<DeepPartial<PublishStreamResponse>, I>>(object: I): PublishStreamResponse {
-    const message = createBasePublishStreamResponse();
+  fromPartial<I extends Exact<DeepPartial<PublishStreamAnswer>, I>>(object: I): PublishStreamAnswer {
+    const message = createBasePublishStreamAnswer();
     message.requestId = object.requestId ?? 0;
     message.entries = object.entries?.map((e) => PublishBatchEntry.fromPartial(e)) || [];
     message.error = (object.error !== undefined && object.error !== null)
@@ -1496,9 +1580,9 @@ export const PublisherService = {
   /**
    * PublishStream publishes over one bidirectional stream: the client sends
    * requests, each holding one or more events and a request_id of its
-   * choosing, and Ferry answers every request with one response carrying
-   * that request_id. A busy publisher pays one stream message per event
-   * instead of one call.
+   * choosing, and Ferry answers every request once, with that request_id.
+   * A busy publisher pays one stream message per event instead of one call,
+   * and answers that are ready together travel in one response.
    *
    * Ferry logs the requests of one stream in the order they arrive, so events
    * with the same key keep the stream's order in Kafka without the client
@@ -1508,12 +1592,12 @@ export const PublisherService = {
    * number of unanswered requests of a stream (gRPC flow control holds the
    * rest in the client).
    *
-   * One request's refusal is that response's error (a Failure with the code,
+   * One request's refusal is its answer's error (a Failure with the code,
    * the ErrorInfo reason and, where a retry helps, a retry_delay); the
    * stream stays open. Per request, as for PublishBatch:
    *   INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
    *                      REQUEST_UNDECODABLE: the message is not a valid
-   *                      PublishStreamRequest (answered with request_id 0).
+   *                      PublishStreamRequest (its answer has request_id 0).
    *                      Nothing written; do not retry.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
@@ -1610,9 +1694,9 @@ export interface PublisherServer extends UntypedServiceImplementation {
   /**
    * PublishStream publishes over one bidirectional stream: the client sends
    * requests, each holding one or more events and a request_id of its
-   * choosing, and Ferry answers every request with one response carrying
-   * that request_id. A busy publisher pays one stream message per event
-   * instead of one call.
+   * choosing, and Ferry answers every request once, with that request_id.
+   * A busy publisher pays one stream message per event instead of one call,
+   * and answers that are ready together travel in one response.
    *
    * Ferry logs the requests of one stream in the order they arrive, so events
    * with the same key keep the stream's order in Kafka without the client
@@ -1622,12 +1706,12 @@ export interface PublisherServer extends UntypedServiceImplementation {
    * number of unanswered requests of a stream (gRPC flow control holds the
    * rest in the client).
    *
-   * One request's refusal is that response's error (a Failure with the code,
+   * One request's refusal is its answer's error (a Failure with the code,
    * the ErrorInfo reason and, where a retry helps, a retry_delay); the
    * stream stays open. Per request, as for PublishBatch:
    *   INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
    *                      REQUEST_UNDECODABLE: the message is not a valid
-   *                      PublishStreamRequest (answered with request_id 0).
+   *                      PublishStreamRequest (its answer has request_id 0).
    *                      Nothing written; do not retry.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
@@ -1743,9 +1827,9 @@ export interface PublisherClient extends Client {
   /**
    * PublishStream publishes over one bidirectional stream: the client sends
    * requests, each holding one or more events and a request_id of its
-   * choosing, and Ferry answers every request with one response carrying
-   * that request_id. A busy publisher pays one stream message per event
-   * instead of one call.
+   * choosing, and Ferry answers every request once, with that request_id.
+   * A busy publisher pays one stream message per event instead of one call,
+   * and answers that are ready together travel in one response.
    *
    * Ferry logs the requests of one stream in the order they arrive, so events
    * with the same key keep the stream's order in Kafka without the client
@@ -1755,12 +1839,12 @@ export interface PublisherClient extends Client {
    * number of unanswered requests of a stream (gRPC flow control holds the
    * rest in the client).
    *
-   * One request's refusal is that response's error (a Failure with the code,
+   * One request's refusal is its answer's error (a Failure with the code,
    * the ErrorInfo reason and, where a retry helps, a retry_delay); the
    * stream stays open. Per request, as for PublishBatch:
    *   INVALID_ARGUMENT   FIELD_INVALID (field paths start with "events[i]");
    *                      REQUEST_UNDECODABLE: the message is not a valid
-   *                      PublishStreamRequest (answered with request_id 0).
+   *                      PublishStreamRequest (its answer has request_id 0).
    *                      Nothing written; do not retry.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
