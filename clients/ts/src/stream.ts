@@ -1,4 +1,4 @@
-// Publishing over one PublishStream: requests pipelined without waiting, answers matched by request_id.
+// Publishing over one PublishStream: requests pipelined without waiting, each answer matched by request_id.
 import { type ClientDuplexStream, type StatusObject, status } from "@grpc/grpc-js";
 import { Backoff } from "./backoff.js";
 import type { Logger } from "./client.js";
@@ -8,6 +8,7 @@ import {
   AckLevel,
   type Event,
   type PublishResult,
+  type PublishStreamAnswer,
   type PublishStreamRequest,
   type PublishStreamResponse,
   type PublisherClient,
@@ -72,7 +73,7 @@ interface Pending {
   deadlineTimer?: NodeJS.Timeout;
   retryTimer?: NodeJS.Timeout;
   onAbort?: () => void;
-  resolve(response: PublishStreamResponse): void;
+  resolve(answer: PublishStreamAnswer): void;
   reject(error: unknown): void;
 }
 
@@ -81,7 +82,7 @@ type Waiter = () => boolean;
 
 interface Admitted {
   requestId: number;
-  response: Promise<PublishStreamResponse>;
+  answer: Promise<PublishStreamAnswer>;
 }
 
 function windowTimeout(): FerryError {
@@ -95,8 +96,8 @@ function isRetryableRefusal(err: FerryError): boolean {
   return err.code === status.UNAVAILABLE || (err.code === status.RESOURCE_EXHAUSTED && err.reason !== undefined);
 }
 
-function single(events: Event[], response: PublishStreamResponse): PublishResult {
-  const [outcome] = batchOutcomes(events, response.entries);
+function single(events: Event[], answer: PublishStreamAnswer): PublishResult {
+  const [outcome] = batchOutcomes(events, answer.entries);
   if (outcome.error) throw outcome.error;
   return outcome.result!;
 }
@@ -105,7 +106,8 @@ function single(events: Event[], response: PublishStreamResponse): PublishResult
  * Publishes over one PublishStream. `publish` and `publishBatch` take a request into a window of
  * at most `maxUnanswered` unanswered requests (waiting while it is full), send it at once without
  * waiting for earlier answers, and hand back its `result` promise. Ferry logs one stream's
- * requests in the order they arrive, so requests keep their publish order.
+ * requests in the order they arrive, so requests keep their publish order. A response from Ferry
+ * carries one or more answers (those ready together); each is matched to its request by request_id.
  *
  * A refusal with UNAVAILABLE or RESOURCE_EXHAUSTED (with a reason) is sent again after its
  * retry_delay (at least the backoff) while the request's `timeoutMs` lasts; any other refusal
@@ -158,15 +160,15 @@ export class StreamPublisher {
    */
   async publish(topic: string, payload: Bytes | null, options: StreamPublishOptions = {}): Promise<PublishHandle<PublishResult>> {
     const events = [toEvent({ ...options, topic, payload })];
-    const { requestId, response } = await this.admit(events, options);
-    return this.handle(requestId, events, response.then((r) => single(events, r)));
+    const { requestId, answer } = await this.admit(events, options);
+    return this.handle(requestId, events, answer.then((a) => single(events, a)));
   }
 
   /** Like `publish` for many events in one request; `result` holds one outcome per event, in order, as `FerryClient.publishBatch`'s. */
   async publishBatch(events: EventInput[], options: StreamCallOptions = {}): Promise<PublishHandle<BatchOutcome[]>> {
     const sent = events.map(toEvent);
-    const { requestId, response } = await this.admit(sent, options);
-    return this.handle(requestId, sent, response.then((r) => batchOutcomes(sent, r.entries)));
+    const { requestId, answer } = await this.admit(sent, options);
+    return this.handle(requestId, sent, answer.then((a) => batchOutcomes(sent, a.entries)));
   }
 
   /** Resolves once every request published so far (and any published meanwhile) is settled. */
@@ -207,7 +209,7 @@ export class StreamPublisher {
   }
 
   /**
-   * Waits for a slot in the window, then sends the request; `response` settles with its answer.
+   * Waits for a slot in the window, then sends the request; `answer` settles with Ferry's answer to it.
    * Slots go to callers in call order, and a caller's request is sent the moment it gets its slot,
    * so requests go out (and get their request_ids) in call order.
    */
@@ -259,7 +261,7 @@ export class StreamPublisher {
       ackLevel: o.ackLevel ?? this.ackLevel,
       kafkaWait: kafkaWaitMs === undefined ? undefined : msToDuration(kafkaWaitMs),
     };
-    const response = new Promise<PublishStreamResponse>((resolve, reject) => {
+    const answer = new Promise<PublishStreamAnswer>((resolve, reject) => {
       const p: Pending = { id: requestId, request, deadline, backoff: new Backoff(), signal: o.signal, phase: "queued", resolve, reject };
       this.pending.set(requestId, p);
       p.deadlineTimer = setTimeout(() => this.expire(p), Math.max(0, deadline - Date.now()));
@@ -269,7 +271,7 @@ export class StreamPublisher {
       }
       this.transmit(p);
     });
-    return { requestId, response };
+    return { requestId, answer };
   }
 
   /** Gives a slot back and hands free slots to waiters, in call order. */
@@ -316,16 +318,22 @@ export class StreamPublisher {
     return call;
   }
 
+  /** Ferry packs the answers that are ready together into one response: each is matched to its request. */
   private onResponse(call: PublishCall, r: PublishStreamResponse): void {
     this.backoff.reset(); // this stream works
-    const p = this.pending.get(r.requestId);
+    for (const a of r.answers) this.onAnswer(call, a);
+  }
+
+  /** One answer: settles its request, or schedules the retry of a refusal that a retry may overcome. */
+  private onAnswer(call: PublishCall, a: PublishStreamAnswer): void {
+    const p = this.pending.get(a.requestId);
     if (!p || p.phase !== "sent" || p.call !== call) {
       // Settled already (its deadline passed, or its signal aborted), or Ferry could not decode a message (request_id 0).
-      if (r.error) this.logger.warn(`PublishStream answered request ${r.requestId}, which is not waiting: ${r.error.reason} ${r.error.message}`);
+      if (a.error) this.logger.warn(`PublishStream answered request ${a.requestId}, which is not waiting: ${a.error.reason} ${a.error.message}`);
       return;
     }
-    if (!r.error) return this.settle(p, r);
-    const err = FerryError.fromFailure(r.error, r.assignedEventIds);
+    if (!a.error) return this.settle(p, a);
+    const err = FerryError.fromFailure(a.error, a.assignedEventIds);
     if (!isRetryableRefusal(err)) return this.settle(p, undefined, err);
     const delay = Math.max(err.retryDelayMs ?? 0, p.backoff.next());
     if (Date.now() + delay >= p.deadline) return this.settle(p, undefined, err);
@@ -395,14 +403,14 @@ export class StreamPublisher {
     this.settle(p, undefined, error);
   }
 
-  private settle(p: Pending, response?: PublishStreamResponse, error?: unknown): void {
+  private settle(p: Pending, answer?: PublishStreamAnswer, error?: unknown): void {
     if (this.pending.get(p.id) !== p) return;
     this.pending.delete(p.id);
     clearTimeout(p.deadlineTimer);
     clearTimeout(p.retryTimer);
     if (p.onAbort) p.signal?.removeEventListener("abort", p.onAbort);
     if (error !== undefined) p.reject(error);
-    else p.resolve(response!);
+    else p.resolve(answer!);
     this.release();
   }
 }

@@ -4,6 +4,7 @@ import {
   AssignedEventIds,
   type PublishRequest,
   PublisherService,
+  type PublishStreamAnswer,
   type PublishStreamRequest,
   type PublishStreamResponse,
 } from "../src/gen/ferry/v1/publisher.js";
@@ -85,6 +86,28 @@ export async function fakePublisher(script: Answer[], serverOptions: grpc.Server
   return start(server, requests);
 }
 
+/** The answer accepting the request: one result per event (sequence = request_id * 100 + event index). */
+export function accepted(r: PublishStreamRequest): PublishStreamAnswer {
+  const entries = r.events.map((e, i) => ({
+    outcome: {
+      $case: "result" as const,
+      value: { eventId: e.eventId, sequence: r.requestId * 100 + i, duplicate: false, publishTime: new Date() },
+    },
+  }));
+  return { requestId: r.requestId, entries, assignedEventIds: [] };
+}
+
+/** The answer refusing the request with an error (a ferry.v1.Failure), as Ferry refuses one request. */
+export function refused(r: PublishStreamRequest, e: FakeError): PublishStreamAnswer {
+  const retryDelay = e.retryDelayMs === undefined ? undefined : { seconds: Math.floor(e.retryDelayMs / 1000), nanos: (e.retryDelayMs % 1000) * 1e6 };
+  return {
+    requestId: r.requestId,
+    entries: [],
+    error: { code: e.code, message: e.message ?? "scripted", reason: e.reason ?? "", field: e.badField ?? "", retryDelay },
+    assignedEventIds: e.assignedEventIds ?? [],
+  };
+}
+
 /** One PublishStream of the fake: what it received, and ways to answer or end it. */
 export interface StreamCtl {
   /** The stream's number, from 1. */
@@ -97,12 +120,12 @@ export interface StreamCtl {
   halfClosed: boolean;
   /** The stream is over (ended by either side). */
   ended: boolean;
-  /** Answers the request with one result per event (sequence = request_id * 100 + event index). */
+  /** Accepts the request (`accepted`) in a response of its own. */
   ok(r: PublishStreamRequest): void;
-  /** Answers the request with an error (a ferry.v1.Failure), as Ferry refuses one request. */
+  /** Refuses the request (`refused`) in a response of its own. */
   refuse(r: PublishStreamRequest, e: FakeError): void;
-  /** Sends any response. */
-  send(r: PublishStreamResponse): void;
+  /** Sends the answers together in one response, as Ferry sends the answers ready at one moment. */
+  send(...answers: PublishStreamAnswer[]): void;
   /** Ends the stream with a status, as Ferry's drain (UNAVAILABLE SHUTTING_DOWN) or a failure. */
   fail(e: FakeError): void;
 }
@@ -143,30 +166,15 @@ export async function fakeStreamPublisher(
         unanswered: new Set(),
         halfClosed: false,
         ended: false,
-        send(r) {
+        send(...answers) {
           if (s.ended) return;
-          s.unanswered.delete(r.requestId);
-          call.write(r);
+          for (const a of answers) s.unanswered.delete(a.requestId);
+          const response: PublishStreamResponse = { answers };
+          call.write(response);
           endIfDone();
         },
-        ok(r) {
-          const entries = r.events.map((e, i) => ({
-            outcome: {
-              $case: "result" as const,
-              value: { eventId: e.eventId, sequence: r.requestId * 100 + i, duplicate: false, publishTime: new Date() },
-            },
-          }));
-          s.send({ requestId: r.requestId, entries, assignedEventIds: [] });
-        },
-        refuse(r, e) {
-          const retryDelay = e.retryDelayMs === undefined ? undefined : { seconds: Math.floor(e.retryDelayMs / 1000), nanos: (e.retryDelayMs % 1000) * 1e6 };
-          s.send({
-            requestId: r.requestId,
-            entries: [],
-            error: { code: e.code, message: e.message ?? "scripted", reason: e.reason ?? "", field: e.badField ?? "", retryDelay },
-            assignedEventIds: e.assignedEventIds ?? [],
-          });
-        },
+        ok: (r) => s.send(accepted(r)),
+        refuse: (r, e) => s.send(refused(r, e)),
         fail(e) {
           if (s.ended) return;
           s.ended = true;
