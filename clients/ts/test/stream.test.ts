@@ -4,7 +4,7 @@ import { test } from "node:test";
 import { validate as isUuid, version as uuidVersion } from "uuid";
 import { Code, FerryClient, FerryError, type Logger, type PublishHandle, type PublishResult } from "../src/index.js";
 import type { PublishStreamRequest } from "../src/gen/ferry/v1/publisher.js";
-import { type FakeStreamPublisher, fakeStreamPublisher, type StreamCtl } from "./fake.js";
+import { accepted, type FakeStreamPublisher, fakeStreamPublisher, refused, type StreamCtl } from "./fake.js";
 
 const quiet: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 // Generous for a loaded machine: each test finishes in well under a second when nothing is wrong.
@@ -25,9 +25,10 @@ const ids = (rs: PublishStreamRequest[]) => rs.map((r) => r.events.map((e) => e.
 async function withFake(
   onRequest: ((s: StreamCtl, r: PublishStreamRequest) => void) | undefined,
   body: (srv: FakeStreamPublisher, client: FerryClient) => Promise<void>,
+  logger: Logger = quiet,
 ): Promise<void> {
   const srv = await fakeStreamPublisher(onRequest);
-  const client = new FerryClient({ address: srv.address, logger: quiet });
+  const client = new FerryClient({ address: srv.address, logger });
   try {
     await body(srv, client);
   } finally {
@@ -36,11 +37,13 @@ async function withFake(
   }
 }
 
-test("answers are matched by request_id when they come out of order; event ids are set before the first send", opts, async () => {
-  // Holds the first three requests, then answers them 3, 1, 2.
+test("answers are matched by request_id when they come out of order, several in one response; event ids are set before the first send", opts, async () => {
+  // Holds the first three requests, then answers 2 and 1 together in one response, and 3 in another.
   await withFake(
     (s) => {
-      if (s.requests.length === 3) for (const i of [2, 0, 1]) s.ok(s.requests[i]);
+      if (s.requests.length < 3) return;
+      s.send(accepted(s.requests[1]), accepted(s.requests[0]));
+      s.ok(s.requests[2]);
     },
     async (srv, client) => {
       const stream = client.streamPublisher();
@@ -64,6 +67,60 @@ test("answers are matched by request_id when they come out of order; event ids a
       await stream.close();
       assert.equal(srv.streams.length, 1);
     },
+  );
+});
+
+test("every answer of one response is handled: a stale one is logged, a retryable refusal retried, a permanent one fails only its request", opts, async () => {
+  // Holds four requests, then sends one response answering, in this order: request_id 0 (a
+  // message Ferry could not decode: nothing waits for it), 3 refused for good, 2 accepted, 1
+  // refused LOG_FULL (sent again and accepted), 4 accepted.
+  const warnings: string[] = [];
+  const logger: Logger = { ...quiet, warn: (m) => warnings.push(m) };
+  await withFake(
+    (s, r) => {
+      if (s.requests.length > 4) return s.ok(r); // the resend of request 1
+      if (s.requests.length < 4) return;
+      const [one, two, three, four] = s.requests;
+      s.send(
+        { requestId: 0, entries: [], error: { code: Code.INVALID_ARGUMENT, message: "undecodable", reason: "REQUEST_UNDECODABLE", field: "" }, assignedEventIds: [] },
+        refused(three, { code: Code.INVALID_ARGUMENT, reason: "FIELD_INVALID", badField: "events[0].topic" }),
+        accepted(two),
+        refused(one, { code: Code.RESOURCE_EXHAUSTED, reason: "LOG_FULL", retryDelayMs: 100 }),
+        accepted(four),
+      );
+    },
+    async (srv, client) => {
+      const stream = client.streamPublisher();
+      const hs = [];
+      for (const id of ["one", "two", "three", "four"]) hs.push(await stream.publish("t", "p", { eventId: id }));
+      const [one, two, three, four] = await Promise.allSettled(hs.map((h) => h.result));
+      assert.deepEqual(
+        [one, two, four].map((o) => o.status === "fulfilled" && [o.value.eventId, o.value.sequence]),
+        [
+          ["one", 100],
+          ["two", 200],
+          ["four", 400],
+        ],
+      );
+      assert.ok(three.status === "rejected" && three.reason instanceof FerryError);
+      assert.equal(three.reason.code, Code.INVALID_ARGUMENT);
+      assert.equal(three.reason.reason, "FIELD_INVALID");
+      assert.deepEqual(
+        srv.requests.map((q) => [q.stream, q.request.requestId, q.request.events[0].eventId]),
+        [
+          [1, 1, "one"],
+          [1, 2, "two"],
+          [1, 3, "three"],
+          [1, 4, "four"],
+          [1, 1, "one"],
+        ],
+        "only the LOG_FULL refusal is sent again, on the same stream with the same request_id and event id",
+      );
+      assert.equal(warnings.length, 1, warnings.join("\n"));
+      assert.match(warnings[0], /request 0, which is not waiting: REQUEST_UNDECODABLE/);
+      await stream.close();
+    },
+    logger,
   );
 });
 
