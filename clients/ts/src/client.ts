@@ -1,11 +1,10 @@
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
-import { v7 as uuidv7 } from "uuid";
 import { Backoff, sleep } from "./backoff.js";
 import { FerryError, isRetryablePublishError, msToDuration } from "./errors.js";
+import { type BatchOutcome, batchOutcomes, type Bytes, type EventInput, toEvent } from "./events.js";
 import {
   AckLevel,
-  type Event,
   PublishBatchRequest,
   type PublishBatchResponse,
   PublishRequest,
@@ -13,14 +12,11 @@ import {
   type PublishResult,
   PublisherClient,
 } from "./gen/ferry/v1/publisher.js";
-import type { Header } from "./gen/ferry/v1/record.js";
 import { SubscriberClient } from "./gen/ferry/v1/subscriber.js";
+import { StreamPublisher, type StreamPublisherOptions } from "./stream.js";
 import { type Handler, type SubscribeOptions, runSubscriber } from "./subscriber.js";
 
-/** Bytes as the caller has them: a string is sent as UTF-8. */
-export type Bytes = string | Uint8Array;
-/** Ordered headers (a key may repeat), or a plain object; a null value is a null header value. */
-export type HeadersInput = ReadonlyArray<readonly [string, Bytes | null]> | Readonly<Record<string, Bytes | null>>;
+export type { BatchOutcome, Bytes, EventInput, HeadersInput } from "./events.js";
 
 /** Where logs go; the default writes warnings and errors to stderr. */
 export interface Logger {
@@ -64,50 +60,11 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
-export interface EventInput {
-  topic: string;
-  /** null or undefined: a null value (a tombstone). */
-  payload?: Bytes | null;
-  /** null or undefined: a null key. */
-  key?: Bytes | null;
-  headers?: HeadersInput;
-  /** The idempotency key; default a fresh UUIDv7, kept across retries. */
-  eventId?: string;
-}
-
 export type PublishOptions = CallOptions & Omit<EventInput, "topic" | "payload">;
-
-/** One event's outcome in a batch: a result, or the error that refused that event alone. */
-export interface BatchOutcome {
-  eventId: string;
-  result?: PublishResult;
-  error?: FerryError;
-}
 
 /** Reads a gRPC service config file (such as the repo's grpc_service_config.json). */
 export function loadServiceConfig(path: string): object {
   return JSON.parse(readFileSync(path, "utf8")) as object;
-}
-
-function toBuffer(b: Bytes | null | undefined): Buffer | undefined {
-  if (b === null || b === undefined) return undefined;
-  return typeof b === "string" ? Buffer.from(b, "utf8") : Buffer.from(b.buffer, b.byteOffset, b.byteLength);
-}
-
-function toHeaders(h: HeadersInput | undefined): Header[] {
-  if (h === undefined) return [];
-  const pairs = Array.isArray(h) ? (h as ReadonlyArray<readonly [string, Bytes | null]>) : Object.entries(h);
-  return pairs.map(([key, value]) => ({ key, value: toBuffer(value) }));
-}
-
-function toEvent(e: EventInput): Event {
-  return {
-    topic: e.topic,
-    key: toBuffer(e.key),
-    payload: toBuffer(e.payload),
-    headers: toHeaders(e.headers),
-    eventId: e.eventId || uuidv7(),
-  };
 }
 
 type UnaryCallback<Res> = (err: grpc.ServiceError | null, res?: Res) => void;
@@ -171,16 +128,17 @@ export class FerryClient {
     const response = await this.withRetries<PublishBatchResponse>("PublishBatch", options, (md, opts, cb) =>
       this.publisher.publishBatch(request, md, opts, cb),
     );
-    return request.events.map((event, i) => {
-      const outcome = response.entries[i]?.outcome;
-      if (outcome?.$case === "result") return { eventId: outcome.value.eventId, result: outcome.value };
-      const f = outcome?.value ?? { code: grpc.status.INTERNAL, message: "no entry for this event", reason: "", field: "" };
-      const error = new FerryError(f.code, f.message, {
-        errorInfo: f.reason ? { reason: f.reason, domain: "ferry.v1", metadata: {} } : undefined,
-        fieldViolations: f.field ? [{ field: f.field, description: f.message }] : [],
-      });
-      return { eventId: event.eventId, error };
-    });
+    return batchOutcomes(request.events, response.entries);
+  }
+
+  /**
+   * A publisher over one PublishStream: requests are pipelined without waiting for answers,
+   * at most `maxUnanswered` (default 1024) at a time, with the retries of `publish` and
+   * reconnects that send unanswered requests again with the same event ids; see StreamPublisher.
+   * Close it before this client.
+   */
+  streamPublisher(options: StreamPublisherOptions = {}): StreamPublisher {
+    return new StreamPublisher(this.publisher, this.logger, options);
   }
 
   /**

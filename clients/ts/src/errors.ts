@@ -3,6 +3,7 @@ import { AssignedEventIds } from "./gen/ferry/v1/publisher.js";
 import { Status } from "./gen/google/rpc/status.js";
 import { BadRequest, ErrorInfo, RetryInfo } from "./gen/google/rpc/error_details.js";
 import type { Duration } from "./gen/google/protobuf/duration.js";
+import type { Failure } from "./gen/ferry/v1/record.js";
 
 export { status as Code };
 
@@ -82,6 +83,19 @@ export class FerryError extends Error {
       }
     }
     return new FerryError(s.code, s.details ?? "", extra);
+  }
+
+  /**
+   * Builds a FerryError from a ferry.v1.Failure: one event's refusal in a batch, or one
+   * PublishStream request's (then with the response's assigned_event_ids).
+   */
+  static fromFailure(f: Failure, assignedEventIds?: string[]): FerryError {
+    return new FerryError(f.code, f.message, {
+      errorInfo: f.reason ? { reason: f.reason, domain: "ferry.v1", metadata: {} } : undefined,
+      retryDelayMs: durationMs(f.retryDelay),
+      fieldViolations: f.field ? [{ field: f.field, description: f.message }] : [],
+      assignedEventIds: assignedEventIds?.length ? assignedEventIds : undefined,
+    });
   }
 }
 

@@ -11,6 +11,13 @@ export {
   type Logger,
   type PublishOptions,
 } from "./client.js";
+export {
+  StreamPublisher,
+  type PublishHandle,
+  type StreamCallOptions,
+  type StreamPublisherOptions,
+  type StreamPublishOptions,
+} from "./stream.js";
 export { Code, FerryError, isFatalSubscribeError, isRetryablePublishError, type FieldViolation } from "./errors.js";
 export type { Handler, SubscribeOptions } from "./subscriber.js";
 export { AckLevel, type KafkaPosition, type PublishResult } from "./gen/ferry/v1/publisher.js";

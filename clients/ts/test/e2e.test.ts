@@ -18,6 +18,66 @@ function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
 }
 
+interface KafkaRecord {
+  eventId: string;
+  key: string;
+  n: string;
+  value: string;
+}
+
+/** Reads the topic with kafkajs from the beginning until `expect` distinct event ids were seen. */
+async function readTopic(topic: string, expect: number, run: string): Promise<KafkaRecord[]> {
+  registerLz4();
+  const kafka = new kafkajs.Kafka({ clientId: "ferry-ts-e2e", brokers: [KAFKA_BOOTSTRAP!], logLevel: kafkajs.logLevel.NOTHING });
+  const consumer = kafka.consumer({ groupId: `ts-e2e-reader-${run}-${topic}` });
+  const records: KafkaRecord[] = [];
+  const seen = new Set<string>();
+  await consumer.connect();
+  try {
+    await consumer.subscribe({ topic, fromBeginning: true });
+    await within(
+      new Promise<void>((resolve) => {
+        void consumer.run({
+          // One partition's messages come in offset order, so per key in Kafka's order.
+          eachMessage: async ({ message }) => {
+            const eventId = message.headers?.["ferry-event-id"]?.toString() ?? "";
+            const n = message.headers?.n?.toString() ?? "";
+            records.push({ eventId, key: message.key?.toString() ?? "", n, value: message.value?.toString() ?? "" });
+            seen.add(eventId);
+            if (seen.size === expect) resolve();
+          },
+        });
+      }),
+      60_000,
+      "reading Kafka",
+    );
+  } finally {
+    await consumer.disconnect();
+  }
+  return records;
+}
+
+/** Every event 0..n-1 is in Kafka with its key and payload, and each key's events are in publish order. */
+function checkInKafka(records: KafkaRecord[], n: number, id: (i: number) => string): void {
+  const byKey = new Map<string, number[]>();
+  const first = new Set<string>();
+  for (const r of records) {
+    const i = Number(r.n);
+    assert.equal(r.eventId, id(i));
+    assert.equal(r.value, `payload-${i}`);
+    assert.equal(r.key, `k${i % 8}`);
+    if (first.has(r.eventId)) continue; // a resend's duplicate comes after the first copy
+    first.add(r.eventId);
+    byKey.set(r.key, [...(byKey.get(r.key) ?? []), i]);
+  }
+  assert.equal(first.size, n);
+  assert.equal(byKey.size, 8);
+  for (const [key, order] of byKey) {
+    const expected = Array.from({ length: n }, (_, i) => i).filter((i) => `k${i % 8}` === key);
+    assert.deepEqual(order, expected, `order of key ${key} in Kafka`);
+  }
+}
+
 test("publish 100, subscribe with one redelivery, read all 100 from Kafka in per-key order", { skip, timeout: 180_000 }, async () => {
   const run = randomBytes(4).toString("hex");
   const topic = `ts-e2e-${run}`;
@@ -66,51 +126,41 @@ test("publish 100, subscribe with one redelivery, read all 100 from Kafka in per
     for (let i = 0; i < N; i++) assert.ok(acked.has(id(i)), id(i));
 
     // Read the topic with kafkajs.
-    registerLz4();
-    const kafka = new kafkajs.Kafka({ clientId: "ferry-ts-e2e", brokers: [KAFKA_BOOTSTRAP!], logLevel: kafkajs.logLevel.NOTHING });
-    const consumer = kafka.consumer({ groupId: `ts-e2e-reader-${run}` });
-    const records: Array<{ eventId: string; key: string; n: string; value: string }> = [];
-    const seen = new Set<string>();
-    await consumer.connect();
-    try {
-      await consumer.subscribe({ topic, fromBeginning: true });
-      await within(
-        new Promise<void>((resolve) => {
-          void consumer.run({
-            // One partition's messages come in offset order, so per key in Kafka's order.
-            eachMessage: async ({ message }) => {
-              const eventId = message.headers?.["ferry-event-id"]?.toString() ?? "";
-              const n = message.headers?.n?.toString() ?? "";
-              records.push({ eventId, key: message.key?.toString() ?? "", n, value: message.value?.toString() ?? "" });
-              seen.add(eventId);
-              if (seen.size === N) resolve();
-            },
-          });
-        }),
-        60_000,
-        "reading Kafka",
-      );
-    } finally {
-      await consumer.disconnect();
-    }
-    const byKey = new Map<string, number[]>();
-    const first = new Set<string>();
-    for (const r of records) {
-      const i = Number(r.n);
-      assert.equal(r.eventId, id(i));
-      assert.equal(r.value, `payload-${i}`);
-      assert.equal(r.key, `k${i % 8}`);
-      if (first.has(r.eventId)) continue; // a resend's duplicate comes after the first copy
-      first.add(r.eventId);
-      byKey.set(r.key, [...(byKey.get(r.key) ?? []), i]);
-    }
-    assert.equal(seen.size, N);
-    assert.equal(byKey.size, 8);
-    for (const [key, order] of byKey) {
-      const expected = Array.from({ length: N }, (_, i) => i).filter((i) => `k${i % 8}` === key);
-      assert.deepEqual(order, expected, `order of key ${key} in Kafka`);
-    }
+    checkInKafka(await readTopic(topic, N, run), N, id);
   } finally {
+    client.close();
+  }
+});
+
+test("the stream publisher: 400 keyed events pipelined over one stream, all in Kafka in per-key order", { skip, timeout: 180_000 }, async () => {
+  const run = randomBytes(4).toString("hex");
+  const topic = `ts-e2e-stream-${run}`;
+  const id = (i: number) => `ts-e2e-stream-${run}-${i}`;
+  const count = 400;
+  const client = new FerryClient({ address: FERRY_ADDR });
+  const stream = client.streamPublisher({ maxUnanswered: 64 });
+  try {
+    const handles = [];
+    for (let i = 0; i < count; i++) {
+      handles.push(await stream.publish(topic, `payload-${i}`, { key: `k${i % 8}`, eventId: id(i), headers: [["n", String(i)]] }));
+    }
+    const last = await stream.publishBatch([{ topic, payload: "payload-0", key: "k0", eventId: id(0), headers: [["n", "0"]] }], {
+      ackLevel: AckLevel.ACK_LEVEL_KAFKA,
+    });
+    const results = await Promise.all(handles.map((h) => h.result));
+    results.forEach((r, i) => {
+      assert.equal(r.eventId, id(i));
+      assert.equal(r.duplicate, false);
+      assert.ok(r.sequence > 0);
+    });
+    const sequences = results.map((r) => r.sequence);
+    assert.deepEqual(sequences, [...sequences].sort((a, b) => a - b), "one stream's requests are logged in send order");
+    const [again] = await last.result;
+    assert.equal(again.result?.duplicate, true, "the same event id again is a duplicate");
+    await stream.close();
+    checkInKafka(await readTopic(topic, count, run), count, id);
+  } finally {
+    await stream.close();
     client.close();
   }
 });

@@ -1,6 +1,13 @@
 // In-process fake Ferry servers for the unit tests: each call is answered from a script.
 import * as grpc from "@grpc/grpc-js";
-import { AssignedEventIds, type PublishRequest, PublisherService } from "../src/gen/ferry/v1/publisher.js";
+import {
+  AssignedEventIds,
+  type PublishRequest,
+  PublisherService,
+  type PublishStreamAnswer,
+  type PublishStreamRequest,
+  type PublishStreamResponse,
+} from "../src/gen/ferry/v1/publisher.js";
 import {
   type SubscribeRequest,
   type SubscribeResponse,
@@ -72,8 +79,127 @@ export async function fakePublisher(script: Answer[], serverOptions: grpc.Server
     publishBatch(_call: unknown, callback: grpc.sendUnaryData<unknown>) {
       callback({ code: grpc.status.UNIMPLEMENTED });
     },
+    publishStream(call: grpc.ServerDuplexStream<PublishStreamRequest, PublishStreamResponse>) {
+      call.emit("error", { code: grpc.status.UNIMPLEMENTED, details: "not in this fake" });
+    },
   });
   return start(server, requests);
+}
+
+/** The answer accepting the request: one result per event (sequence = request_id * 100 + event index). */
+export function accepted(r: PublishStreamRequest): PublishStreamAnswer {
+  const entries = r.events.map((e, i) => ({
+    outcome: {
+      $case: "result" as const,
+      value: { eventId: e.eventId, sequence: r.requestId * 100 + i, duplicate: false, publishTime: new Date() },
+    },
+  }));
+  return { requestId: r.requestId, entries, assignedEventIds: [] };
+}
+
+/** The answer refusing the request with an error (a ferry.v1.Failure), as Ferry refuses one request. */
+export function refused(r: PublishStreamRequest, e: FakeError): PublishStreamAnswer {
+  const retryDelay = e.retryDelayMs === undefined ? undefined : { seconds: Math.floor(e.retryDelayMs / 1000), nanos: (e.retryDelayMs % 1000) * 1e6 };
+  return {
+    requestId: r.requestId,
+    entries: [],
+    error: { code: e.code, message: e.message ?? "scripted", reason: e.reason ?? "", field: e.badField ?? "", retryDelay },
+    assignedEventIds: e.assignedEventIds ?? [],
+  };
+}
+
+/** One PublishStream of the fake: what it received, and ways to answer or end it. */
+export interface StreamCtl {
+  /** The stream's number, from 1. */
+  n: number;
+  /** This stream's requests, in arrival order. */
+  requests: PublishStreamRequest[];
+  /** The request_ids received on this stream and not answered yet. */
+  unanswered: Set<number>;
+  /** The client half-closed the stream. */
+  halfClosed: boolean;
+  /** The stream is over (ended by either side). */
+  ended: boolean;
+  /** Accepts the request (`accepted`) in a response of its own. */
+  ok(r: PublishStreamRequest): void;
+  /** Refuses the request (`refused`) in a response of its own. */
+  refuse(r: PublishStreamRequest, e: FakeError): void;
+  /** Sends the answers together in one response, as Ferry sends the answers ready at one moment. */
+  send(...answers: PublishStreamAnswer[]): void;
+  /** Ends the stream with a status, as Ferry's drain (UNAVAILABLE SHUTTING_DOWN) or a failure. */
+  fail(e: FakeError): void;
+}
+
+export interface FakeStreamPublisher {
+  address: string;
+  /** Every stream, in the order they were opened. */
+  streams: StreamCtl[];
+  /** Every request of every stream, in arrival order, with its stream's number. */
+  requests: Array<{ stream: number; request: PublishStreamRequest }>;
+  /** The most requests one stream held unanswered at once. */
+  maxUnanswered(): number;
+  stop(): Promise<void>;
+}
+
+/**
+ * A Publisher whose PublishStream calls `onRequest` for every request (by default: answer it
+ * OK at once). Like Ferry, a half-closed stream ends OK once every request on it is answered.
+ */
+export async function fakeStreamPublisher(
+  onRequest: (s: StreamCtl, r: PublishStreamRequest) => void = (s, r) => s.ok(r),
+): Promise<FakeStreamPublisher> {
+  const requests: FakeStreamPublisher["requests"] = [];
+  const streams: StreamCtl[] = [];
+  let maxUnanswered = 0;
+  const server = new grpc.Server();
+  server.addService(PublisherService, {
+    publishStream(call: grpc.ServerDuplexStream<PublishStreamRequest, PublishStreamResponse>) {
+      const endIfDone = () => {
+        if (s.halfClosed && s.unanswered.size === 0 && !s.ended) {
+          s.ended = true;
+          call.end();
+        }
+      };
+      const s: StreamCtl = {
+        n: streams.length + 1,
+        requests: [],
+        unanswered: new Set(),
+        halfClosed: false,
+        ended: false,
+        send(...answers) {
+          if (s.ended) return;
+          for (const a of answers) s.unanswered.delete(a.requestId);
+          const response: PublishStreamResponse = { answers };
+          call.write(response);
+          endIfDone();
+        },
+        ok: (r) => s.send(accepted(r)),
+        refuse: (r, e) => s.send(refused(r, e)),
+        fail(e) {
+          if (s.ended) return;
+          s.ended = true;
+          call.emit("error", serviceError(e));
+        },
+      };
+      streams.push(s);
+      call.on("data", (r: PublishStreamRequest) => {
+        if (s.ended) return;
+        requests.push({ stream: s.n, request: r });
+        s.requests.push(r);
+        s.unanswered.add(r.requestId);
+        maxUnanswered = Math.max(maxUnanswered, s.unanswered.size);
+        onRequest(s, r);
+      });
+      call.on("end", () => {
+        s.halfClosed = true;
+        endIfDone();
+      });
+      call.on("error", () => {});
+      call.on("cancelled", () => (s.ended = true));
+    },
+  });
+  const started = await start(server, requests);
+  return { ...started, streams, maxUnanswered: () => maxUnanswered };
 }
 
 export interface FakeSubscriber {
