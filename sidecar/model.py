@@ -3,15 +3,10 @@
 The ones made per event are NamedTuples: a frozen dataclass costs several times more to
 build, and the publish and forward paths build a few of them for every event.
 
-Also the source of the ids Ferry assigns to events (UUIDv7).
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import NamedTuple
@@ -42,6 +37,9 @@ class OutgoingEvent(NamedTuple):
     headers: Headers
     #: True when Ferry made the id up: it cannot collide, so dedupe look-ups are skipped.
     assigned_id: bool = False
+    #: The event as its client encoded it (a ferry.v1.Event without an assigned id), which
+    #: the log stores as it is; empty when the event did not come over the wire.
+    encoded: bytes = b""
 
     @property
     def size(self) -> int:
@@ -50,47 +48,6 @@ class OutgoingEvent(NamedTuple):
         if self.headers:
             size += sum(len(k.encode()) + len(v or b"") for k, v in self.headers)
         return size
-
-
-class EventIds:
-    """UUIDv7 strings: 48-bit Unix milliseconds, a 12-bit counter, 62 random bits per process.
-
-    One random draw per process (and again after fork) instead of one per id, which was a
-    syscall per event. Within a process, (millisecond, counter) never repeats and only grows:
-    a counter that runs out moves the millisecond on by one, and a clock that steps back is
-    ignored until it catches up. Across processes the random tail keeps ids apart.
-    """
-
-    def __init__(self, clock_ns: Callable[[], int] = time.time_ns) -> None:
-        self._clock_ns = clock_ns
-        self._lock = threading.Lock()
-        self._last_ms = 0
-        self._counter = 0
-        self._tail = ""
-        self.reseed()
-
-    def reseed(self) -> None:
-        # RFC 9562 variant bits (0b10) above 62 random bits.
-        tail = f"{int.from_bytes(os.urandom(8), 'big') >> 2 | 2 << 62:016x}"
-        self._tail = f"{tail[:4]}-{tail[4:]}"
-
-    def next(self) -> str:
-        ms = self._clock_ns() // 1_000_000
-        with self._lock:
-            if ms > self._last_ms:
-                self._last_ms, self._counter = ms, 0
-            elif self._counter < 0xFFF:
-                self._counter += 1
-            else:
-                self._last_ms, self._counter = self._last_ms + 1, 0
-            ms, counter = self._last_ms, self._counter
-        stamp = f"{ms:012x}"
-        return f"{stamp[:8]}-{stamp[8:]}-7{counter:03x}-{self._tail}"
-
-
-_ids = EventIds()
-os.register_at_fork(after_in_child=_ids.reseed)  # a forked child must not repeat the parent's ids
-new_event_id = _ids.next
 
 
 class KafkaPosition(NamedTuple):
@@ -109,6 +66,8 @@ class Accepted(NamedTuple):
     #: Unix milliseconds of the commit that logged it; 0 when unknown (logged by an older release).
     publish_time_ms: int
     position: KafkaPosition | None = None
+    #: Kafka acknowledged it already (its position may be unknown: ids in blocks keep none).
+    delivered: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +90,8 @@ class PendingEvent(NamedTuple):
     payload: bytes | None
     headers: Headers
     publish_time_ms: int  # 0: unknown (logged by an older release)
+    #: Ferry made the id up (the log remembers it in a block, not by itself).
+    assigned_id: bool = False
 
 
 class Delivered(NamedTuple):
@@ -145,6 +106,22 @@ class Parked(NamedTuple):
     """Kafka refused a logged event for good (too large for its topic, not authorised): it
     leaves the forwarder's way and waits in the log until an operator releases or drops it."""
 
-    sequence: int
-    event_id: str
+    event: PendingEvent
     reason: str
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What the forwarder tells the log once Kafka answered: the log retires by range."""
+
+    #: Per topic: every event of the topic up to this sequence was delivered or parked.
+    settled_to: dict[str, int]
+    #: Client-supplied ids Kafka acknowledged, with where it stored them (for dedupe answers).
+    delivered_ids: list[tuple[str, KafkaPosition]]
+    #: Events Kafka refused for good, to keep aside in the log.
+    parked: list[Parked]
+
+    @property
+    def cost(self) -> int:
+        """Rows the log writes to record it."""
+        return len(self.settled_to) + len(self.delivered_ids) + len(self.parked)

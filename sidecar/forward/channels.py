@@ -3,7 +3,7 @@
 `CommittedRows` carries, from the log writer's thread to the forwarder, the
 highest committed sequence per topic; the forwarder owns it and the writer's
 commit hook feeds it, so neither holds the other. `Retirements` is what the
-forwarder asks of the log once Kafka acknowledged rows (or refused them for
+forwarder asks of the log once Kafka acknowledged events (or refused them for
 good); the log writer provides it.
 """
 
@@ -11,18 +11,17 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
-from collections.abc import Sequence
 from typing import Protocol
 
-from sidecar.model import Delivered, Parked
+from sidecar.model import Settlement
 
 
 class Retirements(Protocol):
     """Removal of settled rows from the log. Thread-safe."""
 
-    def retire(self, settled: Sequence[Delivered | Parked]) -> concurrent.futures.Future[None]:
-        """Queue the rows' removal (delivered) or parking (refused for good); the future
-        resolves once that committed."""
+    def retire(self, settlement: Settlement) -> concurrent.futures.Future[None]:
+        """Queue what Kafka answered (watermarks, delivered client ids, refused events); the
+        future resolves once the log committed it."""
         ...
 
     def retire_now(self) -> None:

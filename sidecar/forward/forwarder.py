@@ -25,8 +25,9 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ from sidecar.model import (
     KafkaPosition,
     Parked,
     PendingEvent,
+    Settlement,
 )
 from sidecar.wal.store import Statements, connect
 
@@ -73,6 +75,20 @@ class Lane:
     #: One row per wave, after Kafka refused a wave for good: a refusal of a lone row is that
     #: row's own (a wave of small records can be refused for the size of their batch).
     single: bool = False
+    #: Every event up to here is delivered or parked: the log retires up to it.
+    settled_to: int = 0
+    reported_to: int = 0  # the settled_to last sent to the log
+    #: Sequences handed to the producer and not yet settled in order, oldest first, and those
+    #: of them that are settled (delivered or parked) behind an older unsettled one.
+    sent: deque[int] = field(default_factory=deque)
+    settled: set[int] = field(default_factory=set)
+
+    def settle(self, sequence: int) -> None:
+        self.settled.add(sequence)
+        sent, settled = self.sent, self.settled
+        while sent and sent[0] in settled:
+            self.settled_to = sent.popleft()
+            settled.discard(self.settled_to)
 
     @property
     def has_work(self) -> bool:
@@ -125,6 +141,7 @@ class Forwarder:
         self._generation = 0
         self._fatal: Any = None
         self._delivered: list[Delivered] = []
+        self._delivered_ids: list[tuple[str, KafkaPosition]] = []  # client ids among them
         self._parked: list[Parked] = []
         self._retiring: list[concurrent.futures.Future[None]] = []
         self._kafka_reachable: bool | None = None  # None: not known yet
@@ -171,8 +188,10 @@ class Forwarder:
 
     def _run(self) -> None:
         reader = Statements(connect(self._data_dir, readonly=True))
+        settled_to = reader.settled_to()
         for topic in reader.topics():
-            self._lanes[topic] = Lane(topic)
+            mark = settled_to.get(topic, 0)
+            self._lanes[topic] = Lane(topic, cursor=mark, settled_to=mark, reported_to=mark)
         producer = self._new_producer()
         try:
             while True:
@@ -256,6 +275,11 @@ class Forwarder:
         generation, alone = self._generation, lane.single
         produce, callback = producer.produce, self._callback
         for count, row in enumerate(rows):
+            if row.sequence in lane.settled:
+                # Delivered before the lane restarted, behind an event that failed: not again.
+                lane.cursor = row.sequence
+                lane.sent.append(row.sequence)
+                continue
             try:
                 produce(
                     row.topic,
@@ -281,6 +305,7 @@ class Forwarder:
                     self._fail_lane(lane, str(exc))
                 return count
             lane.cursor = row.sequence
+            lane.sent.append(row.sequence)
             lane.in_flight += 1
             self._in_flight += 1
             if row.sequence <= lane.high_water:
@@ -304,6 +329,9 @@ class Forwarder:
                 lane.single = False
                 position = KafkaPosition(msg.partition(), msg.offset())
                 self._delivered.append(Delivered(row.sequence, row.event_id, position))
+                if not row.assigned_id:
+                    self._delivered_ids.append((row.event_id, position))
+                lane.settle(row.sequence)
             elif not refused_for_good(err):
                 self._fail_lane(lane, str(err))
             elif alone:
@@ -319,7 +347,8 @@ class Forwarder:
     def _park(self, lane: Lane, row: PendingEvent, reason: str) -> None:
         """Kafka refused `row` for good: take it out of the lane's way (it waits in the log's
         parked table for an operator) and restart the lane right after it."""
-        self._parked.append(Parked(row.sequence, row.event_id, reason))
+        self._parked.append(Parked(row, reason))
+        lane.settle(row.sequence)
         self.parked_total += 1
         lane.single = False
         log.error(
@@ -355,30 +384,34 @@ class Forwarder:
         ]
         if not due:
             return
-        # Rows delivered but not yet retired would be sent again: let their retirement land first.
-        self._settle_deliveries()
-        if self._retiring:
-            self._retirements.retire_now()
-            concurrent.futures.wait(self._retiring)
         for lane in due:
+            # From the first unsettled event; those settled behind it are skipped (_produce).
             lane.failed = False
-            lane.cursor = 0
+            lane.cursor = lane.settled_to
+            lane.sent.clear()
             lane.known_end = UNKNOWN_END
             log.info("lane_restarted", topic=lane.topic, attempt=lane.failures)
 
     def _settle_deliveries(self) -> None:
         self._retiring = [f for f in self._retiring if not f.done()]
-        if not self._delivered and not self._parked:
+        marks = {
+            lane.topic: lane.settled_to
+            for lane in self._lanes.values()
+            if lane.settled_to > lane.reported_to
+        }
+        if not self._delivered and not self._parked and not marks:
             return
         delivered, self._delivered = self._delivered, []
-        parked, self._parked = self._parked, []
         if delivered:
             failpoints.hit("forwarder.after_ack")
             self._set_reachable(True)
             self._last_delivery = self._clock()
             self.delivered_total += len(delivered)
-        settled: list[Delivered | Parked] = [*delivered, *parked]
-        self._retiring.append(self._retirements.retire(settled))
+        settlement = Settlement(marks, self._delivered_ids, self._parked)
+        self._delivered_ids, self._parked = [], []
+        for topic, mark in marks.items():
+            self._lanes[topic].reported_to = mark
+        self._retiring.append(self._retirements.retire(settlement))
         if delivered:
             self._on_delivered(delivered)
 

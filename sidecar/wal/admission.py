@@ -28,22 +28,22 @@ class Usage:
     def copy(self) -> Usage:
         return Usage(self.rows, self.size, {t: list(u) for t, u in self.topics.items()})
 
-    def add(self, topic: str, size: int) -> None:
-        self.rows += 1
+    def add(self, topic: str, size: int, rows: int = 1) -> None:
+        self.rows += rows
         self.size += size
         usage = self.topics.get(topic)
         if usage is None:
-            self.topics[topic] = [1, size]
+            self.topics[topic] = [rows, size]
         else:
-            usage[0] += 1
+            usage[0] += rows
             usage[1] += size
 
-    def remove(self, topic: str, size: int) -> None:
-        self.rows -= 1
+    def remove(self, topic: str, size: int, rows: int = 1) -> None:
+        self.rows -= rows
         self.size -= size
         usage = self.topics.get(topic)
         if usage is not None:
-            usage[0] -= 1
+            usage[0] -= rows
             usage[1] -= size
             if usage[0] <= 0:
                 del self.topics[topic]

@@ -1,41 +1,45 @@
-"""Retirements waiting for the writer, handed out a bounded number of rows per commit.
+"""Settlements waiting for the writer, handed out a bounded amount per commit.
 
-The forwarder may report tens of thousands of deliveries at once (a drained
-backlog). Retiring them in one transaction would hold up every publish behind
-it, so the writer takes a slice of rows per commit and publishes never wait
-for more than a slice. A request's future resolves once all its rows are
-retired. Pure bookkeeping: no I/O, no threads.
+The forwarder reports what Kafka answered as settlements (model.Settlement):
+watermarks per topic, delivered client ids, parked events. The writer takes
+whole settlements, up to a budget of rows per commit, so that a publish
+never waits behind a large retirement; each settlement's future resolves
+once it committed. Pure bookkeeping: no I/O, no threads.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from sidecar.model import Delivered, Parked
+from sidecar.model import KafkaPosition, Parked, Settlement
 
 
 @dataclass(slots=True)
 class RetireRequest:
-    """Rows Kafka acknowledged (or refused for good: parked); `done` of them are settled so far."""
+    """One settlement and the future its sender may wait on."""
 
-    delivered: Sequence[Delivered | Parked]
+    settlement: Settlement
     future: concurrent.futures.Future[None] = field(default_factory=concurrent.futures.Future)
-    done: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class RetireSlice:
-    """The rows one commit retires, and how far each request will be once it committed."""
+    """The settlements one commit records, merged."""
 
-    rows: list[Delivered | Parked]
-    reach: list[tuple[RetireRequest, int]]
+    requests: list[RetireRequest]
+    settled_to: dict[str, int]
+    delivered_ids: list[tuple[str, KafkaPosition]]
+    parked: list[Parked]
+
+    @property
+    def empty(self) -> bool:
+        return not self.requests
 
 
 class RetireBacklog:
-    """Requests in arrival order; `rows` counts what is still to retire."""
+    """Requests in arrival order; `rows` counts what is still to record."""
 
     def __init__(self) -> None:
         self._requests: deque[RetireRequest] = deque()
@@ -46,36 +50,38 @@ class RetireBacklog:
 
     def add(self, request: RetireRequest) -> None:
         self._requests.append(request)
-        self.rows += len(request.delivered) - request.done
+        self.rows += request.settlement.cost
 
     def take(self, budget: int) -> RetireSlice:
-        """The oldest rows, at most `budget` of them (whole requests where they fit)."""
-        rows: list[Delivered | Parked] = []
-        reach: list[tuple[RetireRequest, int]] = []
+        """The oldest whole settlements: at least one, more while within `budget` rows."""
+        taken: list[RetireRequest] = []
+        settled_to: dict[str, int] = {}
+        delivered: list[tuple[str, KafkaPosition]] = []
+        parked: list[Parked] = []
+        cost = 0
         for request in self._requests:
-            room = budget - len(rows)
-            if room <= 0:
+            settlement = request.settlement
+            if taken and cost + settlement.cost > budget:
                 break
-            end = min(len(request.delivered), request.done + room)
-            rows.extend(request.delivered[request.done : end])
-            reach.append((request, end))
-        return RetireSlice(rows, reach)
+            taken.append(request)
+            cost += settlement.cost
+            for topic, seq in settlement.settled_to.items():
+                if seq > settled_to.get(topic, 0):
+                    settled_to[topic] = seq
+            delivered.extend(settlement.delivered_ids)
+            parked.extend(settlement.parked)
+        return RetireSlice(taken, settled_to, delivered, parked)
 
     def committed(self, taken: RetireSlice) -> list[RetireRequest]:
-        """Record that `taken` committed; return the requests now fully retired."""
-        for request, end in taken.reach:
-            self.rows -= end - request.done
-            request.done = end
-        finished: list[RetireRequest] = []
-        while self._requests and self._requests[0].done >= len(self._requests[0].delivered):
-            finished.append(self._requests.popleft())
-        return finished
+        """Record that `taken` committed; return its requests, now done."""
+        return self._remove(taken)
 
     def drop(self, taken: RetireSlice) -> list[RetireRequest]:
         """Give up on the requests in `taken` (their commit failed for good); return them."""
-        dropped = [request for request, _ in taken.reach]
-        for request in dropped:
-            self.rows -= len(request.delivered) - request.done
-        ids = {id(r) for r in dropped}
+        return self._remove(taken)
+
+    def _remove(self, taken: RetireSlice) -> list[RetireRequest]:
+        ids = {id(r) for r in taken.requests}
         self._requests = deque(r for r in self._requests if id(r) not in ids)
-        return dropped
+        self.rows -= sum(r.settlement.cost for r in taken.requests)
+        return taken.requests

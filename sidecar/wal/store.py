@@ -1,104 +1,59 @@
-"""The SQLite file behind the write-ahead log: opening, pragmas, schema, lock, statements.
+"""The SQLite file behind the write-ahead log: opening, pragmas, lock, statements.
 
 Owns durability settings: WAL journal mode with synchronous=FULL, both read
 back after being set (Ferry refuses to run if SQLite did not take them). An
 exclusive lock on the data directory keeps two sidecars off one log. This
 module runs statements; it never decides when to commit (the writer does).
+The tables are in schema.py; how events are packed into slices in slices.py.
 """
 
 from __future__ import annotations
 
 import fcntl
-import json
 import os
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, NamedTuple
 
 from sidecar.errors import ConfigError
-from sidecar.model import Delivered, Headers, Parked, PendingEvent
+from sidecar.ids import parse_id
+from sidecar.model import KafkaPosition, OutgoingEvent, Parked, PendingEvent
 from sidecar.wal.admission import Usage
 from sidecar.wal.digest import event_digest
+from sidecar.wal.migrate import migrate
+from sidecar.wal.schema import (
+    SCHEMA_VERSION,
+    UNKNOWN_DIGEST,
+    create_schema,
+    decode_headers,
+    encode_headers,
+)
+from sidecar.wal.slices import SliceBuilder, StoredSlice, decode_runs, decode_slice, sequence_of
 
-#: seq, event_id, topic, key, payload, headers (encoded), digest, size, published_ms
-InsertRow = tuple[int, str, str, bytes | None, bytes | None, str, bytes, int, int]
+#: last_seq, first_seq, topic, events, ids_tail, ids_runs, ids_high, size, published_ms
+SliceRow = tuple[int, int, str, bytes, str | None, str | None, int | None, int, int]
+#: event_id, digest, seq, published_ms
+ClientIdRow = tuple[str, bytes, int, int]
 
 DB_NAME = "wal.sqlite3"
 BUSY_TIMEOUT_MS = 10_000
 LOCK_NAME = "ferry.lock"
+PARKED_COLUMNS = "seq, event_id, topic, key, payload, headers, digest, size, published_ms"
+_SLICE_COLUMNS = "first_seq, last_seq, topic, events, ids_tail, ids_runs, published_ms"
 
-#: The schema's version, kept in SQLite's user_version. Version 0 (the first release) stored
-#: header values as UTF-8 text and could not hold a null payload; `migrate` lifts it.
-SCHEMA_VERSION = 1
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS events (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    key BLOB,
-    payload BLOB,
-    headers TEXT NOT NULL,
-    digest BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    published_ms INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS events_by_topic ON events (topic, seq);
-CREATE TABLE IF NOT EXISTS delivered_ids (
-    event_id TEXT PRIMARY KEY,
-    digest BLOB NOT NULL,
-    seq INTEGER NOT NULL,
-    partition INTEGER NOT NULL,
-    kafka_offset INTEGER NOT NULL,
-    delivered_at REAL NOT NULL,
-    published_ms INTEGER NOT NULL DEFAULT 0
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS delivered_by_time ON delivered_ids (delivered_at);
-CREATE TABLE IF NOT EXISTS parked (
-    seq INTEGER PRIMARY KEY,
-    event_id TEXT NOT NULL UNIQUE,
-    topic TEXT NOT NULL,
-    key BLOB,
-    payload BLOB,
-    headers TEXT NOT NULL,
-    digest BLOB NOT NULL,
-    size INTEGER NOT NULL,
-    published_ms INTEGER NOT NULL,
-    reason TEXT NOT NULL,
-    parked_at REAL NOT NULL
-);
-"""
-#: The columns an event row has in `events` and in `parked` alike.
-EVENT_COLUMNS = "seq, event_id, topic, key, payload, headers, digest, size, published_ms"
-#: A delivered id whose content fingerprint is not known (remembered by an older release): a
-#: publish of that id is answered as a duplicate, never as a conflict.
-UNKNOWN_DIGEST = b""
-
-
-NO_HEADERS = "[]"
-
-
-def encode_headers(headers: Headers) -> str:
-    """Headers as stored: a JSON list of [key, value] pairs, in order, repeats kept.
-
-    Values are bytes; each byte travels as the code point of the same number (latin-1), which
-    JSON carries exactly, and a null value as null.
-    """
-    if not headers:
-        return NO_HEADERS  # most events carry none: skip the encoder
-    return json.dumps(
-        [(k, None if v is None else v.decode("latin-1")) for k, v in headers],
-        separators=(",", ":"),
-        ensure_ascii=False,
-    )
-
-
-def decode_headers(text: str) -> Headers:
-    if text == NO_HEADERS:
-        return ()
-    return tuple(
-        (str(k), None if v is None else str(v).encode("latin-1")) for k, v in json.loads(text)
-    )
+__all__ = [
+    "DB_NAME",
+    "SCHEMA_VERSION",
+    "UNKNOWN_DIGEST",
+    "ClientIdRow",
+    "Known",
+    "ParkedRow",
+    "SliceRow",
+    "Statements",
+    "connect",
+    "lock_directory",
+]
 
 
 def lock_directory(data_dir: Path) -> IO[bytes]:
@@ -150,56 +105,6 @@ def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def create_schema(conn: sqlite3.Connection) -> None:
-    """Create what is missing, statement by statement (executescript would end a transaction)."""
-    for statement in SCHEMA.split(";"):
-        if statement.strip():
-            conn.execute(statement)
-
-
-def migrate(conn: sqlite3.Connection) -> None:
-    """Bring a log written by an older release to SCHEMA_VERSION, in one transaction."""
-    version = int(conn.execute("PRAGMA user_version").fetchone()[0])
-    has_events = conn.execute(
-        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'"
-    ).fetchone()
-    if version >= SCHEMA_VERSION or not has_events:
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        last = Statements(conn).last_sequence()
-        conn.execute("DROP INDEX IF EXISTS events_by_topic")
-        conn.execute("ALTER TABLE events RENAME TO events_v0")
-        conn.execute("ALTER TABLE delivered_ids ADD COLUMN published_ms INTEGER NOT NULL DEFAULT 0")
-        # Version 0 digested other bytes: a retry of an id it delivered is taken as a duplicate.
-        conn.execute("UPDATE delivered_ids SET digest = ?", (UNKNOWN_DIGEST,))
-        create_schema(conn)
-        rows = conn.execute(
-            "SELECT seq, event_id, topic, key, payload, headers, size FROM events_v0 ORDER BY seq"
-        )
-        for seq, event_id, topic, key, payload, old_headers, size in rows:
-            headers = tuple((str(k), str(v).encode()) for k, v in json.loads(old_headers))
-            stored = encode_headers(headers)
-            fingerprint = event_digest(topic, key, payload, stored)
-            conn.execute(
-                "INSERT INTO events (seq, event_id, topic, key, payload, headers, digest, size)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (seq, event_id, topic, key, payload, stored, fingerprint, size),
-            )
-        conn.execute("DROP TABLE events_v0")
-        conn.execute("DELETE FROM sqlite_sequence WHERE name IN ('events', 'events_v0')")
-        conn.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('events', ?)", (last,))
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-
-
-def _json_list(numbers: Iterable[int]) -> str:
-    return "[" + ",".join(map(str, numbers)) + "]"
-
-
 class ParkedRow(NamedTuple):
     """A parked event as an operator lists it."""
 
@@ -211,120 +116,230 @@ class ParkedRow(NamedTuple):
     parked_at: float
 
 
+class Known(NamedTuple):
+    """What the log knows of an event id a client sent."""
+
+    sequence: int
+    digest: bytes
+    published_ms: int
+    delivered: bool
+    position: KafkaPosition | None
+
+
+def _slice(row: tuple[object, ...]) -> StoredSlice:
+    first, last, topic, events, tail, runs, published_ms = row
+    return StoredSlice(
+        int(str(first)),
+        int(str(last)),
+        str(topic),
+        bytes(events),  # type: ignore[call-overload]
+        decode_runs(tail, runs),  # type: ignore[arg-type]
+        int(str(published_ms)),
+    )
+
+
 class Statements:
     """Every SQL statement the log runs, on one connection. Callers own transactions."""
 
     def __init__(self, conn: sqlite3.Connection) -> None:
         self.conn = conn
 
-    def totals(self) -> tuple[int, int]:
-        rows, size = self.conn.execute(
-            "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM events"
-        ).fetchone()
-        return int(rows), int(size)
+    # -- what is pending ---------------------------------------------------------------------
 
     def usage(self) -> Usage:
-        """Pending events and bytes, in all and per topic."""
+        """Pending events and bytes, in all and per topic (a slice counts whole until retired)."""
         usage = Usage()
         for topic, rows, size in self.conn.execute(
-            "SELECT topic, COUNT(*), SUM(size) FROM events GROUP BY topic"
+            "SELECT topic, SUM(last_seq - first_seq + 1), SUM(size) FROM slices GROUP BY topic"
         ):
             usage.topics[str(topic)] = [int(rows), int(size)]
             usage.rows += int(rows)
             usage.size += int(size)
         return usage
 
-    def parked_count(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
-
-    def find_parked(self, event_id: str) -> tuple[int, bytes, int] | None:
-        """(seq, digest, published_ms) of a parked event."""
-        row = self.conn.execute(
-            "SELECT seq, digest, published_ms FROM parked WHERE event_id = ?", (event_id,)
-        ).fetchone()
-        return (int(row[0]), bytes(row[1]), int(row[2])) if row else None
-
-    def find_pending(self, event_id: str) -> tuple[int, bytes, int] | None:
-        """(seq, digest, published_ms) of a logged event not yet delivered."""
-        row = self.conn.execute(
-            "SELECT seq, digest, published_ms FROM events WHERE event_id = ?", (event_id,)
-        ).fetchone()
-        return (int(row[0]), bytes(row[1]), int(row[2])) if row else None
-
-    def find_delivered(self, event_id: str) -> tuple[int, bytes, int, int, int] | None:
-        """(seq, digest, partition, offset, published_ms) of a delivered event remembered."""
-        row = self.conn.execute(
-            "SELECT seq, digest, partition, kafka_offset, published_ms FROM delivered_ids"
-            " WHERE event_id = ?",
-            (event_id,),
-        ).fetchone()
-        if row is None:
-            return None
-        return int(row[0]), bytes(row[1]), int(row[2]), int(row[3]), int(row[4])
+    def totals(self) -> tuple[int, int]:
+        usage = self.usage()
+        return usage.rows, usage.size
 
     def last_sequence(self) -> int:
         """The highest sequence ever handed out (AUTOINCREMENT remembers retired ones too)."""
         row = self.conn.execute(
-            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'events'), 0),"
-            " COALESCE((SELECT MAX(seq) FROM events), 0))"
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'slices'), 0),"
+            " COALESCE((SELECT MAX(last_seq) FROM slices), 0))"
         ).fetchone()
         return int(row[0])
 
-    def insert_many(self, rows: Sequence[InsertRow]) -> None:
-        """Insert rows whose sequences the writer assigned; one statement for all of them."""
-        self.conn.executemany(
-            "INSERT INTO events"
-            " (seq, event_id, topic, key, payload, headers, digest, size, published_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            rows,
+    def topics(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT topic FROM slices")]
+
+    def settled_to(self) -> dict[str, int]:
+        """Each topic's retirement watermark: its events up to it are delivered or parked."""
+        return {str(t): int(s) for t, s in self.conn.execute("SELECT topic, settled_to FROM lanes")}
+
+    def pending_for_topic(self, topic: str, after_seq: int, limit: int) -> list[PendingEvent]:
+        """Up to `limit` events of `topic` above `after_seq`, in order."""
+        events: list[PendingEvent] = []
+        rows = self.conn.execute(
+            f"SELECT {_SLICE_COLUMNS} FROM slices WHERE topic = ? AND last_seq > ?"
+            " ORDER BY last_seq",
+            (topic, after_seq),
         )
+        for row in rows:
+            events.extend(decode_slice(_slice(row), after_seq))
+            if len(events) >= limit:
+                break
+        return events[:limit]
 
-    def retire(
-        self, delivered: Sequence[Delivered], now: float, keep_ids: bool
-    ) -> list[tuple[str, int]]:
-        """Delete delivered rows (remembering their ids if asked); return their (topic, size).
+    # -- what the writer adds ----------------------------------------------------------------
 
-        One DELETE for the whole list (the sequences travel as a JSON array) and one batched
-        INSERT for the ids: per-row statements made retiring cost more than publishing.
-        """
-        by_seq = {d.sequence: d for d in delivered}
-        if not by_seq:
-            return []
-        removed = self.conn.execute(
-            "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))"
-            " RETURNING seq, digest, size, published_ms, topic",
-            (_json_list(by_seq),),
-        ).fetchall()
-        # Sequences missing from `removed` were retired already (a repeated delivery report).
-        if keep_ids and removed:
+    def insert_slices(self, slices: Sequence[SliceRow], client_ids: Sequence[ClientIdRow]) -> None:
+        self.conn.executemany(
+            "INSERT INTO slices (last_seq, first_seq, topic, events, ids_tail, ids_runs,"
+            " ids_high, size, published_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            slices,
+        )
+        if client_ids:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO delivered_ids"
-                " (event_id, digest, seq, partition, kafka_offset, delivered_at, published_ms)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (d.event_id, digest, seq, d.position.partition, d.position.offset, now, ms)
-                    for seq, digest, _, ms, _ in removed
-                    for d in (by_seq[seq],)
-                ],
+                "INSERT OR REPLACE INTO client_ids (event_id, digest, seq, published_ms)"
+                " VALUES (?, ?, ?, ?)",
+                client_ids,
             )
-        return [(str(r[4]), int(r[2])) for r in removed]
 
-    def park(self, parked: Sequence[Parked], now: float) -> list[tuple[str, int]]:
-        """Move rows Kafka refused for good out of the forwarder's way; return (topic, size)."""
-        by_seq = {p.sequence: p for p in parked}
-        if not by_seq:
-            return []
-        self.conn.executemany(
-            f"INSERT OR IGNORE INTO parked ({EVENT_COLUMNS}, reason, parked_at)"
-            f" SELECT {EVENT_COLUMNS}, ?, ? FROM events WHERE seq = ?",
-            [(p.reason, now, p.sequence) for p in by_seq.values()],
+    def find_client_id(self, event_id: str) -> Known | None:
+        row = self.conn.execute(
+            "SELECT seq, digest, published_ms, partition, kafka_offset, delivered_at"
+            " FROM client_ids WHERE event_id = ?",
+            (event_id,),
+        ).fetchone()
+        if row is None:
+            return None
+        seq, digest, published_ms, partition, offset, delivered_at = row
+        position = None if partition is None else KafkaPosition(int(partition), int(offset))
+        return Known(int(seq), bytes(digest), int(published_ms), delivered_at is not None, position)
+
+    def find_assigned_id(self, event_id: str) -> Known | None:
+        """An id Ferry assigned, sent back by a client to retry: pending, or delivered lately."""
+        parsed = parse_id(event_id)
+        if parsed is None:
+            return None
+        stamp, tail = parsed
+        for row in self.conn.execute(
+            f"SELECT {_SLICE_COLUMNS} FROM slices WHERE ids_high >= ? AND ids_tail = ?",
+            (stamp, tail),
+        ):
+            stored = _slice(row)
+            seq = sequence_of(stored, stamp)
+            if seq is not None:
+                return Known(seq, UNKNOWN_DIGEST, stored.published_ms, False, None)
+        for row in self.conn.execute(
+            "SELECT first_seq, last_seq, ids_tail, ids_runs, published_ms FROM retired_blocks"
+            " WHERE ids_high >= ? AND ids_tail = ?",
+            (stamp, tail),
+        ):
+            first, last, tail_, runs, published_ms = row
+            stored = StoredSlice(first, last, "", b"", decode_runs(tail_, runs), published_ms)
+            if stored.ids is not None and stored.ids.index_of(stamp) is not None:
+                # The events of a retired slice are gone: a slice that mixed client ids in
+                # answers with its first sequence.
+                seq = sequence_of(stored, stamp) if _all_assigned(stored) else first
+                return Known(int(seq or first), UNKNOWN_DIGEST, int(published_ms), True, None)
+        return None
+
+    # -- what retirement removes -------------------------------------------------------------
+
+    def retire_lane(self, topic: str, settled_to: int, now: float, keep_ids: bool) -> list[int]:
+        """Remove `topic`'s slices wholly at or below `settled_to`; return [rows, bytes] gone."""
+        self.conn.execute(
+            "INSERT INTO lanes (topic, settled_to) VALUES (?1, ?2) ON CONFLICT (topic)"
+            " DO UPDATE SET settled_to = MAX(settled_to, ?2)",
+            (topic, settled_to),
         )
+        if keep_ids:
+            self.conn.execute(
+                "INSERT INTO retired_blocks (ids_tail, ids_runs, ids_high, first_seq, last_seq,"
+                " published_ms, delivered_at) SELECT ids_tail, ids_runs, ids_high, first_seq,"
+                " last_seq, published_ms, ?3 FROM slices"
+                " WHERE topic = ?1 AND last_seq <= ?2 AND ids_high IS NOT NULL",
+                (topic, settled_to, now),
+            )
         removed = self.conn.execute(
-            "DELETE FROM events WHERE seq IN (SELECT value FROM json_each(?))"
-            " RETURNING topic, size",
-            (_json_list(by_seq),),
+            "DELETE FROM slices WHERE topic = ? AND last_seq <= ?"
+            " RETURNING last_seq - first_seq + 1, size",
+            (topic, settled_to),
         ).fetchall()
-        return [(str(topic), int(size)) for topic, size in removed]
+        return [sum(int(r[0]) for r in removed), sum(int(r[1]) for r in removed)]
+
+    def record_deliveries(
+        self, delivered: Sequence[tuple[str, KafkaPosition]], now: float, keep_ids: bool
+    ) -> None:
+        """Client ids Kafka acknowledged: keep their position for the dedupe window, or forget."""
+        if keep_ids:
+            self.conn.executemany(
+                "UPDATE client_ids SET partition = ?, kafka_offset = ?, delivered_at = ?"
+                " WHERE event_id = ?",
+                [(p.partition, p.offset, now, event_id) for event_id, p in delivered],
+            )
+        else:
+            self.conn.executemany(
+                "DELETE FROM client_ids WHERE event_id = ?", [(e,) for e, _ in delivered]
+            )
+
+    def forget_delivered_before(self, cutoff: float, limit: int) -> int:
+        """Forget up to `limit` ids delivered before `cutoff`; a bounded step, repeat if full."""
+        forgotten = self.conn.execute(
+            "DELETE FROM client_ids WHERE event_id IN (SELECT event_id FROM client_ids"
+            " WHERE delivered_at < ? LIMIT ?)",
+            (cutoff, limit),
+        ).rowcount
+        forgotten += self.conn.execute(
+            "DELETE FROM retired_blocks WHERE rowid IN (SELECT rowid FROM retired_blocks"
+            " WHERE delivered_at < ? LIMIT ?)",
+            (cutoff, limit),
+        ).rowcount
+        return int(forgotten)
+
+    # -- parked events -----------------------------------------------------------------------
+
+    def park(self, parked: Sequence[Parked], now: float) -> int:
+        """Keep events Kafka refused for good aside (their slices retire with the lane)."""
+        rows = []
+        for p in parked:
+            e = p.event
+            headers = encode_headers(e.headers)
+            size = len(e.payload or b"") + len(e.key or b"")
+            size += sum(len(k.encode()) + len(v or b"") for k, v in e.headers)
+            digest = event_digest(e.topic, e.key, e.payload, headers)
+            rows.append(
+                (
+                    e.sequence,
+                    e.event_id,
+                    e.topic,
+                    e.key,
+                    e.payload,
+                    headers,
+                    digest,
+                    size,
+                    e.publish_time_ms,
+                    p.reason,
+                    now,
+                )
+            )
+        return int(
+            self.conn.executemany(
+                f"INSERT OR IGNORE INTO parked ({PARKED_COLUMNS}, reason, parked_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            ).rowcount
+        )
+
+    def parked_count(self) -> int:
+        return int(self.conn.execute("SELECT COUNT(*) FROM parked").fetchone()[0])
+
+    def find_parked(self, event_id: str) -> Known | None:
+        row = self.conn.execute(
+            "SELECT seq, digest, published_ms FROM parked WHERE event_id = ?", (event_id,)
+        ).fetchone()
+        return Known(int(row[0]), bytes(row[1]), int(row[2]), False, None) if row else None
 
     def parked(self, topic: str | None) -> list[ParkedRow]:
         """Parked events, oldest first (of one topic, or all)."""
@@ -337,44 +352,45 @@ class Statements:
 
     def release_parked(self, topic: str | None) -> int:
         """Queue parked events for Kafka again, in their order, under new sequences."""
-        first = self.last_sequence()
-        released = self.conn.execute(
-            f"INSERT INTO events ({EVENT_COLUMNS})"
-            f" SELECT ?1 + ROW_NUMBER() OVER (ORDER BY seq),"
-            f" {EVENT_COLUMNS.split(', ', 1)[1]} FROM parked WHERE ?2 IS NULL OR topic = ?2",
-            (first, topic),
-        ).rowcount
+        seq = self.last_sequence()
+        rows = self.conn.execute(
+            f"SELECT {PARKED_COLUMNS} FROM parked WHERE ?1 IS NULL OR topic = ?1 ORDER BY seq",
+            (topic,),
+        ).fetchall()
+        for _, event_id, topic_, key, payload, headers, _, size, published_ms in rows:
+            seq += 1
+            builder = SliceBuilder(seq)
+            builder.add(_parked_event(event_id, topic_, key, payload, headers))
+            self.insert_slices(
+                [(seq, seq, topic_, builder.blob(), None, None, None, size, published_ms)], []
+            )
+            self.conn.execute("UPDATE client_ids SET seq = ? WHERE event_id = ?", (seq, event_id))
         self.conn.execute("DELETE FROM parked WHERE ?1 IS NULL OR topic = ?1", (topic,))
-        return int(released)
+        return len(rows)
 
     def drop_parked(self, topic: str | None) -> int:
+        self.conn.execute(
+            "DELETE FROM client_ids WHERE event_id IN"
+            " (SELECT event_id FROM parked WHERE ?1 IS NULL OR topic = ?1)",
+            (topic,),
+        )
         return int(
             self.conn.execute(
                 "DELETE FROM parked WHERE ?1 IS NULL OR topic = ?1", (topic,)
             ).rowcount
         )
 
-    def forget_delivered_before(self, cutoff: float, limit: int) -> int:
-        """Forget up to `limit` ids delivered before `cutoff`; a bounded step, repeat if full."""
-        return self.conn.execute(
-            "DELETE FROM delivered_ids WHERE event_id IN"
-            " (SELECT event_id FROM delivered_ids WHERE delivered_at < ? LIMIT ?)",
-            (cutoff, limit),
-        ).rowcount
-
     def free_pages(self) -> int:
         return int(self.conn.execute("PRAGMA freelist_count").fetchone()[0])
 
-    def topics(self) -> list[str]:
-        return [r[0] for r in self.conn.execute("SELECT DISTINCT topic FROM events")]
 
-    def pending_for_topic(self, topic: str, after_seq: int, limit: int) -> list[PendingEvent]:
-        rows = self.conn.execute(
-            "SELECT seq, event_id, key, payload, headers, published_ms FROM events"
-            " WHERE topic = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (topic, after_seq, limit),
-        ).fetchall()
-        return [
-            PendingEvent(int(r[0]), r[1], topic, r[2], r[3], decode_headers(r[4]), int(r[5]))
-            for r in rows
-        ]
+def _all_assigned(stored: StoredSlice) -> bool:
+    count = stored.last_seq - stored.first_seq + 1
+    return stored.ids is not None and sum(n for _, n in stored.ids.runs) == count
+
+
+def _parked_event(
+    event_id: str, topic: str, key: bytes | None, payload: bytes | None, headers: str
+) -> OutgoingEvent:
+    # The id travels in the slice's bytes: a released event keeps the id it was answered with.
+    return OutgoingEvent(event_id, topic, key, payload, decode_headers(headers))

@@ -1,7 +1,8 @@
 """The log's single writer: group commit of appends and retirements on one thread.
 
 Every publish that arrives while a commit is in flight joins the next
-transaction, so one fsync covers many events. No append is answered before
+transaction, so one fsync covers many events, written as one slice row per
+topic (slices.py). No append is answered before
 its transaction committed; a failed commit answers every request in it with
 an error and changes nothing. Appends come first: retirements ride along a
 bounded number of rows per commit (see backlog.py), so a publish never waits
@@ -33,27 +34,21 @@ from sidecar.errors import (
     StorageFailure,
 )
 from sidecar.lifecycle import supervised
-from sidecar.model import (
-    Accepted,
-    Delivered,
-    KafkaPosition,
-    Outcome,
-    OutgoingEvent,
-    Parked,
-    Rejected,
-)
+from sidecar.model import Accepted, Outcome, OutgoingEvent, Rejected, Settlement
 from sidecar.wal.admission import Admission, Usage
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.checkpoint import WalBound
 from sidecar.wal.digest import event_digest
 from sidecar.wal.reserve import DiskReserve
+from sidecar.wal.schema import UNKNOWN_DIGEST, encode_headers
+from sidecar.wal.slices import SliceBuilder
 from sidecar.wal.store import (
     DB_NAME,
-    UNKNOWN_DIGEST,
-    InsertRow,
+    ClientIdRow,
+    Known,
+    SliceRow,
     Statements,
     connect,
-    encode_headers,
     lock_directory,
 )
 
@@ -61,8 +56,8 @@ log = structlog.get_logger(__name__)
 
 THREAD_NAME = "wal-writer"
 MAX_EVENTS_PER_COMMIT = 20_000
-#: Rows retired in a commit that also appends (at least; as many as it appends if more), and
-#: in a commit of retirements alone. Small enough that a publish waits for little.
+#: Rows a commit that also appends writes for retirements (at least; as many as it appends if
+#: more), and a commit of retirements alone. Small enough that a publish waits for little.
 RETIRE_ROWS_BESIDE_APPENDS = 1_000
 RETIRE_ROWS_ALONE = 5_000
 #: How long retirements wait for an append to share its commit before committing alone.
@@ -176,10 +171,10 @@ class WalWriter:
             self._queue.put(_Append(events, future, loop))
         return future
 
-    def retire(self, settled: Sequence[Delivered | Parked]) -> concurrent.futures.Future[None]:
-        """Queue the removal of rows Kafka acknowledged, and the parking of rows it refused for
-        good; the future resolves at commit."""
-        item = RetireRequest(settled)
+    def retire(self, settlement: Settlement) -> concurrent.futures.Future[None]:
+        """Queue what Kafka answered: slices retired up to each topic's watermark, delivered
+        client ids remembered, refused events parked; the future resolves at commit."""
+        item = RetireRequest(settlement)
         with self._gate:
             if self._closed:
                 item.future.set_exception(ShuttingDown("the write-ahead log is closed"))
@@ -291,34 +286,19 @@ class WalWriter:
         prune = self._limits.dedupe_window_s >= 0 and (
             self._prune_more or now - self._last_prune >= PRUNE_EVERY_S
         )
-        if not appends and not taken.reach and not prune:
+        if not appends and taken.empty and not prune:
             return
         results: list[list[Outcome] | FerryError] = []
-        topic_max: dict[str, int] = {}
         tally = _Tally(self._usage.copy(), self._last_seq)
         parked = 0
         pruned = 0
+        topic_max: dict[str, int] = {}
         try:
             self._conn.execute("BEGIN IMMEDIATE")
-            if taken.rows:
-                delivered = [r for r in taken.rows if isinstance(r, Delivered)]
-                refused = [r for r in taken.rows if isinstance(r, Parked)]
-                keep_ids = self._limits.dedupe_window_s > 0
-                for topic, size in self._sql.retire(delivered, now, keep_ids):
-                    tally.usage.remove(topic, size)
-                if refused:
-                    moved = self._sql.park(refused, now)
-                    for topic, size in moved:
-                        tally.usage.remove(topic, size)
-                    parked = len(moved)
-            seen: dict[str, tuple[int, bytes, int]] = {}
-            inserts: list[InsertRow] = []
-            for item in appends:
-                results.append(
-                    self._insert(item.events, seen, topic_max, tally, inserts, int(now * 1000))
-                )
-            if inserts:
-                self._sql.insert_many(inserts)
+            if not taken.empty:
+                parked = self._record_settlements(taken, tally, now)
+            if appends:
+                results, topic_max = self._log_appends(appends, tally, int(now * 1000))
             if prune:
                 cutoff = now - self._limits.dedupe_window_s
                 pruned = self._sql.forget_delivered_before(cutoff, PRUNE_ROWS)
@@ -352,7 +332,8 @@ class WalWriter:
                 log.exception("on_commit_failed")
         _resolve_all(list(zip(appends, results, strict=True)))
         for request in self._backlog.committed(taken):
-            request.future.set_result(None)
+            if not request.future.done():
+                request.future.set_result(None)
         if not self._disk_full:
             self._wal.after_commit()
 
@@ -393,16 +374,79 @@ class WalWriter:
                 wal_bytes=self._wal.size(),
             )
 
-    def _insert(
+    def _record_settlements(self, taken: RetireSlice, tally: _Tally, now: float) -> int:
+        """Retire slices up to each watermark, remember delivered ids, park refused events;
+        return how many events were parked."""
+        keep_ids = self._limits.dedupe_window_s > 0
+        parked = self._sql.park(taken.parked, now) if taken.parked else 0
+        for topic, settled_to in taken.settled_to.items():
+            rows, size = self._sql.retire_lane(topic, settled_to, now, keep_ids)
+            if rows:
+                tally.usage.remove(topic, size, rows)
+        if taken.delivered_ids:
+            self._sql.record_deliveries(taken.delivered_ids, now, keep_ids)
+        return parked
+
+    def _log_appends(
+        self, appends: Sequence[_Append], tally: _Tally, now_ms: int
+    ) -> tuple[list[list[Outcome] | FerryError], dict[str, int]]:
+        """Decide every event's fate, then write the new ones as one slice per topic.
+
+        Sequences are handed out slice by slice, so each slice's are consecutive; an event
+        repeated within the commit answers with the sequence of its first occurrence."""
+        results: list[list[Outcome] | FerryError] = []
+        new: dict[str, list[OutgoingEvent]] = {}
+        seen: dict[str, tuple[str, int, bytes]] = {}  # client id: (topic, index in new, digest)
+        waiting: list[tuple[list[Outcome | None], int, str, int]] = []
+        for item in appends:
+            outcome = self._admit(item.events, seen, new, waiting, tally)
+            results.append(outcome)  # type: ignore[arg-type]  # the Nones are filled below
+        slices: list[SliceRow] = []
+        client_ids: list[ClientIdRow] = []
+        first_seq: dict[str, int] = {}
+        digests = {(t, i): d for t, i, d in seen.values()}
+        for topic, events in new.items():
+            builder = SliceBuilder(tally.seq + 1)
+            first_seq[topic] = builder.first_seq
+            for index, event in enumerate(events):
+                seq = builder.add(event)
+                if not event.assigned_id:
+                    client_ids.append((event.event_id, digests[(topic, index)], seq, now_ms))
+            client_ids.extend((i, UNKNOWN_DIGEST, s, now_ms) for i, s in builder.kept_ids)
+            ids = builder.ids()
+            slices.append(
+                (
+                    builder.last_seq,
+                    builder.first_seq,
+                    topic,
+                    builder.blob(),
+                    ids.tail if ids else None,
+                    ids.encode_runs() if ids else None,
+                    ids.high if ids else None,
+                    builder.size,
+                    now_ms,
+                )
+            )
+            tally.seq = builder.last_seq
+        if slices:
+            self._sql.insert_slices(slices, client_ids)
+        for outcomes, position, topic, index in waiting:
+            event_id = new[topic][index].event_id
+            seq = first_seq[topic] + index
+            duplicate = outcomes[position] is not None
+            outcomes[position] = Accepted(event_id, seq, duplicate, now_ms)
+        return results, {s[2]: s[0] for s in slices}
+
+    def _admit(
         self,
         events: Sequence[OutgoingEvent],
-        seen: dict[str, tuple[int, bytes, int]],
-        topic_max: dict[str, int],
+        seen: dict[str, tuple[str, int, bytes]],
+        new: dict[str, list[OutgoingEvent]],
+        waiting: list[tuple[list[Outcome | None], int, str, int]],
         tally: _Tally,
-        inserts: list[InsertRow],
-        now_ms: int,
-    ) -> list[Outcome] | FerryError:
-        """Decide each event's fate and queue the new ones in `inserts`, numbered in order."""
+    ) -> list[Outcome | None] | FerryError:
+        """One request's outcomes; a new event's (and a repeat of one new in this commit) is
+        left None and noted in `waiting`, to be filled once sequences are handed out."""
         refusal = self._admission.refusal(tally.usage, events)
         if refusal is not None:
             # Repeats of known events write nothing: only new ones need room under the cap.
@@ -410,75 +454,81 @@ class WalWriter:
             refusal = self._admission.refusal(tally.usage, fresh) if fresh else None
         if refusal is not None:
             return refusal
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome | None] = []
         for event in events:
-            headers = encode_headers(event.headers)
-            # An id Ferry assigned is new by construction; a client reuses it only to retry the
-            # same event (after a timeout answer named it), so no content check needs its digest.
-            fingerprint = (
-                UNKNOWN_DIGEST
-                if event.assigned_id
-                else event_digest(event.topic, event.key, event.payload, headers)
+            if event.assigned_id:
+                # An id Ferry assigned is new by construction: no look-up, no digest.
+                self._add_new(event, new, waiting, outcomes, tally)
+                continue
+            fingerprint = event_digest(
+                event.topic, event.key, event.payload, encode_headers(event.headers)
             )
-            known = None if event.assigned_id else self._known(event.event_id, seen)
+            in_commit = seen.get(event.event_id)
+            if in_commit is not None:
+                topic, index, known_digest = in_commit
+                if known_digest != fingerprint:
+                    outcomes.append(Rejected(_conflict(event.event_id)))
+                else:
+                    outcomes.append(_REPEAT)
+                    waiting.append((outcomes, len(outcomes) - 1, topic, index))
+                continue
+            known = self._known(event.event_id, seen)
             if known is not None:
-                seq, known_digest, known_ms, position = known
-                if known_digest not in (fingerprint, UNKNOWN_DIGEST):
+                if known.digest not in (fingerprint, UNKNOWN_DIGEST):
+                    outcomes.append(Rejected(_conflict(event.event_id)))
+                else:
                     outcomes.append(
-                        Rejected(
-                            EventIdConflict(
-                                f"event_id {event.event_id!r} was already published "
-                                "with other content"
-                            )
+                        Accepted(
+                            event.event_id,
+                            known.sequence,
+                            True,
+                            known.published_ms,
+                            known.position,
+                            known.delivered,
                         )
                     )
-                else:
-                    outcomes.append(Accepted(event.event_id, seq, True, known_ms, position))
                 continue
-            tally.seq = seq = tally.seq + 1
-            size = event.size
-            inserts.append(
-                (
-                    seq,
-                    event.event_id,
-                    event.topic,
-                    event.key,
-                    event.payload,
-                    headers,
-                    fingerprint,
-                    size,
-                    now_ms,
-                )
-            )
-            seen[event.event_id] = (seq, fingerprint, now_ms)
-            topic_max[event.topic] = seq
-            tally.usage.add(event.topic, size)
-            outcomes.append(Accepted(event.event_id, seq, False, now_ms))
+            seen[event.event_id] = (event.topic, len(new.get(event.topic, ())), fingerprint)
+            self._add_new(event, new, waiting, outcomes, tally)
         return outcomes
 
-    def _known(
-        self, event_id: str, seen: dict[str, tuple[int, bytes, int]]
-    ) -> tuple[int, bytes, int, KafkaPosition | None] | None:
-        """(seq, digest, published_ms, Kafka position if delivered) of an id the log knows."""
+    @staticmethod
+    def _add_new(
+        event: OutgoingEvent,
+        new: dict[str, list[OutgoingEvent]],
+        waiting: list[tuple[list[Outcome | None], int, str, int]],
+        outcomes: list[Outcome | None],
+        tally: _Tally,
+    ) -> None:
+        topic_events = new.setdefault(event.topic, [])
+        waiting.append((outcomes, len(outcomes), event.topic, len(topic_events)))
+        topic_events.append(event)
+        outcomes.append(None)
+        tally.usage.add(event.topic, event.size)
+
+    def _known(self, event_id: str, seen: dict[str, tuple[str, int, bytes]]) -> Known | None:
+        """What the log knows of a client id (not counting this commit's own events)."""
         if event_id in seen:
-            seq, fingerprint, published_ms = seen[event_id]
-            return seq, fingerprint, published_ms, None
-        pending = self._sql.find_pending(event_id)
-        if pending is not None:
-            return pending[0], pending[1], pending[2], None
-        delivered = self._sql.find_delivered(event_id)
-        if delivered is not None:
-            seq, fingerprint, partition, offset, published_ms = delivered
-            return seq, fingerprint, published_ms, KafkaPosition(partition, offset)
-        parked = self._sql.find_parked(event_id) if self.parked_rows else None
-        if parked is not None:
-            return parked[0], parked[1], parked[2], None
-        return None
+            return Known(0, seen[event_id][2], 0, False, None)  # only asked whether it is known
+        known = self._sql.find_client_id(event_id)
+        if known is None:
+            known = self._sql.find_assigned_id(event_id)
+        if known is None and self.parked_rows:
+            known = self._sql.find_parked(event_id)
+        return known
 
     def _rollback(self) -> None:
         # SQLite may have rolled back already (it does on SQLITE_FULL in some states).
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("ROLLBACK")
+
+
+#: The outcome of an event repeated within its commit, until its sequence is known.
+_REPEAT: Outcome = Accepted("", 0, True, 0)
+
+
+def _conflict(event_id: str) -> EventIdConflict:
+    return EventIdConflict(f"event_id {event_id!r} was already published with other content")
 
 
 def _disk_full_error() -> DiskFull:
