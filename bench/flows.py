@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import statistics
@@ -16,13 +15,17 @@ from bench import rawkafka
 from bench.profiling import Profile
 from bench.scenarios import QUICK_EXIT, Ctx, ferry_probe, measure, publish, settle, usage
 from bench.stats import run_record, summarize
-from sidecar.wal.store import connect
+from sidecar.ids import new_id_block
+from sidecar.model import OutgoingEvent
+from sidecar.wal.slices import SliceBuilder
+from sidecar.wal.store import Statements, connect
 from testkit.ferry_process import FerryProcess
 
 RECOVERY_TIMEOUT_S = 900.0
 LINGER_WAIT_S = 1.2  # a subscription lingers 1 s (FERRY_ARGS) after its stream, then leaves
 #: WAL depth under which the latency probe of scenario 6 stops (its own events are below it).
 PROBE_STOP_DEPTH = 1000
+FILL_SLICE = 1000  # events per slice of a pre-filled backlog
 
 
 def subscribe(ctx: Ctx) -> dict[str, Any]:
@@ -127,18 +130,20 @@ def payload_sizes(ctx: Ctx) -> dict[str, Any]:
 
 
 def fill_wal(data_dir: Path, topic: str, rows: int, payload: int) -> float:
-    """Write `rows` pending events straight into a fresh WAL (Ferry's schema, not running)."""
+    """Write `rows` pending events straight into a fresh WAL (Ferry's schema, not running),
+    in slices of a thousand with ids Ferry assigned, as its writer would."""
     t0 = time.monotonic()
     data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     conn = connect(data_dir)
     try:
-        body, digest = os.urandom(payload), hashlib.blake2b(b"bench", digest_size=16).digest()
+        body, now_ms = os.urandom(payload), int(time.time() * 1000)
+        sql = Statements(conn)
         conn.execute("BEGIN")
-        conn.executemany(
-            "INSERT INTO events (event_id, topic, key, payload, headers, digest, size)"
-            " VALUES (?, ?, NULL, ?, '[]', ?, ?)",
-            ((f"bench-backlog-{i:09d}", topic, body, digest, payload) for i in range(rows)),
-        )
+        for first in range(0, rows, FILL_SLICE):
+            builder = SliceBuilder(first + 1)
+            for event_id in new_id_block(min(FILL_SLICE, rows - first)).ids():
+                builder.add(OutgoingEvent(event_id, topic, None, body, (), assigned_id=True))
+            sql.insert_slices([builder.row(topic, now_ms)], [])
         conn.execute("COMMIT")
     finally:
         conn.close()

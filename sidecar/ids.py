@@ -22,15 +22,15 @@ COUNTER_BITS = 12
 
 
 class IdBlock(NamedTuple):
-    """`count` ids with consecutive stamps from `first`, all with the same tail."""
+    """`size` ids with consecutive stamps from `first`, all with the same tail."""
 
     first: int
-    count: int
+    size: int
     tail: str
 
     def ids(self) -> list[str]:
         tail = self.tail
-        return [format_id(stamp, tail) for stamp in range(self.first, self.first + self.count)]
+        return [format_id(stamp, tail) for stamp in range(self.first, self.first + self.size)]
 
 
 class EventIds:

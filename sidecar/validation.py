@@ -14,7 +14,8 @@ from functools import lru_cache
 from google.protobuf import duration_pb2
 
 from sidecar.errors import InvalidArgument, TopicNotAllowed
-from sidecar.model import Headers, OutgoingEvent, new_event_id
+from sidecar.ids import new_event_id
+from sidecar.model import Headers, OutgoingEvent
 
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
 SUBSCRIPTION_RE = re.compile(r"[a-zA-Z0-9._-]{1,200}")

@@ -14,7 +14,7 @@ def last_sequence(data_dir: Path) -> int:
         return 0
     conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'events'").fetchone()
+        row = conn.execute("SELECT seq FROM sqlite_sequence WHERE name = 'slices'").fetchone()
         return int(row[0]) if row else 0
     finally:
         conn.close()

@@ -92,7 +92,9 @@ class PublishService:
             waiting = [
                 f
                 for f, o in zip(futures, outcomes, strict=True)
-                if isinstance(o, Accepted) and o.position is None
+                # Delivered without a known position: an id Ferry assigned, sent back after its
+                # slice retired (the log keeps no per-event position for those).
+                if isinstance(o, Accepted) and o.position is None and not o.delivered
             ]
             if waiting:
                 _, not_done = await asyncio.wait(waiting, timeout=kafka_wait_s)

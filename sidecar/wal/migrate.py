@@ -17,6 +17,8 @@ from sidecar.model import Headers, OutgoingEvent
 from sidecar.wal.digest import event_digest
 from sidecar.wal.schema import (
     SCHEMA_VERSION,
+    SLICE_COLUMNS,
+    SLICE_VALUES,
     UNKNOWN_DIGEST,
     create_schema,
     decode_headers,
@@ -63,7 +65,7 @@ def _lift(conn: sqlite3.Connection, version: int) -> None:
         f"SELECT seq, event_id, topic, key, payload, headers, digest, size, {published}"
         " FROM old_events ORDER BY seq"
     ).fetchall()
-    for seq, event_id, topic, key, payload, stored_headers, digest, size, ms in rows:
+    for seq, event_id, topic, key, payload, stored_headers, digest, _size, ms in rows:
         if version == 0:
             # Version 0 kept header values as text and digested other bytes.
             headers: Headers = tuple(
@@ -75,9 +77,7 @@ def _lift(conn: sqlite3.Connection, version: int) -> None:
         builder = SliceBuilder(int(seq))
         builder.add(OutgoingEvent(event_id, topic, key, payload, headers))
         conn.execute(
-            "INSERT INTO slices (last_seq, first_seq, topic, events, size, published_ms)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (seq, seq, topic, builder.blob(), size, ms),
+            f"INSERT INTO slices ({SLICE_COLUMNS}) VALUES ({SLICE_VALUES})", builder.row(topic, ms)
         )
         conn.execute(
             "INSERT INTO client_ids (event_id, digest, seq, published_ms) VALUES (?, ?, ?, ?)",

@@ -1,12 +1,23 @@
 """A read-only look into a log from outside the sidecar (tests, benchmarks, fault runs, and
-later the admin view): safe while Ferry runs, it takes no lock and writes nothing."""
+later the admin view): safe while Ferry runs, it takes no lock and writes nothing.
+
+"Pending" means above its topic's settled watermark: the part of a slice at or below the
+watermark is delivered (or parked) and only waits for the rest of its slice to retire.
+"""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+from sidecar.model import PendingEvent
+from sidecar.wal.slices import StoredSlice, decode_runs, decode_slice
 from sidecar.wal.store import DB_NAME
+
+_ABOVE_WATERMARK = (
+    " FROM slices s LEFT JOIN lanes l ON l.topic = s.topic"
+    " WHERE s.last_seq > COALESCE(l.settled_to, 0)"
+)
 
 
 def _query(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
@@ -21,11 +32,36 @@ def _query(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
 
 
 def pending_rows(data_dir: Path) -> int:
-    """Events still in the log (not yet acknowledged by Kafka and retired)."""
-    rows = _query(data_dir, "SELECT COUNT(*) FROM events")
-    return int(str(rows[0][0])) if rows else 0
+    """Events still in the log that Kafka has not acknowledged (nor refused for good)."""
+    rows = _query(
+        data_dir,
+        "SELECT SUM(s.last_seq - MAX(s.first_seq, COALESCE(l.settled_to, 0) + 1) + 1)"
+        + _ABOVE_WATERMARK,
+    )
+    return int(str(rows[0][0] or 0)) if rows else 0
 
 
 def pending_event_ids(data_dir: Path) -> list[str]:
-    """Event ids of the events still in the log, oldest first."""
-    return [str(r[0]) for r in _query(data_dir, "SELECT event_id FROM events ORDER BY seq")]
+    """Event ids of the pending events, oldest first."""
+    return [e.event_id for e in pending_events(data_dir)]
+
+
+def pending_events(data_dir: Path) -> list[PendingEvent]:
+    """The pending events, oldest first."""
+    rows = _query(
+        data_dir,
+        "SELECT s.first_seq, s.last_seq, s.topic, s.events, s.ids_tail, s.ids_runs,"
+        " s.published_ms, COALESCE(l.settled_to, 0)" + _ABOVE_WATERMARK,
+    )
+    events: list[PendingEvent] = []
+    for first, last, topic, blob, tail, runs, published_ms, settled_to in rows:
+        stored = StoredSlice(
+            int(str(first)),
+            int(str(last)),
+            str(topic),
+            bytes(blob),  # type: ignore[call-overload]
+            decode_runs(tail, runs),  # type: ignore[arg-type]
+            int(str(published_ms)),
+        )
+        events.extend(decode_slice(stored, int(str(settled_to))))
+    return sorted(events, key=lambda e: e.sequence)

@@ -74,6 +74,11 @@ CREATE TABLE IF NOT EXISTS parked (
     parked_at REAL NOT NULL
 );
 """
+#: The columns of a slice row, in the order slices.SliceRow holds them.
+SLICE_COLUMNS = (
+    "last_seq, first_seq, topic, events, ids_tail, ids_runs, ids_high, size, published_ms"
+)
+SLICE_VALUES = "?, ?, ?, ?, ?, ?, ?, ?, ?"
 #: A client id whose content fingerprint is not known (logged by an older release, or an id
 #: Ferry assigned that a client sent back to retry): a publish of it is answered as a
 #: duplicate, never as a conflict.

@@ -19,6 +19,9 @@ from sidecar._gen.ferry.v1 import publisher_pb2, record_pb2
 from sidecar.ids import format_id, parse_id
 from sidecar.model import Headers, OutgoingEvent, PendingEvent
 
+#: last_seq, first_seq, topic, events, ids_tail, ids_runs, ids_high, size, published_ms
+SliceRow = tuple[int, int, str, bytes, str | None, str | None, int | None, int, int]
+
 _EVENT_TAG = b"\x0a"  # field 1, length-delimited: one event of a PublishBatchRequest
 _EVENT_ID_TAG = b"\x2a"  # ferry.v1.Event.event_id (field 5), length-delimited
 
@@ -141,6 +144,21 @@ class SliceBuilder:
 
     def blob(self) -> bytes:
         return b"".join(self.parts)
+
+    def row(self, topic: str, published_ms: int) -> SliceRow:
+        """The slice as the `slices` table holds it."""
+        ids = self.ids()
+        return (
+            self.last_seq,
+            self.first_seq,
+            topic,
+            self.blob(),
+            ids.tail if ids else None,
+            ids.encode_runs() if ids else None,
+            ids.high if ids else None,
+            self.size,
+            published_ms,
+        )
 
 
 class StoredSlice(NamedTuple):

@@ -24,15 +24,22 @@ from sidecar.wal.digest import event_digest
 from sidecar.wal.migrate import migrate
 from sidecar.wal.schema import (
     SCHEMA_VERSION,
+    SLICE_COLUMNS,
+    SLICE_VALUES,
     UNKNOWN_DIGEST,
     create_schema,
     decode_headers,
     encode_headers,
 )
-from sidecar.wal.slices import SliceBuilder, StoredSlice, decode_runs, decode_slice, sequence_of
+from sidecar.wal.slices import (
+    SliceBuilder,
+    SliceRow,
+    StoredSlice,
+    decode_runs,
+    decode_slice,
+    sequence_of,
+)
 
-#: last_seq, first_seq, topic, events, ids_tail, ids_runs, ids_high, size, published_ms
-SliceRow = tuple[int, int, str, bytes, str | None, str | None, int | None, int, int]
 #: event_id, digest, seq, published_ms
 ClientIdRow = tuple[str, bytes, int, int]
 
@@ -194,14 +201,11 @@ class Statements:
 
     def insert_slices(self, slices: Sequence[SliceRow], client_ids: Sequence[ClientIdRow]) -> None:
         self.conn.executemany(
-            "INSERT INTO slices (last_seq, first_seq, topic, events, ids_tail, ids_runs,"
-            " ids_high, size, published_ms) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            slices,
+            f"INSERT INTO slices ({SLICE_COLUMNS}) VALUES ({SLICE_VALUES})", slices
         )
         if client_ids:
             self.conn.executemany(
-                "INSERT OR REPLACE INTO client_ids (event_id, digest, seq, published_ms)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO client_ids (event_id, digest, seq, published_ms) VALUES (?, ?, ?, ?)",
                 client_ids,
             )
 
@@ -357,13 +361,11 @@ class Statements:
             f"SELECT {PARKED_COLUMNS} FROM parked WHERE ?1 IS NULL OR topic = ?1 ORDER BY seq",
             (topic,),
         ).fetchall()
-        for _, event_id, topic_, key, payload, headers, _, size, published_ms in rows:
+        for _, event_id, topic_, key, payload, headers, _, _size, published_ms in rows:
             seq += 1
             builder = SliceBuilder(seq)
             builder.add(_parked_event(event_id, topic_, key, payload, headers))
-            self.insert_slices(
-                [(seq, seq, topic_, builder.blob(), None, None, None, size, published_ms)], []
-            )
+            self.insert_slices([builder.row(topic_, published_ms)], [])
             self.conn.execute("UPDATE client_ids SET seq = ? WHERE event_id = ?", (seq, event_id))
         self.conn.execute("DELETE FROM parked WHERE ?1 IS NULL OR topic = ?1", (topic,))
         return len(rows)

@@ -41,12 +41,11 @@ from sidecar.wal.checkpoint import WalBound
 from sidecar.wal.digest import event_digest
 from sidecar.wal.reserve import DiskReserve
 from sidecar.wal.schema import UNKNOWN_DIGEST, encode_headers
-from sidecar.wal.slices import SliceBuilder
+from sidecar.wal.slices import SliceBuilder, SliceRow
 from sidecar.wal.store import (
     DB_NAME,
     ClientIdRow,
     Known,
-    SliceRow,
     Statements,
     connect,
     lock_directory,
@@ -413,20 +412,7 @@ class WalWriter:
                 if not event.assigned_id:
                     client_ids.append((event.event_id, digests[(topic, index)], seq, now_ms))
             client_ids.extend((i, UNKNOWN_DIGEST, s, now_ms) for i, s in builder.kept_ids)
-            ids = builder.ids()
-            slices.append(
-                (
-                    builder.last_seq,
-                    builder.first_seq,
-                    topic,
-                    builder.blob(),
-                    ids.tail if ids else None,
-                    ids.encode_runs() if ids else None,
-                    ids.high if ids else None,
-                    builder.size,
-                    now_ms,
-                )
-            )
+            slices.append(builder.row(topic, now_ms))
             tally.seq = builder.last_seq
         if slices:
             self._sql.insert_slices(slices, client_ids)

@@ -82,16 +82,16 @@ async def test_rows_whose_retirement_failed_are_retired_later(
 ) -> None:
     """Found by disk-full (1857 delivered rows left in the log). Fails on 476e669; passes
     since 1c23442 (retirements that meet a full disk are queued again)."""
-    real_retire = store.Statements.retire
+    real_retire = store.Statements.retire_lane
     failures = {"left": 1}
 
-    def retire_failing_once(self: store.Statements, *args: Any, **kw: Any) -> tuple[int, int]:
+    def retire_failing_once(self: store.Statements, *args: Any, **kw: Any) -> list[int]:
         if failures["left"]:
             failures["left"] -= 1
             raise sqlite3.OperationalError("database or disk is full")
         return real_retire(self, *args, **kw)
 
-    monkeypatch.setattr(store.Statements, "retire", retire_failing_once)
+    monkeypatch.setattr(store.Statements, "retire_lane", retire_failing_once)
     committed = CommittedRows()
     writer = WalWriter(
         tmp_path / "wal", WalLimits(1000, 1 << 30, 3600.0), on_commit=committed.report

@@ -18,7 +18,15 @@ from sidecar.errors import (
     ShuttingDown,
     WalFull,
 )
-from sidecar.model import Accepted, AckLevel, Delivered, KafkaPosition, OutgoingEvent, Rejected
+from sidecar.model import (
+    Accepted,
+    AckLevel,
+    Delivered,
+    KafkaPosition,
+    OutgoingEvent,
+    Rejected,
+    Settlement,
+)
 from sidecar.publish.kafka_waiters import KafkaAckWaiters
 from sidecar.publish.service import PublishService
 from sidecar.wal.writer import WalLimits, WalWriter
@@ -47,8 +55,14 @@ class Rig:
         thread.start()
         thread.join()
 
-    async def retire(self, *delivered: Delivered) -> None:
-        await asyncio.wrap_future(self.writer.retire(list(delivered)))
+    async def retire(self, *delivered: Delivered, topic: str = "orders") -> None:
+        """Settle `topic` up to the highest of `delivered`, as the forwarder reports it."""
+        settlement = Settlement(
+            {topic: max(d.sequence for d in delivered)},
+            [(d.event_id, d.position) for d in delivered],
+            [],
+        )
+        await asyncio.wrap_future(self.writer.retire(settlement))
 
 
 @pytest.fixture
@@ -163,7 +177,7 @@ async def test_duplicate_already_delivered_returns_its_position_without_waiting(
     await rig.retire(Delivered(1, "a", KafkaPosition(4, 44)))
     # A wait this short would time out if publish() waited for anything.
     outcomes = await rig.publish.publish([ev("a")], AckLevel.KAFKA, 0.001)
-    assert outcomes == [Accepted("a", 1, True, T, KafkaPosition(4, 44))]
+    assert outcomes == [Accepted("a", 1, True, T, KafkaPosition(4, 44), delivered=True)]
     assert waiting_count(rig.waiters) == 0
 
 
@@ -175,7 +189,7 @@ async def test_mixed_batch_waits_only_for_what_is_not_delivered(rig: Rig) -> Non
     assert not task.done()
     rig.deliver_from_another_thread(Delivered(2, "new", KafkaPosition(0, 2)))
     assert await asyncio.wait_for(task, 2) == [
-        Accepted("old", 1, True, T, KafkaPosition(0, 1)),
+        Accepted("old", 1, True, T, KafkaPosition(0, 1), delivered=True),
         Accepted("new", 2, False, T, KafkaPosition(0, 2)),
     ]
 

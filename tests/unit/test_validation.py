@@ -12,7 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import InvalidArgument
-from sidecar.model import EventIds, OutgoingEvent
+from sidecar.ids import EventIds
+from sidecar.model import OutgoingEvent
 from sidecar.validation import (
     MAX_HEADER_NAME,
     EventLimits,

@@ -20,8 +20,8 @@ from sidecar.errors import (
     StorageFailure,
     WalFull,
 )
-from sidecar.model import Accepted, Delivered, KafkaPosition, OutgoingEvent, Rejected
-from sidecar.wal import store
+from sidecar.model import Accepted, Delivered, KafkaPosition, OutgoingEvent, Rejected, Settlement
+from sidecar.wal import peek, store
 from sidecar.wal.store import DB_NAME, LOCK_NAME, Statements, connect
 from sidecar.wal.writer import SQLITE_FULL, WalLimits, WalWriter, _storage_error
 
@@ -60,12 +60,8 @@ def make_writer(data_dir: Path) -> Iterator[MakeWriter]:
 
 
 def rows_in(data_dir: Path) -> list[tuple[int, str]]:
-    """What is in the events table, read through a separate connection."""
-    conn = sqlite3.connect(data_dir / DB_NAME)
-    try:
-        return [(int(r[0]), r[1]) for r in conn.execute("SELECT seq, event_id FROM events")]
-    finally:
-        conn.close()
+    """The pending events (sequence, id), read through a separate connection."""
+    return [(e.sequence, e.event_id) for e in peek.pending_events(data_dir)]
 
 
 def delivered_in(data_dir: Path) -> dict[str, tuple[int, int, int]]:
@@ -74,15 +70,19 @@ def delivered_in(data_dir: Path) -> dict[str, tuple[int, int, int]]:
         return {
             r[0]: (int(r[1]), int(r[2]), int(r[3]))
             for r in conn.execute(
-                "SELECT event_id, seq, partition, kafka_offset FROM delivered_ids"
+                "SELECT event_id, seq, partition, kafka_offset FROM client_ids"
+                " WHERE delivered_at IS NOT NULL"
             )
         }
     finally:
         conn.close()
 
 
-async def retire(writer: WalWriter, *delivered: Delivered) -> None:
-    await asyncio.wait_for(asyncio.wrap_future(writer.retire(list(delivered))), 5)
+async def retire(writer: WalWriter, settled_to: dict[str, int], *delivered: Delivered) -> None:
+    """Report what the forwarder would: each topic settled up to a sequence, and the
+    (client-supplied) ids Kafka acknowledged."""
+    ids = [(d.event_id, d.position) for d in delivered]
+    await asyncio.wait_for(asyncio.wrap_future(writer.retire(Settlement(settled_to, ids, []))), 5)
 
 
 def accepted(outcome: object) -> Accepted:
@@ -245,18 +245,18 @@ async def test_assigned_ids_skip_the_dedupe_lookup(
     make_writer: MakeWriter, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     lookups: list[str] = []
-    real_pending, real_delivered = Statements.find_pending, Statements.find_delivered
+    real_client, real_assigned = Statements.find_client_id, Statements.find_assigned_id
 
-    def find_pending(self: Statements, event_id: str) -> object:
+    def find_client_id(self: Statements, event_id: str) -> object:
         lookups.append(event_id)
-        return real_pending(self, event_id)
+        return real_client(self, event_id)
 
-    def find_delivered(self: Statements, event_id: str) -> object:
+    def find_assigned_id(self: Statements, event_id: str) -> object:
         lookups.append(event_id)
-        return real_delivered(self, event_id)
+        return real_assigned(self, event_id)
 
-    monkeypatch.setattr(Statements, "find_pending", find_pending)
-    monkeypatch.setattr(Statements, "find_delivered", find_delivered)
+    monkeypatch.setattr(Statements, "find_client_id", find_client_id)
+    monkeypatch.setattr(Statements, "find_assigned_id", find_assigned_id)
     writer = make_writer()
     outcomes = await writer.append([ev(f"assigned-{i}", assigned=True) for i in range(5)])
     assert [accepted(o).sequence for o in outcomes] == [1, 2, 3, 4, 5]
@@ -296,7 +296,11 @@ async def test_row_cap_refuses_the_whole_request(make_writer: MakeWriter, data_d
     assert accepted(outcome).sequence == 3
     with pytest.raises(WalFull):
         await writer.append([ev("d")])
-    await retire(writer, Delivered(1, "a", KafkaPosition(0, 0)))
+    # A slice leaves the log whole: "a" and "b" came in one commit.
+    await retire(writer, {"orders": 1}, Delivered(1, "a", KafkaPosition(0, 0)))
+    with pytest.raises(WalFull):
+        await writer.append([ev("d")])
+    await retire(writer, {"orders": 2}, Delivered(2, "b", KafkaPosition(0, 1)))
     assert accepted((await writer.append([ev("d")]))[0]).sequence == 4  # room again
 
 
@@ -327,32 +331,36 @@ async def test_retire_removes_rows_and_remembers_positions(
     await writer.append(events)
     await retire(
         writer,
+        {"orders": 1, "t2": 3},
         Delivered(1, "a", KafkaPosition(2, 40)),
         Delivered(3, "c", KafkaPosition(0, 7)),
     )
     assert rows_in(data_dir) == [(2, "b")]
-    assert writer.pending_rows == 1
-    assert writer.pending_bytes == events[1].size
+    # "a" and "b" share a slice, which retires whole once "b" is settled too.
+    assert writer.pending_rows == 2
+    assert writer.pending_bytes == events[0].size + events[1].size
     assert delivered_in(data_dir) == {"a": (1, 2, 40), "c": (3, 0, 7)}
 
     # A later duplicate is answered with the stored position and sequence; nothing is written.
     [dup] = await writer.append([ev("a", payload=b"1")])
-    assert accepted(dup) == Accepted("a", 1, True, T, KafkaPosition(2, 40))
-    assert writer.pending_rows == 1
+    assert accepted(dup) == Accepted("a", 1, True, T, KafkaPosition(2, 40), delivered=True)
+    assert writer.pending_rows == 2
     # Other content under a delivered id is still a conflict.
     [conflict] = await writer.append([ev("c", topic="t2", payload=b"different")])
     assert isinstance(conflict, Rejected)
     assert isinstance(conflict.error, EventIdConflict)
 
     # A repeated delivery report of a retired row changes nothing.
-    await retire(writer, Delivered(1, "a", KafkaPosition(2, 40)))
-    assert (writer.pending_rows, writer.pending_bytes) == (1, events[1].size)
+    await retire(writer, {"t2": 3}, Delivered(3, "c", KafkaPosition(0, 7)))
+    assert (writer.pending_rows, writer.pending_bytes) == (2, events[0].size + events[1].size)
+    await retire(writer, {"orders": 2}, Delivered(2, "b", KafkaPosition(2, 41)))
+    assert (writer.pending_rows, writer.pending_bytes, rows_in(data_dir)) == (0, 0, [])
 
 
 async def test_zero_dedupe_window_keeps_no_ids(make_writer: MakeWriter, data_dir: Path) -> None:
     writer = make_writer(WalLimits(max_rows=100, max_bytes=1 << 20, dedupe_window_s=0))
     await writer.append([ev("a")])
-    await retire(writer, Delivered(1, "a", KafkaPosition(0, 1)))
+    await retire(writer, {"orders": 1}, Delivered(1, "a", KafkaPosition(0, 1)))
     assert delivered_in(data_dir) == {}
     [again] = await writer.append([ev("a")])
     assert accepted(again) == Accepted("a", 2, False, T)
@@ -364,7 +372,7 @@ async def test_old_delivered_ids_are_pruned(make_writer: MakeWriter, data_dir: P
         WalLimits(max_rows=100, max_bytes=1 << 20, dedupe_window_s=100), wall_clock=lambda: now[0]
     )
     await writer.append([ev("a")])
-    await retire(writer, Delivered(1, "a", KafkaPosition(0, 5)))
+    await retire(writer, {"orders": 1}, Delivered(1, "a", KafkaPosition(0, 5)))
     now[0] = 1_090.0  # inside the window, and a prune runs (last one was 90 s ago)
     await writer.append([ev("x1")])
     assert "a" in delivered_in(data_dir)
@@ -393,7 +401,7 @@ async def test_retire_after_close_fails_fast(make_writer: MakeWriter) -> None:
     writer = make_writer()
     await writer.append([ev("a")])
     writer.close()
-    future = writer.retire([Delivered(1, "a", KafkaPosition(0, 0))])
+    future = writer.retire(Settlement({"orders": 1}, [("a", KafkaPosition(0, 0))], []))
     with pytest.raises(ShuttingDown):
         future.result(timeout=0.5)
 
@@ -428,19 +436,24 @@ async def test_reopen_keeps_pending_rows_and_never_reuses_sequences(
     make_writer: MakeWriter, data_dir: Path
 ) -> None:
     writer = make_writer()
-    await writer.append([ev("a"), ev("b", payload=b"bb"), ev("c")])
-    await retire(writer, Delivered(3, "c", KafkaPosition(0, 0)))  # retire the highest
+    await writer.append([ev("a"), ev("b", payload=b"bb")])
+    await writer.append([ev("c")])
+    await writer.append([ev("x", topic="t2", payload=b"xx")])
+    delivered = [Delivered(n + 1, i, KafkaPosition(0, n)) for n, i in enumerate("abc")]
+    await retire(writer, {"orders": 3}, *delivered)  # up to the highest "orders" sequence
     writer.close()
 
     reopened = make_writer()
-    assert reopened.pending_rows == 2
-    assert reopened.pending_bytes == ev("a").size + ev("b", payload=b"bb").size
+    assert reopened.pending_rows == 1
+    assert reopened.pending_bytes == ev("x", topic="t2", payload=b"xx").size
+    assert rows_in(data_dir) == [(4, "x")]
     [outcome] = await reopened.append([ev("d")])
-    assert accepted(outcome).sequence == 4  # not 3: AUTOINCREMENT never hands a number out twice
+    assert accepted(outcome).sequence == 5  # AUTOINCREMENT never hands a number out twice
     [dup] = await reopened.append([ev("b", payload=b"bb")])
-    assert accepted(dup) == Accepted("b", 2, True, T)  # dedupe survives a restart
-    [delivered] = await reopened.append([ev("c")])
-    assert accepted(delivered).position == KafkaPosition(0, 0)
+    # Dedupe survives a restart, with where Kafka stored the event.
+    assert accepted(dup) == Accepted("b", 2, True, T, KafkaPosition(0, 1), delivered=True)
+    [pending] = await reopened.append([ev("x", topic="t2", payload=b"xx")])
+    assert accepted(pending) == Accepted("x", 4, True, T)
 
 
 async def test_on_commit_gets_the_highest_sequence_per_topic(make_writer: MakeWriter) -> None:
@@ -449,9 +462,10 @@ async def test_on_commit_gets_the_highest_sequence_per_topic(make_writer: MakeWr
     await writer.append(
         [ev("a1", topic="t1"), ev("b1", topic="t2"), ev("a2", topic="t1"), ev("c1", topic="t3")]
     )
-    assert calls == [{"t1": 3, "t2": 2, "t3": 4}]
+    # One slice per topic, its sequences consecutive: t1's two events come first.
+    assert calls == [{"t1": 2, "t2": 3, "t3": 4}]
     await writer.append([ev("a1", topic="t1")])  # only a duplicate: nothing new to forward
-    await retire(writer, Delivered(1, "a1", KafkaPosition(0, 0)))
+    await retire(writer, {"t1": 1}, Delivered(1, "a1", KafkaPosition(0, 0)))
     assert len(calls) == 1
     await writer.append([ev("b2", topic="t2")])
     assert calls[-1] == {"t2": 5}
