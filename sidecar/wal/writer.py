@@ -28,24 +28,19 @@ import structlog
 from sidecar import failpoints
 from sidecar.errors import (
     DiskFull,
-    EventIdConflict,
     FerryError,
     ShuttingDown,
     StorageFailure,
 )
 from sidecar.lifecycle import supervised
-from sidecar.model import Accepted, Outcome, OutgoingEvent, Rejected, Settlement
-from sidecar.wal.admission import Admission, Usage
+from sidecar.model import Outcome, OutgoingEvent, Settlement
+from sidecar.wal.admission import Admission
+from sidecar.wal.appends import Appender, Tally
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.checkpoint import WalBound
-from sidecar.wal.digest import event_digest
 from sidecar.wal.reserve import DiskReserve
-from sidecar.wal.schema import UNKNOWN_DIGEST, encode_headers
-from sidecar.wal.slices import SliceBuilder, SliceRow
 from sidecar.wal.store import (
     DB_NAME,
-    ClientIdRow,
-    Known,
     Statements,
     connect,
     lock_directory,
@@ -76,14 +71,6 @@ class _Append:
     events: Sequence[OutgoingEvent]
     future: asyncio.Future[list[Outcome]]
     loop: asyncio.AbstractEventLoop
-
-
-@dataclass(slots=True)
-class _Tally:
-    """The log's usage and last sequence as a transaction goes; kept only if it commits."""
-
-    usage: Usage
-    seq: int
 
 
 _STOP = object()
@@ -118,7 +105,8 @@ class WalWriter:
         self._lock_handle = lock_directory(data_dir)
         self._conn = connect(data_dir)
         self._sql = Statements(self._conn)
-        self._admission = Admission(limits.max_rows, limits.max_bytes, limits.topic_share)
+        admission = Admission(limits.max_rows, limits.max_bytes, limits.topic_share)
+        self._appender = Appender(self._sql, admission)
         self._usage = self._sql.usage()
         self.parked_rows = self._sql.parked_count()
         self._last_seq = self._sql.last_sequence()
@@ -288,7 +276,7 @@ class WalWriter:
         if not appends and taken.empty and not prune:
             return
         results: list[list[Outcome] | FerryError] = []
-        tally = _Tally(self._usage.copy(), self._last_seq)
+        tally = Tally(self._usage.copy(), self._last_seq)
         parked = 0
         pruned = 0
         topic_max: dict[str, int] = {}
@@ -297,7 +285,9 @@ class WalWriter:
             if not taken.empty:
                 parked = self._record_settlements(taken, tally, now)
             if appends:
-                results, topic_max = self._log_appends(appends, tally, int(now * 1000))
+                results, topic_max = self._appender.log(
+                    [a.events for a in appends], tally, int(now * 1000), self.parked_rows
+                )
             if prune:
                 cutoff = now - self._limits.dedupe_window_s
                 pruned = self._sql.forget_delivered_before(cutoff, PRUNE_ROWS)
@@ -373,7 +363,7 @@ class WalWriter:
                 wal_bytes=self._wal.size(),
             )
 
-    def _record_settlements(self, taken: RetireSlice, tally: _Tally, now: float) -> int:
+    def _record_settlements(self, taken: RetireSlice, tally: Tally, now: float) -> int:
         """Retire slices up to each watermark, remember delivered ids, park refused events;
         return how many events were parked."""
         keep_ids = self._limits.dedupe_window_s > 0
@@ -386,135 +376,10 @@ class WalWriter:
             self._sql.record_deliveries(taken.delivered_ids, now, keep_ids)
         return parked
 
-    def _log_appends(
-        self, appends: Sequence[_Append], tally: _Tally, now_ms: int
-    ) -> tuple[list[list[Outcome] | FerryError], dict[str, int]]:
-        """Decide every event's fate, then write the new ones as one slice per topic.
-
-        Sequences are handed out slice by slice, so each slice's are consecutive; an event
-        repeated within the commit answers with the sequence of its first occurrence."""
-        results: list[list[Outcome] | FerryError] = []
-        new: dict[str, list[OutgoingEvent]] = {}
-        seen: dict[str, tuple[str, int, bytes]] = {}  # client id: (topic, index in new, digest)
-        waiting: list[tuple[list[Outcome | None], int, str, int]] = []
-        for item in appends:
-            outcome = self._admit(item.events, seen, new, waiting, tally)
-            results.append(outcome)  # type: ignore[arg-type]  # the Nones are filled below
-        slices: list[SliceRow] = []
-        client_ids: list[ClientIdRow] = []
-        first_seq: dict[str, int] = {}
-        digests = {(t, i): d for t, i, d in seen.values()}
-        for topic, events in new.items():
-            builder = SliceBuilder(tally.seq + 1)
-            first_seq[topic] = builder.first_seq
-            for index, event in enumerate(events):
-                seq = builder.add(event)
-                if not event.assigned_id:
-                    client_ids.append((event.event_id, digests[(topic, index)], seq, now_ms))
-            client_ids.extend((i, UNKNOWN_DIGEST, s, now_ms) for i, s in builder.kept_ids)
-            slices.append(builder.row(topic, now_ms))
-            tally.seq = builder.last_seq
-        if slices:
-            self._sql.insert_slices(slices, client_ids)
-        for outcomes, position, topic, index in waiting:
-            event_id = new[topic][index].event_id
-            seq = first_seq[topic] + index
-            duplicate = outcomes[position] is not None
-            outcomes[position] = Accepted(event_id, seq, duplicate, now_ms)
-        return results, {s[2]: s[0] for s in slices}
-
-    def _admit(
-        self,
-        events: Sequence[OutgoingEvent],
-        seen: dict[str, tuple[str, int, bytes]],
-        new: dict[str, list[OutgoingEvent]],
-        waiting: list[tuple[list[Outcome | None], int, str, int]],
-        tally: _Tally,
-    ) -> list[Outcome | None] | FerryError:
-        """One request's outcomes; a new event's (and a repeat of one new in this commit) is
-        left None and noted in `waiting`, to be filled once sequences are handed out."""
-        refusal = self._admission.refusal(tally.usage, events)
-        if refusal is not None:
-            # Repeats of known events write nothing: only new ones need room under the cap.
-            fresh = [e for e in events if e.assigned_id or self._known(e.event_id, seen) is None]
-            refusal = self._admission.refusal(tally.usage, fresh) if fresh else None
-        if refusal is not None:
-            return refusal
-        outcomes: list[Outcome | None] = []
-        for event in events:
-            if event.assigned_id:
-                # An id Ferry assigned is new by construction: no look-up, no digest.
-                self._add_new(event, new, waiting, outcomes, tally)
-                continue
-            fingerprint = event_digest(
-                event.topic, event.key, event.payload, encode_headers(event.headers)
-            )
-            in_commit = seen.get(event.event_id)
-            if in_commit is not None:
-                topic, index, known_digest = in_commit
-                if known_digest != fingerprint:
-                    outcomes.append(Rejected(_conflict(event.event_id)))
-                else:
-                    outcomes.append(_REPEAT)
-                    waiting.append((outcomes, len(outcomes) - 1, topic, index))
-                continue
-            known = self._known(event.event_id, seen)
-            if known is not None:
-                if known.digest not in (fingerprint, UNKNOWN_DIGEST):
-                    outcomes.append(Rejected(_conflict(event.event_id)))
-                else:
-                    outcomes.append(
-                        Accepted(
-                            event.event_id,
-                            known.sequence,
-                            True,
-                            known.published_ms,
-                            known.position,
-                            known.delivered,
-                        )
-                    )
-                continue
-            seen[event.event_id] = (event.topic, len(new.get(event.topic, ())), fingerprint)
-            self._add_new(event, new, waiting, outcomes, tally)
-        return outcomes
-
-    @staticmethod
-    def _add_new(
-        event: OutgoingEvent,
-        new: dict[str, list[OutgoingEvent]],
-        waiting: list[tuple[list[Outcome | None], int, str, int]],
-        outcomes: list[Outcome | None],
-        tally: _Tally,
-    ) -> None:
-        topic_events = new.setdefault(event.topic, [])
-        waiting.append((outcomes, len(outcomes), event.topic, len(topic_events)))
-        topic_events.append(event)
-        outcomes.append(None)
-        tally.usage.add(event.topic, event.size)
-
-    def _known(self, event_id: str, seen: dict[str, tuple[str, int, bytes]]) -> Known | None:
-        """What the log knows of a client id (not counting this commit's own events)."""
-        if event_id in seen:
-            return Known(0, seen[event_id][2], 0, False, None)  # only asked whether it is known
-        known = self._sql.find_client_id(event_id)
-        if known is None:
-            known = self._sql.find_assigned_id(event_id)
-        if known is None and self.parked_rows:
-            known = self._sql.find_parked(event_id)
-        return known
-
     def _rollback(self) -> None:
         # SQLite may have rolled back already (it does on SQLITE_FULL in some states).
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("ROLLBACK")
-
-
-#: The outcome of an event repeated within its commit, until its sequence is known.
-_REPEAT: Outcome = Accepted("", 0, True, 0)
-
-
-def _conflict(event_id: str) -> EventIdConflict:
-    return EventIdConflict(f"event_id {event_id!r} was already published with other content")
 
 
 def _disk_full_error() -> DiskFull:
