@@ -71,8 +71,11 @@ def check_event(
     event_id: str,
     limits: EventLimits,
     field: str = "event",
+    new_id: str = "",
+    encoded: bytes = b"",
 ) -> OutgoingEvent:
-    """Validate one event and give it an id (a UUIDv7) if the client sent none."""
+    """Validate one event and give it an id if the client sent none: `new_id` (one of the
+    request's block, sidecar/ids.py), else a fresh UUIDv7."""
     try:
         _accepted_topic(topic, limits.topic_allowlist)
     except InvalidArgument:
@@ -82,12 +85,13 @@ def check_event(
     if headers:
         _check_headers(headers, limits, field)
     event = OutgoingEvent(
-        event_id=event_id or new_event_id(),
+        event_id=event_id or new_id or new_event_id(),
         topic=topic,
         key=key,
         payload=payload,
         headers=headers,
         assigned_id=not event_id,
+        encoded=encoded,
     )
     if event.size > limits.max_event_bytes:
         raise InvalidArgument(

@@ -14,6 +14,7 @@ from sidecar.api.publish_stream import PublishStreamCall
 from sidecar.errors import InvalidArgument
 from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
 from sidecar.publish.service import PublishService
+from sidecar.ids import new_id_block
 from sidecar.validation import EventLimits, check_event, duration_seconds
 
 MAX_KAFKA_WAIT_S = 600.0
@@ -85,10 +86,13 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             raise InvalidArgument("events", "must hold at least one event")
         if len(messages) > self._max_batch:
             raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
-        return [self._event(e, f"events[{i}]") for i, e in enumerate(messages)]
+        # One block of ids per request: consecutive, so the log stores them as a range.
+        ids = new_id_block(len(messages)).ids()
+        return [self._event(e, f"events[{i}]", ids[i]) for i, e in enumerate(messages)]
 
-    def _event(self, message: pb.Event, field: str) -> OutgoingEvent:
+    def _event(self, message: pb.Event, field: str, new_id: str = "") -> OutgoingEvent:
         has = message.HasField
+        # The log stores the event as the client encoded it (slices.py).
         return check_event(
             topic=message.topic,
             key=message.key if has("key") else None,
@@ -97,6 +101,8 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             event_id=message.event_id,
             limits=self._limits,
             field=field,
+            new_id=new_id,
+            encoded=message.SerializeToString(),
         )
 
     @staticmethod
