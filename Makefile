@@ -55,6 +55,7 @@ check: $(STAMP) go-tools
 	tmp=$$(mktemp -d) && buf generate proto --template proto/buf.gen.doc.yaml -o $$tmp && \
 	  { diff -u docs/api.md $$tmp/docs/api.md || { echo "docs/api.md is stale: run make api-docs"; exit 1; }; }
 	$(BIN)/python tools/check_wheel.py
+	$(BIN)/hadolint Dockerfile
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
