@@ -33,10 +33,11 @@ run: setup
 kafka-stop: $(STAMP)
 	$(BIN)/python -m testkit.kafka_local stop --dir data/kafka
 
-## make test: static checks, every test against one real Kafka (with the short fault suite),
-## then the quick benchmark subset so that the harness keeps working (no thresholds)
-test: setup check clients
-	$(BIN)/pytest tests
+## make test: static checks, the container image, every test (the image's included) against one
+## real Kafka (with the short fault suite), then the quick benchmark subset so that the harness
+## keeps working (no thresholds)
+test: setup check clients image
+	FERRY_IMAGE=$(IMAGE) STORAGE_DRIVER=$(BUILDAH_STORAGE_DRIVER) $(BIN)/pytest tests
 	$(MAKE) bench-quick
 
 test-unit: $(STAMP)
@@ -77,5 +78,6 @@ clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
 
 include clients/clients.mk
+include image.mk
 include bench/bench.mk
 include chaos/chaos.mk
