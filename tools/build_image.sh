@@ -64,7 +64,7 @@ trap 'rm -rf "$secrets"' EXIT
 } > "$secrets/pip.conf"
 touch "$secrets/pip-cert"
 
-buildah bud --isolation chroot --layers --quiet \
+buildah bud --isolation chroot --layers \
   "${build_args[@]}" \
   --secret "id=pip.conf,src=$secrets/pip.conf" \
   --secret "id=pip-cert,src=$secrets/pip-cert" \
