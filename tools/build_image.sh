@@ -16,11 +16,16 @@ stamp="build/image/$(echo "$image" | tr '/:' '__').stamp"
 version=$(python3 -c 'import tomllib; print(tomllib.load(open("pyproject.toml", "rb"))["project"]["version"])')
 revision=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 created=$(git log -1 --format=%cI 2>/dev/null || echo unknown)
+# The labels that name this build also go in as --label: buildah's layer cache does not see
+# a changed build argument in a LABEL instruction, and would keep the previous revision's.
 build_args=(
   --build-arg "BASE_IMAGE=$base"
   --build-arg "VERSION=$version"
   --build-arg "REVISION=$revision"
   --build-arg "CREATED=$created"
+  --label "org.opencontainers.image.version=$version"
+  --label "org.opencontainers.image.revision=$revision"
+  --label "org.opencontainers.image.created=$created"
 )
 
 # What the Dockerfile copies (.dockerignore keeps the rest of the tree out).
