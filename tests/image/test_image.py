@@ -4,7 +4,7 @@ log volume as the default data dir, no bytecode writes, OCI labels), what it lea
 compilers), and a run with a read-only root filesystem: as the non-root user, SERVING, publishing
 into the suite's Kafka, and draining to exit 0 on SIGTERM.
 
-Runs when $FERRY_IMAGE names a built image (`make image-test` and `make test` set it)."""
+Runs as root when $FERRY_IMAGE names a built image (`make image-test` and `make test` set it)."""
 
 from __future__ import annotations
 
@@ -37,6 +37,9 @@ pytestmark = [
     pytest.mark.integration,
     pytest.mark.skipif(
         not IMAGE, reason="$FERRY_IMAGE is unset: make image builds it, make image-test runs this"
+    ),
+    pytest.mark.skipif(
+        os.geteuid() != 0, reason="running the image (buildah, its mounts) needs root"
     ),
 ]
 
