@@ -196,9 +196,7 @@ class FerryApp:
         )
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
-        server, port = build_server(
-            publisher, subscriber, health, settings.listen, settings.max_request_bytes
-        )
+        server, port = build_server(publisher, subscriber, health, settings)
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)
@@ -211,6 +209,7 @@ class FerryApp:
         log.info(
             "ferry_started",
             port=port,
+            listen=settings.listen,
             pending_events=writer.pending_rows,
             shutdown_budget_s=app.budget.total_s,
             settings=settings.describe(),

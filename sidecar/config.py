@@ -9,6 +9,7 @@ message. Secrets (Kafka SASL passwords in `kafka_options`) are never shown:
 from __future__ import annotations
 
 import ipaddress
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -26,6 +27,9 @@ REQUEST_OVERHEAD_PER_EVENT = 2 * KIB
 #: The request's own fields (ack level, kafka_wait).
 REQUEST_OVERHEAD = 4 * KIB
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
+UNIX_SCHEME = "unix:"
+#: sun_path holds 108 bytes with its terminating NUL.
+MAX_SOCKET_PATH_BYTES = 107
 
 
 class Settings(BaseSettings):
@@ -33,7 +37,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid", frozen=True)
 
-    listen: str = Field("127.0.0.1:50051", description="gRPC listen address host:port")
+    listen: str = Field(
+        "127.0.0.1:50051",
+        description="gRPC listen address: host:port, or unix:///path/ferry.sock for a unix socket",
+    )
+    listen_socket_mode: str = Field(
+        "0600",
+        description="file mode (octal) of the unix socket; 0660 lets the socket's group connect",
+    )
     insecure_bind_all: bool = Field(
         False, description="allow a non-loopback listen address without TLS"
     )
@@ -142,11 +153,23 @@ class Settings(BaseSettings):
             raise ValueError("must be positive")
         return value
 
+    @field_validator("listen_socket_mode")
+    @classmethod
+    def _check_socket_mode(cls, value: str) -> str:
+        try:
+            mode = int(value.strip().removeprefix("0o"), 8)
+        except ValueError:
+            raise ValueError(f"expected an octal file mode such as 0660, got {value!r}") from None
+        if not 0 <= mode <= 0o777:
+            raise ValueError(f"expected an octal file mode up to 0777, got {value!r}")
+        return f"{mode:04o}"
+
     @model_validator(mode="after")
     def _check(self) -> Settings:
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ValueError(f"listen: expected host:port, got {self.listen!r}")
+        if self.listen.startswith(UNIX_SCHEME):
+            _check_socket_target(self.listen)
+        else:
+            _check_host_port(self.listen)
         if not (0 < self.max_event_bytes <= PRODUCER_MESSAGE_MAX_BYTES - 16 * KIB):
             raise ValueError(
                 "max_event_bytes must be positive and leave room under the producer's "
@@ -157,9 +180,13 @@ class Settings(BaseSettings):
                 "max_event_bytes x max_batch_events makes a request limit over gRPC's 2 GiB; "
                 "lower either"
             )
-        if not self.insecure_bind_all and not _is_loopback(host):
+        if (
+            self.listen_socket is None
+            and not self.insecure_bind_all
+            and not _is_loopback(self.listen_host)
+        ):
             raise ValueError(
-                f"listen: {host} is not a loopback address; Ferry has no TLS yet, "
+                f"listen: {self.listen_host} is not a loopback address; Ferry has no TLS yet, "
                 "so pass --insecure-bind-all to expose it"
             )
         for key in ("enable.idempotence", "acks", "bootstrap.servers"):
@@ -180,7 +207,21 @@ class Settings(BaseSettings):
 
     @property
     def listen_host(self) -> str:
+        """The host of a host:port listen address ("" for a unix socket)."""
+        if self.listen_socket is not None:
+            return ""
         return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_socket(self) -> Path | None:
+        """The unix socket's path when `listen` is unix:///abs/path or unix:relative/path."""
+        if not self.listen.startswith(UNIX_SCHEME):
+            return None
+        return Path(self.listen.removeprefix(UNIX_SCHEME).removeprefix("//"))
+
+    @property
+    def socket_mode(self) -> int:
+        return int(self.listen_socket_mode, 8)
 
     def librdkafka_options(self) -> dict[str, str]:
         """The extra librdkafka settings with their secret values revealed."""
@@ -191,6 +232,26 @@ class Settings(BaseSettings):
         shown = self.model_dump(mode="json")
         shown["kafka_options"] = dict.fromkeys(self.kafka_options, "***")
         return shown
+
+
+def _check_host_port(listen: str) -> None:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"listen: expected host:port or unix:///path/to/socket, got {listen!r}")
+
+
+def _check_socket_target(listen: str) -> None:
+    rest = listen.removeprefix(UNIX_SCHEME)
+    if rest.startswith("//") and not rest.startswith("///"):
+        raise ValueError(f"listen: a unix socket is unix:///absolute/path, got {listen!r}")
+    path = rest.removeprefix("//")
+    if not path or path.endswith("/"):
+        raise ValueError(f"listen: expected a socket file path after unix:, got {listen!r}")
+    if len(os.fsencode(path)) > MAX_SOCKET_PATH_BYTES:
+        raise ValueError(
+            f"listen: the socket path is longer than the {MAX_SOCKET_PATH_BYTES} bytes a unix "
+            f"socket address holds: {path!r}"
+        )
 
 
 def _is_loopback(host: str) -> bool:

@@ -53,7 +53,8 @@ def wait_serving(
 class FerryProcess:
     """`python -m sidecar serve` on a free loopback port, with its WAL under `data_dir` and its
     output appended to `log_path` (default: ``<data_dir>.log`` next to it). `args` and `env`
-    (extra environment) apply from the next `start`."""
+    (extra environment) apply from the next `start`. With `socket_path` it listens on that unix
+    socket instead of a port."""
 
     def __init__(
         self,
@@ -65,8 +66,10 @@ class FerryProcess:
         name: str = "ferry",
         children: Children | None = None,
         log_path: Path | None = None,
+        socket_path: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.socket_path = socket_path
         self.bootstrap = bootstrap
         self.args = list(args)
         self.env = env or {}
@@ -80,6 +83,9 @@ class FerryProcess:
 
     @property
     def address(self) -> str:
+        """The gRPC target: a loopback host:port, or unix:///path with `socket_path`."""
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path.resolve()}"
         return f"{HOST}:{self.port}"
 
     @property

@@ -15,9 +15,11 @@ from sidecar._gen.ferry.v1 import (
     subscriber_pb2,
     subscriber_pb2_grpc,
 )
+from sidecar.api.listener import bind
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.status import ErrorMappingInterceptor
 from sidecar.api.subscriber import SubscriberServicer
+from sidecar.config import Settings
 
 PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
 SUBSCRIBER = subscriber_pb2.DESCRIPTOR.services_by_name["Subscriber"].full_name
@@ -47,14 +49,13 @@ def build_server(
     publisher: PublisherServicer,
     subscriber: SubscriberServicer,
     health_: Health,
-    listen: str,
-    max_receive_bytes: int,
+    settings: Settings,
 ) -> tuple[grpc.aio.Server, int]:
-    """Create the server and bind `listen`; return it with the bound port."""
+    """Create the server and bind `settings.listen`; return it with the bound port."""
     server = grpc.aio.server(
         interceptors=[ErrorMappingInterceptor()],
         options=[
-            ("grpc.max_receive_message_length", max_receive_bytes),
+            ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
             ("grpc.so_reuseport", 0),
         ],
@@ -64,7 +65,5 @@ def build_server(
     names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
     health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
     reflection.enable_server_reflection(names, server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"could not bind {listen}")
+    port = bind(server, settings.listen, None, settings.listen_socket, settings.socket_mode)
     return server, port
