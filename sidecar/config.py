@@ -48,6 +48,17 @@ class Settings(BaseSettings):
     insecure_bind_all: bool = Field(
         False, description="allow a non-loopback listen address without TLS"
     )
+    tls_cert: Path | None = Field(
+        None,
+        description="PEM certificate chain of the gRPC server (TLS; with --tls-key); "
+        "read again when it changes",
+    )
+    tls_key: Path | None = Field(None, description="PEM private key of --tls-cert")
+    tls_client_ca: Path | None = Field(
+        None,
+        description="PEM CA certificates that sign client certificates: clients must present "
+        "one (mutual TLS)",
+    )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     kafka_options: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict,
@@ -180,14 +191,19 @@ class Settings(BaseSettings):
                 "max_event_bytes x max_batch_events makes a request limit over gRPC's 2 GiB; "
                 "lower either"
             )
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together: give both or neither")
+        if self.tls_client_ca is not None and self.tls_cert is None:
+            raise ValueError("tls_client_ca needs tls_cert and tls_key (mutual TLS is TLS)")
         if (
             self.listen_socket is None
+            and self.tls_cert is None
             and not self.insecure_bind_all
             and not _is_loopback(self.listen_host)
         ):
             raise ValueError(
-                f"listen: {self.listen_host} is not a loopback address; Ferry has no TLS yet, "
-                "so pass --insecure-bind-all to expose it"
+                f"listen: {self.listen_host} is not a loopback address; configure TLS "
+                "(--tls-cert, --tls-key) or pass --insecure-bind-all to expose it unencrypted"
             )
         for key in ("enable.idempotence", "acks", "bootstrap.servers"):
             if key in self.kafka_options:

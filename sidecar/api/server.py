@@ -19,6 +19,7 @@ from sidecar.api.listener import bind
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.status import ErrorMappingInterceptor
 from sidecar.api.subscriber import SubscriberServicer
+from sidecar.api.tls import ReloadingCertificates, TlsFiles
 from sidecar.config import Settings
 
 PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
@@ -65,5 +66,9 @@ def build_server(
     names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
     health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
     reflection.enable_server_reflection(names, server)
-    port = bind(server, settings.listen, None, settings.listen_socket, settings.socket_mode)
+    credentials = None
+    if settings.tls_cert is not None and settings.tls_key is not None:
+        files = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
+        credentials = ReloadingCertificates(files).credentials()
+    port = bind(server, settings.listen, credentials, settings.listen_socket, settings.socket_mode)
     return server, port
