@@ -77,6 +77,7 @@ import structlog
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, build_server
 from sidecar.api.subscriber import SubscriberServicer
+from sidecar.api.tokens import TokenStore
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.channels import CommittedRows
@@ -196,7 +197,11 @@ class FerryApp:
         )
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
-        server, port = build_server(publisher, subscriber, health, settings)
+        tokens = None
+        if settings.token_auth:
+            env_tokens = [t.get_secret_value() for t in settings.tokens]
+            tokens = TokenStore(settings.token_file, env_tokens)
+        server, port = build_server(publisher, subscriber, health, settings, tokens)
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sidecar.errors import ConfigError
@@ -28,6 +29,10 @@ REQUEST_OVERHEAD_PER_EVENT = 2 * KIB
 REQUEST_OVERHEAD = 4 * KIB
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
 UNIX_SCHEME = "unix:"
+#: Marks a setting read from its FERRY_* variable only, never a flag (secrets).
+ENV_ONLY = "env_only"
+#: Shorter bearer tokens are refused: they could be guessed.
+MIN_TOKEN_LENGTH = 16
 #: sun_path holds 108 bytes with its terminating NUL.
 MAX_SOCKET_PATH_BYTES = 107
 
@@ -58,6 +63,22 @@ class Settings(BaseSettings):
         None,
         description="PEM CA certificates that sign client certificates: clients must present "
         "one (mutual TLS)",
+    )
+    token_file: Annotated[tuple[Path, ...], NoDecode] = Field(
+        (),
+        description="files of accepted bearer tokens, one per line (repeat the flag, or "
+        "separate with commas); read again when they change",
+    )
+    tokens: Annotated[tuple[SecretStr, ...], NoDecode] = Field(
+        (),
+        description="accepted bearer tokens, separated by commas (environment only, never a "
+        "flag: command lines are visible to every user of the host)",
+        json_schema_extra={ENV_ONLY: True},
+    )
+    reflection: bool = Field(
+        True,
+        description="serve gRPC server reflection (it needs a token when tokens are set); "
+        "--reflection=false turns it off",
     )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     kafka_options: Annotated[dict[str, SecretStr], NoDecode] = Field(
@@ -132,6 +153,30 @@ class Settings(BaseSettings):
                     raise ValueError("expected key=value pairs separated by commas")
                 parsed[key.strip()] = val.strip()
             return parsed
+        return value
+
+    @field_validator("token_file", mode="before")
+    @classmethod
+    def _parse_token_files(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [value]
+        if isinstance(value, list | tuple):
+            parts = [p for v in value for p in (v.split(",") if isinstance(v, str) else [v])]
+            return tuple(Path(p.strip()) if isinstance(p, str) else p for p in parts if p)
+        return value
+
+    @field_validator("tokens", mode="before")
+    @classmethod
+    def _parse_tokens(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(t.strip() for t in value.split(",") if t.strip())
+        return value
+
+    @field_validator("tokens")
+    @classmethod
+    def _check_tokens(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        if any(len(t.get_secret_value()) < MIN_TOKEN_LENGTH for t in value):
+            raise ValueError(f"every token must have at least {MIN_TOKEN_LENGTH} characters")
         return value
 
     @field_validator("topic_allowlist", mode="before")
@@ -222,6 +267,11 @@ class Settings(BaseSettings):
         return self.max_batch_events * per_event + REQUEST_OVERHEAD
 
     @property
+    def token_auth(self) -> bool:
+        """Whether calls need a bearer token (token files or FERRY_TOKENS are set)."""
+        return bool(self.token_file or self.tokens)
+
+    @property
     def listen_host(self) -> str:
         """The host of a host:port listen address ("" for a unix socket)."""
         if self.listen_socket is not None:
@@ -247,6 +297,7 @@ class Settings(BaseSettings):
         """Settings for logs: every secret masked."""
         shown = self.model_dump(mode="json")
         shown["kafka_options"] = dict.fromkeys(self.kafka_options, "***")
+        shown["tokens"] = f"{len(self.tokens)} tokens"
         return shown
 
 
@@ -278,6 +329,16 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+#: Settings whose flag may be given more than once.
+REPEATABLE = frozenset({"token_file"})
+
+
+def is_env_only(field: FieldInfo) -> bool:
+    """Whether a setting has no flag, only its FERRY_* variable."""
+    extra = field.json_schema_extra
+    return isinstance(extra, dict) and bool(extra.get(ENV_ONLY))
 
 
 def load_settings(**overrides: Any) -> Settings:

@@ -1,4 +1,5 @@
-"""Builds the grpc.aio server: Ferry's services, health, reflection, error interceptor."""
+"""Builds the grpc.aio server: Ferry's services, health, reflection, the token and error
+interceptors, and its port or socket (with TLS when configured)."""
 
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from sidecar._gen.ferry.v1 import (
     subscriber_pb2,
     subscriber_pb2_grpc,
 )
+from sidecar.api.auth import TokenAuthInterceptor
 from sidecar.api.listener import bind
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.status import ErrorMappingInterceptor
 from sidecar.api.subscriber import SubscriberServicer
 from sidecar.api.tls import ReloadingCertificates, TlsFiles
+from sidecar.api.tokens import TokenStore
 from sidecar.config import Settings
 
 PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
@@ -51,10 +54,17 @@ def build_server(
     subscriber: SubscriberServicer,
     health_: Health,
     settings: Settings,
+    tokens: TokenStore | None = None,
 ) -> tuple[grpc.aio.Server, int]:
-    """Create the server and bind `settings.listen`; return it with the bound port."""
+    """Create the server and bind `settings.listen`; return it with the bound port.
+
+    With `tokens`, every call but health needs one of them (sidecar/api/auth.py)."""
+    interceptors: list[grpc.aio.ServerInterceptor] = []  # type: ignore[type-arg]
+    if tokens is not None:
+        interceptors.append(TokenAuthInterceptor(tokens))
+    interceptors.append(ErrorMappingInterceptor())  # inside: refused calls are never decoded
     server = grpc.aio.server(
-        interceptors=[ErrorMappingInterceptor()],
+        interceptors=interceptors,
         options=[
             ("grpc.max_receive_message_length", settings.max_request_bytes),
             ("grpc.max_send_message_length", MAX_SEND_BYTES),
@@ -63,9 +73,10 @@ def build_server(
     )
     publisher_pb2_grpc.add_PublisherServicer_to_server(publisher, server)
     subscriber_pb2_grpc.add_SubscriberServicer_to_server(subscriber, server)
-    names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
     health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
-    reflection.enable_server_reflection(names, server)
+    if settings.reflection:
+        names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
+        reflection.enable_server_reflection(names, server)
     credentials = None
     if settings.tls_cert is not None and settings.tls_key is not None:
         files = TlsFiles(settings.tls_cert, settings.tls_key, settings.tls_client_ca)
