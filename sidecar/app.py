@@ -74,6 +74,7 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
+from sidecar.api.access import access_control
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, build_server
 from sidecar.api.subscriber import SubscriberServicer
@@ -183,24 +184,27 @@ class FerryApp:
         limits = EventLimits(
             settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
         )
+        tokens = None
+        if settings.token_auth:
+            env_tokens = [t.get_secret_value() for t in settings.tokens]
+            tokens = TokenStore(settings.token_file, env_tokens)
+        access = access_control(settings, tokens)
         publisher = PublisherServicer(
             publish,
             limits,
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
+            access=access,
         )
         subscriber = SubscriberServicer(
             subscriptions,
             clock,
             topic_allowlist=settings.topic_allowlist,
             max_message_bytes=settings.max_delivery_message_bytes,
+            access=access,
         )
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
-        tokens = None
-        if settings.token_auth:
-            env_tokens = [t.get_secret_value() for t in settings.tokens]
-            tokens = TokenStore(settings.token_file, env_tokens)
         server, port = build_server(publisher, subscriber, health, settings, tokens)
         forwarder.start()
         await server.start()

@@ -75,6 +75,12 @@ class Settings(BaseSettings):
         "flag: command lines are visible to every user of the host)",
         json_schema_extra={ENV_ONLY: True},
     )
+    policy_file: Path | None = Field(
+        None,
+        description="authorisation policy (YAML or JSON): which token or client certificate "
+        "may publish to which topics and open which subscriptions (none: any caller, within "
+        "--topic-allowlist)",
+    )
     reflection: bool = Field(
         True,
         description="serve gRPC server reflection (it needs a token when tokens are set); "
