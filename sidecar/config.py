@@ -86,6 +86,36 @@ class Settings(BaseSettings):
         description="serve gRPC server reflection (it needs a token when tokens are set); "
         "--reflection=false turns it off",
     )
+    max_concurrent_rpcs: int = Field(
+        5000,
+        description="most calls in progress at once, streams and health checks included; past "
+        "it gRPC answers RESOURCE_EXHAUSTED",
+    )
+    max_connection_streams: int = Field(
+        2000,
+        description="most concurrent calls (HTTP/2 streams) on one client connection; past it "
+        "the client waits",
+    )
+    min_ping_interval_s: float = Field(
+        10.0,
+        gt=0,
+        description="shortest interval between client keepalive pings; a client pinging more "
+        "often is disconnected (GOAWAY too_many_pings)",
+    )
+    max_connection_idle_s: float = Field(
+        3600.0,
+        ge=0,
+        description="close a connection without calls for this long (clients reconnect); 0: never",
+    )
+    max_connection_age_s: float = Field(
+        0.0,
+        ge=0,
+        description="ask clients to reconnect after this long, then end the connection's calls "
+        "after --max-connection-age-grace-s (Subscribe streams too); 0: never",
+    )
+    max_connection_age_grace_s: float = Field(
+        30.0, ge=0, description="how long calls may finish after --max-connection-age-s"
+    )
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers")
     kafka_options: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict,
@@ -208,6 +238,8 @@ class Settings(BaseSettings):
         "max_streams",
         "max_subscriptions",
         "consumer_session_timeout_ms",
+        "max_concurrent_rpcs",
+        "max_connection_streams",
     )
     @classmethod
     def _positive(cls, value: int) -> int:

@@ -31,6 +31,8 @@ SUBSCRIBER = subscriber_pb2.DESCRIPTOR.services_by_name["Subscriber"].full_name
 KAFKA_HEALTH = "ferry.kafka"
 #: Ferry's answers: a Deliveries message keeps to its own budget, one large record excepted.
 MAX_SEND_BYTES = 16 * 1024 * 1024
+#: Keepalive pings a client may send too early before its connection is closed (gRPC's default).
+PING_STRIKES = 2
 
 
 class Health:
@@ -49,6 +51,33 @@ class Health:
             await self.servicer.set(service, status)
 
 
+def server_options(settings: Settings) -> list[tuple[str, int]]:
+    """gRPC core's channel arguments: message limits, and the limits a hostile client meets
+    (streams per connection, keepalive ping enforcement, idle and aged connections)."""
+    options = [
+        ("grpc.max_receive_message_length", settings.max_request_bytes),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        ("grpc.so_reuseport", 0),
+        ("grpc.max_concurrent_streams", settings.max_connection_streams),
+        # Pings closer together than this earn a strike; past max_ping_strikes, GOAWAY.
+        ("grpc.http2.min_ping_interval_without_data_ms", _ms(settings.min_ping_interval_s)),
+        ("grpc.http2.max_ping_strikes", PING_STRIKES),
+        # Clients may keep an idle connection alive with pings (at the interval above).
+        ("grpc.keepalive_permit_without_calls", 1),
+    ]
+    if settings.max_connection_idle_s > 0:
+        options.append(("grpc.max_connection_idle_ms", _ms(settings.max_connection_idle_s)))
+    if settings.max_connection_age_s > 0:
+        options.append(("grpc.max_connection_age_ms", _ms(settings.max_connection_age_s)))
+        grace = _ms(settings.max_connection_age_grace_s)
+        options.append(("grpc.max_connection_age_grace_ms", grace))
+    return options
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
 def build_server(
     publisher: PublisherServicer,
     subscriber: SubscriberServicer,
@@ -65,11 +94,8 @@ def build_server(
     interceptors.append(ErrorMappingInterceptor())  # inside: refused calls are never decoded
     server = grpc.aio.server(
         interceptors=interceptors,
-        options=[
-            ("grpc.max_receive_message_length", settings.max_request_bytes),
-            ("grpc.max_send_message_length", MAX_SEND_BYTES),
-            ("grpc.so_reuseport", 0),
-        ],
+        options=server_options(settings),
+        maximum_concurrent_rpcs=settings.max_concurrent_rpcs,
     )
     publisher_pb2_grpc.add_PublisherServicer_to_server(publisher, server)
     subscriber_pb2_grpc.add_SubscriberServicer_to_server(subscriber, server)
