@@ -96,6 +96,7 @@ from sidecar.lifecycle import (
 from sidecar.model import AckLevel, Outcome, OutgoingEvent
 from sidecar.publish.kafka_waiters import KafkaAckWaiters
 from sidecar.publish.service import PublishService
+from sidecar.storage import check_data_dir
 from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
@@ -137,6 +138,7 @@ class FerryApp:
         clock = SystemClock()
         waiters = KafkaAckWaiters(loop)
         committed = CommittedRows()
+        check_data_dir(settings.data_dir)
         writer = WalWriter(
             settings.data_dir,
             WalLimits(
