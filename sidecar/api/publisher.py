@@ -9,7 +9,7 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
-from sidecar.api.access import AccessControl, Caller, OpenAccess
+from sidecar.api.access import ANYONE, AccessControl, Caller, OpenAccess
 from sidecar.api.publish_results import fill_entries, fill_result
 from sidecar.api.publish_stream import PublishStreamCall
 from sidecar.errors import InvalidArgument
@@ -86,7 +86,9 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         async for response in call.responses(requests):
             yield response
 
-    def _stream_request(self, request: pb.PublishStreamRequest, caller: Caller) -> StreamRequest:
+    def _stream_request(
+        self, request: pb.PublishStreamRequest, caller: Caller = ANYONE
+    ) -> StreamRequest:
         events = self._events(request.events)
         caller.check_publish(e.topic for e in events)
         return events, self._level(request.ack_level), self._wait(request, None)
