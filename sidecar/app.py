@@ -74,9 +74,11 @@ from dataclasses import dataclass, field
 import grpc
 import structlog
 
+from sidecar.api.access import access_control
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, build_server
 from sidecar.api.subscriber import SubscriberServicer
+from sidecar.api.tokens import TokenStore
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.channels import CommittedRows
@@ -94,6 +96,7 @@ from sidecar.lifecycle import (
 from sidecar.model import AckLevel, Outcome, OutgoingEvent
 from sidecar.publish.kafka_waiters import KafkaAckWaiters
 from sidecar.publish.service import PublishService
+from sidecar.storage import check_data_dir
 from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
@@ -135,6 +138,7 @@ class FerryApp:
         clock = SystemClock()
         waiters = KafkaAckWaiters(loop)
         committed = CommittedRows()
+        check_data_dir(settings.data_dir)
         writer = WalWriter(
             settings.data_dir,
             WalLimits(
@@ -182,23 +186,28 @@ class FerryApp:
         limits = EventLimits(
             settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
         )
+        tokens = None
+        if settings.token_auth:
+            env_tokens = [t.get_secret_value() for t in settings.tokens]
+            tokens = TokenStore(settings.token_file, env_tokens)
+        access = access_control(settings, tokens)
         publisher = PublisherServicer(
             publish,
             limits,
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
+            access=access,
         )
         subscriber = SubscriberServicer(
             subscriptions,
             clock,
             topic_allowlist=settings.topic_allowlist,
             max_message_bytes=settings.max_delivery_message_bytes,
+            access=access,
         )
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
-        server, port = build_server(
-            publisher, subscriber, health, settings.listen, settings.max_request_bytes
-        )
+        server, port = build_server(publisher, subscriber, health, settings, tokens)
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)
@@ -211,6 +220,7 @@ class FerryApp:
         log.info(
             "ferry_started",
             port=port,
+            listen=settings.listen,
             pending_events=writer.pending_rows,
             shutdown_budget_s=app.budget.total_s,
             settings=settings.describe(),

@@ -21,7 +21,7 @@ from typing import Any, NoReturn
 import structlog
 
 from sidecar import failpoints, lifecycle
-from sidecar.config import Settings, load_settings
+from sidecar.config import REPEATABLE, Settings, is_env_only, load_settings
 from sidecar.errors import ConfigError
 from sidecar.observability.logging import (
     asyncio_exception_handler,
@@ -50,13 +50,26 @@ def _parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = "FERRY_" + name.upper()
+        if is_env_only(field):
+            continue
         if field.annotation is bool:
             serve.add_argument(
                 flag,
                 dest=name,
-                action="store_true",
+                nargs="?",
+                const="true",
                 default=None,
-                help=_help(f"{field.description} (env {env})"),
+                metavar="true|false",
+                help=_help(f"{field.description} (env {env}, default {field.default})"),
+            )
+        elif name in REPEATABLE:
+            serve.add_argument(
+                flag,
+                dest=name,
+                action="append",
+                default=None,
+                metavar="VALUE",
+                help=_help(f"{field.description} (env {env}, comma separated)"),
             )
         else:
             serve.add_argument(
@@ -151,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.log_level)
     register_secrets(sensitive_values(settings.librdkafka_options()))
+    register_secrets(t.get_secret_value() for t in settings.tokens)
     stderr = StderrToJson().start()
     try:
         return asyncio.run(_serve(settings))

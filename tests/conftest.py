@@ -4,6 +4,8 @@ the Ferry processes of a test."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 # Tests fork Kafka brokers (testkit.kafka_local) from a process that has gRPC loaded; gRPC's
 # fork handlers abort such a fork now and then. This must be set before grpc is imported.
@@ -17,6 +19,7 @@ import pytest
 from testkit.ferry_process import Ferries
 from testkit.kafka_env import KafkaEnv
 from testkit.kafka_local import KafkaCluster
+from testkit.paths import ROOT, cached_binary
 
 
 class KafkaHandle(KafkaEnv):
@@ -34,6 +37,22 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
     handle = KafkaHandle.from_environment(tmp_path_factory.mktemp("kafka") / "kafka")
     yield handle
     handle.close()
+
+
+@pytest.fixture(scope="session")
+def grpcurl() -> Path:
+    """The grpcurl binary, built by tools/install_go_tools.sh."""
+    if shutil.which("go") is None:
+        pytest.skip("`go` is not installed: cannot build grpcurl (tools/install_go_tools.sh)")
+    subprocess.run(
+        [str(ROOT / "tools" / "install_go_tools.sh"), "grpcurl"],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    binary = cached_binary("grpcurl")
+    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
+    return binary
 
 
 @pytest.fixture

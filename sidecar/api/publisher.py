@@ -9,6 +9,7 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
+from sidecar.api.access import ANYONE, AccessControl, Caller, OpenAccess
 from sidecar.api.publish_results import fill_entries, fill_result
 from sidecar.api.publish_stream import PublishStreamCall
 from sidecar.errors import InvalidArgument
@@ -16,6 +17,8 @@ from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
 from sidecar.publish.service import PublishService
 from sidecar.validation import EventLimits, check_event, duration_seconds
 
+#: A stream request's events, ack level and Kafka wait.
+StreamRequest = tuple[list[OutgoingEvent], AckLevel, float]
 MAX_KAFKA_WAIT_S = 600.0
 DEADLINE_MARGIN_S = 0.05
 _LEVELS = {
@@ -35,8 +38,10 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         *,
         max_batch_events: int,
         default_kafka_wait_s: float,
+        access: AccessControl | None = None,
     ) -> None:
         self._publish = publish
+        self._access = access or OpenAccess()
         self._limits = limits
         self._max_batch = max_batch_events
         self._default_wait = default_kafka_wait_s
@@ -47,6 +52,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         if not request.HasField("event"):
             raise InvalidArgument("event", "is required")
         event = self._event(request.event, "event")
+        self._access.caller(context).check_publish([event.topic])
         level = self._level(request.ack_level)
         wait = self._wait(request, _commit_wait(context))
         [outcome] = await self._publish.publish([event], level, wait, _commit_wait(context))
@@ -60,6 +66,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         self, request: pb.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PublishBatchResponse:
         events = self._events(request.events)
+        self._access.caller(context).check_publish(e.topic for e in events)
         level = self._level(request.ack_level)
         wait = self._wait(request, _commit_wait(context))
         outcomes = await self._publish.publish(events, level, wait, _commit_wait(context))
@@ -70,14 +77,20 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     async def PublishStream(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.PublishStreamResponse]:
-        call = PublishStreamCall(self._publish, self._stream_request)
+        caller = self._access.caller(context)
+
+        def translate(request: pb.PublishStreamRequest) -> StreamRequest:
+            return self._stream_request(request, caller)
+
+        call = PublishStreamCall(self._publish, translate)
         async for response in call.responses(requests):
             yield response
 
     def _stream_request(
-        self, request: pb.PublishStreamRequest
-    ) -> tuple[list[OutgoingEvent], AckLevel, float]:
+        self, request: pb.PublishStreamRequest, caller: Caller = ANYONE
+    ) -> StreamRequest:
         events = self._events(request.events)
+        caller.check_publish(e.topic for e in events)
         return events, self._level(request.ack_level), self._wait(request, None)
 
     def _events(self, messages: Sequence[pb.Event]) -> list[OutgoingEvent]:
