@@ -3,14 +3,15 @@
 Precedence: command-line flag, then environment, then default. Validation
 happens here, once, at start; an invalid value stops Ferry with a clear
 message. Secrets (Kafka SASL passwords in `kafka_options`) are never shown:
-`Settings.describe()` masks them for logs.
+`Settings.describe()` masks them for logs. The Kafka security settings hold only the paths of
+secret files: sidecar/kafka/security.py reads them, at start, into the clients' settings.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -27,6 +28,55 @@ REQUEST_OVERHEAD_PER_EVENT = 2 * KIB
 REQUEST_OVERHEAD = 4 * KIB
 MAX_GRPC_MESSAGE_BYTES = 2**31 - 1
 
+KafkaSecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+KafkaSaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER"]
+#: The Kafka security settings besides the protocol, grouped by what they need.
+KAFKA_SASL_FIELDS = (
+    "kafka_sasl_mechanism",
+    "kafka_sasl_username",
+    "kafka_sasl_password_file",
+    "kafka_oauth_client_id",
+    "kafka_oauth_client_secret_file",
+    "kafka_oauth_token_endpoint",
+    "kafka_oauth_scope",
+)
+KAFKA_PASSWORD_FIELDS = ("kafka_sasl_username", "kafka_sasl_password_file")
+KAFKA_OAUTH_FIELDS = (
+    "kafka_oauth_client_id",
+    "kafka_oauth_client_secret_file",
+    "kafka_oauth_token_endpoint",
+    "kafka_oauth_scope",
+)
+KAFKA_SSL_FIELDS = (
+    "kafka_ssl_ca",
+    "kafka_ssl_cert",
+    "kafka_ssl_key",
+    "kafka_ssl_key_password_file",
+)
+#: librdkafka options the security settings own, and the flag to use instead: with
+#: --kafka-security-protocol given, --kafka-options may not set them.
+KAFKA_SECURITY_OPTIONS = {
+    "security.protocol": "--kafka-security-protocol",
+    "sasl.mechanism": "--kafka-sasl-mechanism",
+    "sasl.mechanisms": "--kafka-sasl-mechanism",
+    "sasl.username": "--kafka-sasl-username",
+    "sasl.password": "--kafka-sasl-password-file",
+    "sasl.oauthbearer.method": "--kafka-sasl-mechanism OAUTHBEARER",
+    "sasl.oauthbearer.client.id": "--kafka-oauth-client-id",
+    "sasl.oauthbearer.client.secret": "--kafka-oauth-client-secret-file",
+    "sasl.oauthbearer.token.endpoint.url": "--kafka-oauth-token-endpoint",
+    "sasl.oauthbearer.scope": "--kafka-oauth-scope",
+    "ssl.ca.location": "--kafka-ssl-ca",
+    "ssl.ca.pem": "--kafka-ssl-ca",
+    "ssl.certificate.location": "--kafka-ssl-cert",
+    "ssl.certificate.pem": "--kafka-ssl-cert",
+    "ssl.key.location": "--kafka-ssl-key",
+    "ssl.key.pem": "--kafka-ssl-key",
+    "ssl.key.password": "--kafka-ssl-key-password-file",
+    "ssl.endpoint.identification.algorithm": "--kafka-ssl-verify",
+    "enable.ssl.certificate.verification": "--kafka-ssl-verify",
+}
+
 
 class Settings(BaseSettings):
     """Ferry's configuration. Each field is also a flag: `kafka_bootstrap` → `--kafka-bootstrap`."""
@@ -41,6 +91,52 @@ class Settings(BaseSettings):
     kafka_options: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict,
         description="extra librdkafka settings, k=v,k=v (e.g. SASL); values never logged",
+    )
+    kafka_security_protocol: KafkaSecurityProtocol | None = Field(
+        None,
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL; the other --kafka-ssl-*, "
+        "--kafka-sasl-* and --kafka-oauth-* settings need it (unset: PLAINTEXT, or what "
+        "--kafka-options says)",
+    )
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = Field(
+        None,
+        description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER (OIDC client "
+        "credentials); needs a SASL_* protocol",
+    )
+    kafka_sasl_username: str | None = Field(
+        None, description="SASL username (PLAIN, SCRAM); needs --kafka-sasl-password-file"
+    )
+    kafka_sasl_password_file: Path | None = Field(
+        None, description="file holding the SASL password (PLAIN, SCRAM), read at start"
+    )
+    kafka_oauth_client_id: str | None = Field(None, description="OAUTHBEARER: OIDC client id")
+    kafka_oauth_client_secret_file: Path | None = Field(
+        None, description="OAUTHBEARER: file holding the OIDC client secret, read at start"
+    )
+    kafka_oauth_token_endpoint: str | None = Field(
+        None, description="OAUTHBEARER: the OIDC token endpoint URL (https://...)"
+    )
+    kafka_oauth_scope: str | None = Field(
+        None, description="OAUTHBEARER: scope to request (optional)"
+    )
+    kafka_ssl_ca: Path | None = Field(
+        None,
+        description="PEM file of the CA certificates that sign the brokers' certificates "
+        "(unset: the system's)",
+    )
+    kafka_ssl_cert: Path | None = Field(
+        None, description="PEM file of Ferry's client certificate (mutual TLS)"
+    )
+    kafka_ssl_key: Path | None = Field(
+        None, description="PEM file of the private key of --kafka-ssl-cert"
+    )
+    kafka_ssl_key_password_file: Path | None = Field(
+        None, description="file holding the password of an encrypted --kafka-ssl-key"
+    )
+    kafka_ssl_verify: bool = Field(
+        True,
+        description="check that the broker's certificate names the host Ferry connects to "
+        "(the certificate chain is always checked); false logs a warning at start",
     )
     data_dir: Path = Field(Path("data"), description="directory of the write-ahead log")
     log_level: str = Field("info", description="debug, info, warning or error")
@@ -112,6 +208,21 @@ class Settings(BaseSettings):
             return parsed
         return value
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper_or_unset(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return value.strip().upper() or None
+        return value
+
+    @field_validator(*KAFKA_SASL_FIELDS[1:], *KAFKA_SSL_FIELDS, mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: Any) -> Any:
+        # An empty environment variable (a Kubernetes manifest's placeholder) means unset.
+        if isinstance(value, str) and not value.strip():
+            return None
+        return value
+
     @field_validator("topic_allowlist", mode="before")
     @classmethod
     def _parse_allowlist(cls, value: Any) -> Any:
@@ -167,6 +278,13 @@ class Settings(BaseSettings):
                 raise ValueError(f"kafka_options may not override {key}")
         return self
 
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        problems = _kafka_security_problems(self)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
     @property
     def max_request_bytes(self) -> int:
         """The gRPC receive limit: the largest PublishBatch the event limits allow.
@@ -191,6 +309,71 @@ class Settings(BaseSettings):
         shown = self.model_dump(mode="json")
         shown["kafka_options"] = dict.fromkeys(self.kafka_options, "***")
         return shown
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a setting: `kafka_ssl_ca` → `--kafka-ssl-ca`."""
+    return "--" + name.replace("_", "-")
+
+
+def _kafka_security_problems(s: Settings) -> list[str]:
+    """What is wrong with the combination of Kafka security settings, each naming its flag."""
+    given = [n for n in (*KAFKA_SASL_FIELDS, *KAFKA_SSL_FIELDS) if getattr(s, n) is not None]
+    if not s.kafka_ssl_verify:
+        given.append("kafka_ssl_verify")
+    protocol = s.kafka_security_protocol
+    if protocol is None:
+        return [f"{flag(n)} needs --kafka-security-protocol" for n in given]
+    problems: list[str] = []
+    sasl, ssl = protocol.startswith("SASL_"), protocol.endswith("SSL")
+    mechanism = s.kafka_sasl_mechanism
+    for name in given:
+        if not sasl and name in KAFKA_SASL_FIELDS:
+            problems.append(
+                f"{flag(name)} needs --kafka-security-protocol SASL_PLAINTEXT or SASL_SSL"
+            )
+        if not ssl and (name in KAFKA_SSL_FIELDS or name == "kafka_ssl_verify"):
+            problems.append(f"{flag(name)} needs --kafka-security-protocol SSL or SASL_SSL")
+    if sasl and mechanism is None:
+        problems.append(
+            f"--kafka-security-protocol {protocol} needs --kafka-sasl-mechanism "
+            "(PLAIN, SCRAM-SHA-256, SCRAM-SHA-512 or OAUTHBEARER)"
+        )
+    if mechanism == "OAUTHBEARER":
+        problems += [
+            f"{flag(n)} is for PLAIN and SCRAM; OAUTHBEARER takes --kafka-oauth-*"
+            for n in KAFKA_PASSWORD_FIELDS
+            if n in given
+        ]
+        problems += [
+            f"--kafka-sasl-mechanism OAUTHBEARER needs {flag(n)}"
+            for n in KAFKA_OAUTH_FIELDS[:3]
+            if n not in given
+        ]
+        endpoint = s.kafka_oauth_token_endpoint
+        if endpoint is not None and not endpoint.lower().startswith(("https://", "http://")):
+            problems.append("--kafka-oauth-token-endpoint: expected an https:// URL")
+    elif mechanism is not None:
+        problems += [
+            f"{flag(n)} needs --kafka-sasl-mechanism OAUTHBEARER"
+            for n in KAFKA_OAUTH_FIELDS
+            if n in given
+        ]
+        problems += [
+            f"--kafka-sasl-mechanism {mechanism} needs {flag(n)}"
+            for n in KAFKA_PASSWORD_FIELDS
+            if n not in given
+        ]
+    if ssl and (s.kafka_ssl_cert is None) != (s.kafka_ssl_key is None):
+        problems.append("--kafka-ssl-cert and --kafka-ssl-key go together")
+    if ssl and s.kafka_ssl_key_password_file is not None and s.kafka_ssl_key is None:
+        problems.append("--kafka-ssl-key-password-file needs --kafka-ssl-key")
+    problems += [
+        f"kafka_options may not set {key} when --kafka-security-protocol is given; use {use}"
+        for key, use in KAFKA_SECURITY_OPTIONS.items()
+        if key in s.kafka_options
+    ]
+    return problems
 
 
 def _is_loopback(host: str) -> bool:
