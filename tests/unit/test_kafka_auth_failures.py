@@ -3,6 +3,8 @@ error reports, logged as kafka_auth_failed once per interval, secrets masked."""
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 from confluent_kafka import KafkaError
 from structlog.testing import capture_logs
@@ -97,6 +99,17 @@ def test_a_refusal_is_one_error_line_per_interval_with_a_hint(
     assert first["code"] == "_AUTHENTICATION"
     assert "invalid credentials with SASL mechanism SCRAM-SHA-256" in first["error"]
     assert "--kafka-sasl-password-file" in first["hint"]
+
+
+def test_librdkafkas_line_of_the_same_text_does_not_swallow_the_refusal(
+    client_log: KafkaClientLog,
+) -> None:
+    text = WRONG_PASSWORD.format(ms=312)
+    with capture_logs() as logs:
+        # What librdkafka hands over for one failed login: a FAIL line, then the error report.
+        client_log.line(logging.ERROR, "FAIL", "ferry-forwarder#producer-1", text)
+        client_log.on_error(error(KafkaError._AUTHENTICATION, text))
+    assert [e["event"] for e in logs] == ["librdkafka", "kafka_auth_failed"]
 
 
 def test_a_secret_in_a_refusal_text_is_masked(client_log: KafkaClientLog) -> None:
