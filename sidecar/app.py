@@ -69,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
@@ -85,6 +86,7 @@ from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
+from sidecar.kafka.security import kafka_client_options
 from sidecar.lifecycle import (
     FORWARDER_STOP_S,
     KUBERNETES_GRACE_S,
@@ -130,7 +132,12 @@ class FerryApp:
         self.budget = ShutdownBudget.for_grace(self.settings.drain_grace_s)
 
     @classmethod
-    async def start(cls, settings: Settings) -> FerryApp:
+    async def start(
+        cls, settings: Settings, kafka_options: Mapping[str, str] | None = None
+    ) -> FerryApp:
+        """`kafka_options`: every Kafka client's extra options, secrets revealed (default:
+        `kafka_client_options(settings)`, which reads the secret files)."""
+        options = dict(kafka_client_options(settings) if kafka_options is None else kafka_options)
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         deaths = ThreadDeaths(loop, stop_requested)
@@ -154,7 +161,7 @@ class FerryApp:
             settings.data_dir,
             committed,
             writer,
-            producer_factory(settings.kafka_bootstrap, settings.librdkafka_options()),
+            producer_factory(settings.kafka_bootstrap, options),
             max_in_flight=settings.forwarder_max_in_flight,
             max_backoff_s=settings.retry_max_backoff_s,
             on_delivered=waiters.delivered,
@@ -170,7 +177,7 @@ class FerryApp:
                 settings.kafka_bootstrap,
                 settings.group_prefix + sub.name,
                 sub.start_latest,
-                settings.librdkafka_options(),
+                options,
                 settings.consumer_session_timeout_ms,
             )
             return ConsumerThread(config, sub.topics, loop, sink)

@@ -23,6 +23,7 @@ import structlog
 from sidecar import failpoints, lifecycle
 from sidecar.config import REPEATABLE, Settings, is_env_only, load_settings
 from sidecar.errors import ConfigError
+from sidecar.kafka.security import kafka_client_options, log_security_warnings
 from sidecar.observability.logging import (
     asyncio_exception_handler,
     configure_logging,
@@ -53,6 +54,7 @@ def _parser() -> argparse.ArgumentParser:
         if is_env_only(field):
             continue
         if field.annotation is bool:
+            # `--flag` alone is true; `--flag=false` turns off a setting that defaults to true.
             serve.add_argument(
                 flag,
                 dest=name,
@@ -122,14 +124,14 @@ def _parked(action: str, data_dir: Path, topic: str | None) -> int:
     return 0
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, kafka_options: dict[str, str]) -> int:
     # Imported here, not at the top: it brings in grpc, whose C core must find the
     # environment main() prepares (quiet_grpc_core) when it starts.
     from sidecar.app import FerryApp
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(asyncio_exception_handler)
-    app = await FerryApp.start(settings)
+    app = await FerryApp.start(settings, kafka_options)
     stop = app.stop_requested  # set by a signal, or by a supervised thread's death
 
     def on_signal(signum: int) -> None:
@@ -157,17 +159,19 @@ def main(argv: list[str] | None = None) -> int:
     }
     try:
         settings = load_settings(**overrides)
+        kafka_options = kafka_client_options(settings)  # reads the secret files
         failpoints.arm_from_env()
     except ConfigError as exc:
         configure_logging()
         log.error("invalid_configuration", error=str(exc))
         return 2
     configure_logging(settings.log_level)
-    register_secrets(sensitive_values(settings.librdkafka_options()))
+    register_secrets(sensitive_values(kafka_options))
     register_secrets(t.get_secret_value() for t in settings.tokens)
+    log_security_warnings(settings)
     stderr = StderrToJson().start()
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings, kafka_options))
     except ConfigError as exc:
         log.error("cannot_start", error=str(exc))
         return 2

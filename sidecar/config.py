@@ -3,7 +3,8 @@
 Precedence: command-line flag, then environment, then default. Validation
 happens here, once, at start; an invalid value stops Ferry with a clear
 message. Secrets (Kafka SASL passwords in `kafka_options`) are never shown:
-`Settings.describe()` masks them for logs.
+`Settings.describe()` masks them for logs. The Kafka security settings hold only the paths of
+secret files: sidecar/kafka/security.py reads them, at start, into the clients' settings.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sidecar.config_kafka import KafkaSecuritySettings, kafka_security_problems
 from sidecar.errors import ConfigError
 
 KIB = 1024
@@ -37,7 +39,7 @@ MIN_TOKEN_LENGTH = 16
 MAX_SOCKET_PATH_BYTES = 107
 
 
-class Settings(BaseSettings):
+class Settings(BaseSettings, KafkaSecuritySettings):
     """Ferry's configuration. Each field is also a flag: `kafka_bootstrap` → `--kafka-bootstrap`."""
 
     model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid", frozen=True)
@@ -291,6 +293,13 @@ class Settings(BaseSettings):
         for key in ("enable.idempotence", "acks", "bootstrap.servers"):
             if key in self.kafka_options:
                 raise ValueError(f"kafka_options may not override {key}")
+        return self
+
+    @model_validator(mode="after")
+    def _check_kafka_security(self) -> Settings:
+        problems = kafka_security_problems(self, self.kafka_options)
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
 
     @property

@@ -248,9 +248,12 @@ class Ferries:
         self.bootstrap = bootstrap
         self.started: list[FerryProcess] = []
 
-    def start(self, *args: str, name: str | None = None) -> FerryProcess:
+    def start(
+        self, *args: str, name: str | None = None, bootstrap: str | None = None
+    ) -> FerryProcess:
+        """Start a Ferry with `args` (on `bootstrap` instead of the fleet's, when given)."""
         data_dir = self.root / (name or f"ferry{len(self.started)}")
-        ferry = FerryProcess(data_dir, self.bootstrap, *args).start()
+        ferry = FerryProcess(data_dir, bootstrap or self.bootstrap, *args).start()
         self.started.append(ferry)
         return ferry
 

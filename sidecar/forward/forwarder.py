@@ -35,6 +35,7 @@ import structlog
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.forward.channels import CommittedRows, Retirements
+from sidecar.kafka.auth_failures import auth_failure
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.kafka.producer import refused_for_good
 from sidecar.lifecycle import supervised
@@ -421,7 +422,12 @@ class Forwarder:
         if err.fatal():
             self._fatal = err
         name = err.name() if hasattr(err, "name") else str(err)
-        if name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
+        refused = auth_failure(err)
+        if refused is not None:
+            # Kafka refuses Ferry's credentials or certificates: down until fixed and restarted,
+            # while a probe or delivery cannot succeed (kafka_auth_failed is logged with it).
+            self._set_reachable(False, f"{refused.kind} refused ({refused.code})")
+        elif name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
             self._set_reachable(False, name)
 
     def _replace_producer(self, old: ProducerPort) -> ProducerPort:
