@@ -531,6 +531,8 @@ async def test_a_refused_login_makes_kafka_unreachable_and_keeps_the_rows(
     rig = make_rig()
     await rig.publish("alpha", 1)
     await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable after delivery")
+    # Its retirement too, or it would still count below among the rows kept.
+    await wait_for(lambda: rig.writer.pending_rows == 0, "the delivered row retired")
     rig.broker.policy = lambda sent: HOLD
     rig.broker.raise_error(FakeError(code))
     await rig.publish("alpha", 3, start=1)  # something in flight: the forwarder polls
