@@ -91,7 +91,7 @@ def panels(m: dict[str, str]) -> list[dict[str, Any]]:
         _panel(
             "Write-ahead log cap in use",
             "Share of the tighter cap (--wal-max-bytes, --wal-max-rows) in use; at 100% "
-            "publishes are refused (WAL_FULL).",
+            "publishes are refused (LOG_FULL).",
             f"max by (pod) ({m['wal_cap_usage_ratio']}{SELECTOR})",
             "{{pod}}",
             "percentunit",
