@@ -124,6 +124,10 @@ class ImageContainer:
         handed to the image's user like Kubernetes' fsGroup would), without waiting."""
         self.container = _buildah("from", "--pull=never", "--quiet", self.image)
         self._rootfs = Path(_buildah("mount", self.container))
+        for target in (mounts or {}).values():
+            # The mount points, made before the root turns read-only (as a container runtime
+            # makes them): buildah cannot create them in a read-only root.
+            (self._rootfs / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
         self._read_only_root(self._rootfs)
         self._mount_options = []
         for source, target in (mounts or {}).items():

@@ -24,6 +24,7 @@ from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from sidecar.config import Settings
 from sidecar.wal.store import DB_NAME
+from testkit.certs import CertificateAuthority
 from testkit.chart import (
     CHART_DIR,
     CI_VALUES,
@@ -59,10 +60,13 @@ pytestmark = [
 class RenderedFerry:
     """The chart's Ferry container and pod spec, run in the image as the pod would run it."""
 
-    def __init__(self, spec: dict[str, Any], work: Path) -> None:
+    def __init__(
+        self, spec: dict[str, Any], work: Path, secrets: dict[str, dict[str, bytes]] | None = None
+    ) -> None:
         self.spec = spec
         self.ferry = ferry_container(spec)
         self.work = work
+        self.secrets = secrets or {}
         self.volumes: dict[str, Path] = {}
         self.container = ImageContainer(IMAGE, work / "volume", work / "ferry.log")
 
@@ -73,14 +77,28 @@ class RenderedFerry:
         mounts = {}
         for volume_mount in self.ferry["volumeMounts"]:
             name = volume_mount["name"]
-            assert "emptyDir" in volume(self.spec, name), f"{name}: a test emulates emptyDirs"
             directory = self.work / name
             directory.mkdir()
-            directory.chmod(0o777)  # an emptyDir's root: Ferry must not write the log there
+            source = volume(self.spec, name)
+            if "secret" in source:
+                self._project_secret(source["secret"], directory)
+            else:
+                assert "emptyDir" in source, f"{name}: the test emulates emptyDirs and Secrets"
+                directory.chmod(0o777)  # an emptyDir's root: Ferry must not write the log there
             self.volumes[name] = directory
             mounts[directory] = volume_mount["mountPath"]
         self.container.launch(command, env, mounts)
         return self
+
+    def _project_secret(self, secret: dict[str, Any], directory: Path) -> None:
+        """The files of a Secret as the kubelet projects them: owned by root, group fsGroup,
+        mode defaultMode."""
+        group = self.spec["securityContext"]["fsGroup"]
+        for key, content in self.secrets[secret["secretName"]].items():
+            path = directory / key
+            path.write_bytes(content)
+            os.chown(path, 0, group)
+            path.chmod(secret["defaultMode"])
 
     def grpc_port(self) -> int:
         [port] = [p["containerPort"] for p in self.ferry["ports"] if p["name"] == "ferry-grpc"]
@@ -221,3 +239,41 @@ def test_rendered_unix_socket_container_passes_its_exec_probes(
     assert socket.stat().st_mode & 0o777 == 0o660
     assert ferry.container.terminate(timeout=spec["terminationGracePeriodSeconds"]) == 0
     assert not ferry.probe("liveness"), "the exec probe fails once Ferry is gone"
+
+
+def test_rendered_mutual_tls_container_passes_its_exec_probes(
+    chart: Chart, kafka: KafkaHandle, tmp_path: Path, rendered: list[RenderedFerry]
+) -> None:
+    values_file = CI_VALUES / "tls-values.yaml"
+    tls = yaml.safe_load(values_file.read_text())["tls"]
+    ca = CertificateAuthority.create("Ferry Test CA")
+    # Issued for the service name only: the probe must check that name, not the address.
+    server = ca.issue_server(dns=(tls["serverName"],), ips=())
+    probe_client = ca.issue_client("kubelet-probe")
+    secrets = {
+        tls["secretName"]: {
+            "tls.crt": server.cert_pem,
+            "tls.key": server.key_pem,
+            "ca.crt": ca.cert_pem,
+        },
+        tls["probeClientSecretName"]: {
+            "tls.crt": probe_client.cert_pem,
+            "tls.key": probe_client.key_pem,
+        },
+    }
+    manifests = chart.render(
+        [values_file],
+        {"kafka.bootstrap": kafka.bootstrap, "listen.port": free_port(), "metrics.enabled": False},
+    )
+    spec = pod_spec(manifests)
+    ferry = RenderedFerry(spec, tmp_path, secrets).start()
+    rendered.append(ferry)
+    ferry.wait_started()
+    assert ferry.probe("readiness")
+    assert ferry.probe("liveness")
+    # The same check without the client certificate gets no connection: mutual TLS holds.
+    command = ferry.ferry["readinessProbe"]["exec"]["command"]
+    refused = ferry.container.exec(command[:-2], timeout=60)
+    assert refused.returncode != 0
+    assert "UNAVAILABLE" in refused.stderr, refused.stderr
+    assert ferry.container.terminate(timeout=spec["terminationGracePeriodSeconds"]) == 0
