@@ -24,7 +24,7 @@ import shutil
 import signal
 import subprocess
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +66,7 @@ def _buildah(*args: str) -> str:
     return done.stdout.strip()
 
 
-def _uid_gid(user: str) -> tuple[int, int]:
+def uid_gid(user: str) -> tuple[int, int]:
     """A numeric "uid:gid" USER as numbers."""
     uid, _, gid = user.partition(":")
     return int(uid), int(gid or uid)
@@ -90,6 +90,7 @@ class ImageContainer:
         self._rootfs: Path | None = None
         self._mounted: list[Path] = []  # unmounted in reverse order by close()
         self._run_dir: Path | None = None
+        self._mount_options: list[str] = []
 
     @property
     def address(self) -> str:
@@ -107,22 +108,54 @@ class ImageContainer:
     def start(self, *args: str, timeout: float = 60.0) -> ImageContainer:
         """Create the container, make its root read-only, run the entrypoint with `args` and
         wait until it answers SERVING."""
-        self.container = _buildah("from", "--pull=never", "--quiet", self.image)
-        self._rootfs = Path(_buildah("mount", self.container))
-        self._read_only_root(self._rootfs)
-        uid, gid = _uid_gid(self.config["User"])
-        self.volume_dir.mkdir(parents=True, exist_ok=True)
-        os.chown(self.volume_dir, uid, gid)
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        volume = f"type=bind,src={self.volume_dir},dst={self.volume_path()},rw"
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [BUILDAH, "run", "--isolation", "chroot", "--mount", volume, self.container,
-                 "--", *self.command(*args)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+        self.launch(self.command(*args), mounts={self.volume_dir: self.volume_path()})
+        assert self.proc is not None
         wait_serving(self.address, self.proc, timeout, self.log_path)
         return self
+
+    def launch(
+        self,
+        command: Sequence[str],
+        env: Mapping[str, str] | None = None,
+        mounts: Mapping[Path, str] | None = None,
+    ) -> None:
+        """Create the container, make its root read-only and run `command` in it with `env`
+        set (over the image's) and `mounts` (host directory -> path in the container, each
+        handed to the image's user like Kubernetes' fsGroup would), without waiting."""
+        self.container = _buildah("from", "--pull=never", "--quiet", self.image)
+        self._rootfs = Path(_buildah("mount", self.container))
+        for target in (mounts or {}).values():
+            # The mount points, made before the root turns read-only (as a container runtime
+            # makes them): buildah cannot create them in a read-only root.
+            (self._rootfs / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        self._read_only_root(self._rootfs)
+        self._mount_options = []
+        for source, target in (mounts or {}).items():
+            self._own(source)
+            self._mount_options += ["--mount", f"type=bind,src={source},dst={target},rw"]
+        env_options = [f"--env={name}={value}" for name, value in (env or {}).items()]
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [BUILDAH, "run", "--isolation", "chroot", *self._mount_options, *env_options,
+                 self.container, "--", *command],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    def exec(self, command: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+        """Run `command` in the running container (another process beside Ferry, with the same
+        mounts, as the kubelet runs an exec probe); its exit code and output."""
+        assert self.container is not None, "never started"
+        return subprocess.run(
+            [BUILDAH, "run", "--isolation", "chroot", *self._mount_options, self.container,
+             "--", *command],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=timeout,
+        )  # fmt: skip
+
+    def _own(self, directory: Path) -> None:
+        uid, gid = uid_gid(self.config["User"])
+        directory.mkdir(parents=True, exist_ok=True)
+        os.chown(directory, uid, gid)
 
     def _read_only_root(self, rootfs: Path) -> None:
         self._bind(rootfs, rootfs)

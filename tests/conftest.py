@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from testkit.chart import Chart
 from testkit.ferry_process import Ferries
 from testkit.kafka_env import KafkaEnv
 from testkit.kafka_local import KafkaCluster
@@ -53,6 +54,28 @@ def grpcurl() -> Path:
     binary = cached_binary("grpcurl")
     assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
     return binary
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The pinned helm binary, built by tools/install_go_tools.sh."""
+    if shutil.which("go") is None:
+        pytest.skip("`go` is not installed: cannot build helm (tools/install_go_tools.sh)")
+    subprocess.run(
+        [str(ROOT / "tools" / "install_go_tools.sh"), "helm"],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    binary = cached_binary("helm")
+    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
+    return binary
+
+
+@pytest.fixture(scope="session")
+def chart(helm: Path) -> Chart:
+    """Ferry's Helm chart, rendered with that helm (testkit.chart)."""
+    return Chart(helm)
 
 
 @pytest.fixture

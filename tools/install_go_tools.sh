@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the pinned Go tools the project uses (grpcurl, buf) into .cache/bin with `go install`.
+# Installs the pinned Go tools the project uses (grpcurl, buf, helm...) into .cache/bin with `go install`.
 # Usage: tools/install_go_tools.sh [tool...]   (default: all)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +11,7 @@ declare -A modules=(
   [toxiproxy-server]="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
   [toxiproxy-cli]="github.com/Shopify/toxiproxy/v2/cmd/cli@v2.12.0"
   [protoc-gen-doc]="github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc@v1.5.1"
+  [helm]="helm.sh/helm/v4/cmd/helm@v4.3.2"
 )
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=(grpcurl buf)
