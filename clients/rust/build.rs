@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from("../../proto");
-    let protos = ["publisher.proto", "subscriber.proto", "record.proto"]
+    let protos = ["publisher.proto", "subscriber.proto", "record.proto", "admin.proto"]
         .map(|f| proto_root.join("ferry/v1").join(f));
 
     let mut config = prost_build::Config::new();
