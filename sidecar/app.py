@@ -216,13 +216,15 @@ class FerryApp:
             tokens = TokenStore(settings.token_file, env_tokens)
         access = access_control(settings, tokens)
         registry = new_registry()
+        publish_metrics = PublishMetrics()
+        registry.register(publish_metrics)
         publisher = PublisherServicer(
             publish,
             limits,
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
             access=access,
-            metrics=PublishMetrics(registry),
+            metrics=publish_metrics,
         )
         subscriber = SubscriberServicer(
             subscriptions,

@@ -19,7 +19,6 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import structlog
-from prometheus_client import CollectorRegistry
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar.api.publish_results import fill_entries
@@ -80,7 +79,7 @@ class PublishStreamCall:
     ) -> None:
         self._service = service
         self._translate = translate
-        self._metrics = metrics or PublishMetrics(CollectorRegistry())
+        self._metrics = metrics or PublishMetrics()
         self._window = window or UnansweredWindow(MAX_UNANSWERED_REQUESTS, MAX_UNANSWERED_BYTES)
         self._answers: asyncio.Queue[pb.PublishStreamAnswer | None] = asyncio.Queue()
         self._unanswered: set[asyncio.Task[None]] = set()

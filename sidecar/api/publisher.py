@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
 import grpc
-from prometheus_client import CollectorRegistry
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
@@ -59,7 +58,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     ) -> None:
         self._publish = publish
         self._access = access or OpenAccess()
-        self._metrics = metrics or PublishMetrics(CollectorRegistry())
+        self._metrics = metrics or PublishMetrics()
         self._limits = limits
         self._max_batch = max_batch_events
         self._default_wait = default_kafka_wait_s

@@ -1,8 +1,8 @@
 """Ferry's Prometheus metrics: what they are called, and how they are served.
 
 Two kinds. Publish outcomes and latency are counted as each publish request is answered
-(`PublishMetrics`: one counter step per result code and one histogram observation per
-request, never per event). Everything else is read at scrape time from the state snapshot
+(`PublishMetrics`: plain counts per result code and a latency bucket per request, never per
+event, exported at scrape time). Everything else is read at scrape time from the state snapshot
 the admin view answers too (`SnapshotCollector` over `StatusSources.snapshot()`), so it costs
 nothing on the paths that publish, forward or deliver.
 
@@ -13,18 +13,19 @@ status codes and ack levels; never an event id, a payload or a secret.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    ProcessCollector,
-    disable_created_metrics,
+from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
 )
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from sidecar.observability.snapshot import FerrySnapshot
@@ -33,6 +34,8 @@ from sidecar.observability.snapshot import FerrySnapshot
 LATENCY_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+#: The histogram's `le` label values.
+BOUNDS = [str(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
 ACK_LEVELS = ("durable", "kafka", "unknown")
 OK = "OK"
 
@@ -40,46 +43,65 @@ OK = "OK"
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
-class PublishMetrics:
+class PublishMetrics(Collector):
     """Publish requests' outcomes by gRPC status code and ack level, and their latency.
 
     Called on the event loop once per request (a Publish, a PublishBatch, a PublishStream
-    request), with the request's event count: the cost does not grow with the batch."""
+    request) with the request's event count, so the cost does not grow with the batch: plain
+    counts in dicts and lists (no lock: one thread writes), turned into a counter and a
+    histogram at scrape time. A scrape on another thread copies each dict or list whole."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._events = Counter(
-            "ferry_publish_events",
-            "Events of publish requests by result: the gRPC status code of the event's answer "
-            "(OK: logged, or a duplicate of a logged event) and the requested ack level",
-            ["code", "ack_level"],
-            registry=registry,
-        )
-        self._duration = Histogram(
-            "ferry_publish_duration_seconds",
-            "Time from a publish request's arrival to its answer, by requested ack level",
-            ["ack_level"],
-            buckets=LATENCY_BUCKETS,
-            registry=registry,
-        )
-        self._observe = {level: self._duration.labels(level).observe for level in ACK_LEVELS}
-        self._ok = {level: self._events.labels(OK, level).inc for level in ACK_LEVELS}
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], int] = {}
+        self._buckets = {level: [0] * (len(LATENCY_BUCKETS) + 1) for level in ACK_LEVELS}
+        self._sums = dict.fromkeys(ACK_LEVELS, 0.0)
 
     def answered(
         self, ack_level: str, events: int, refused_codes: Sequence[str], started: float
     ) -> None:
         """A request of `events` events was answered; `refused_codes` holds the status code of
-        each event that was refused (all of them when the request was)."""
-        self._observe[ack_level](time.perf_counter() - started)
+        each event that was refused (usually none)."""
+        self._observe(ack_level, time.perf_counter() - started)
+        counts = self._events
         ok = events - len(refused_codes)
         if ok:
-            self._ok[ack_level](ok)
+            key = (OK, ack_level)
+            counts[key] = counts.get(key, 0) + ok
         for code in refused_codes:
-            self._events.labels(code, ack_level).inc()
+            counts[code, ack_level] = counts.get((code, ack_level), 0) + 1
 
     def refused(self, ack_level: str, events: int, code: str, started: float) -> None:
         """A whole request of `events` events was refused with `code`."""
-        self._observe[ack_level](time.perf_counter() - started)
-        self._events.labels(code, ack_level).inc(events)
+        self._observe(ack_level, time.perf_counter() - started)
+        self._events[code, ack_level] = self._events.get((code, ack_level), 0) + events
+
+    def _observe(self, ack_level: str, seconds: float) -> None:
+        self._buckets[ack_level][bisect.bisect_left(LATENCY_BUCKETS, seconds)] += 1
+        self._sums[ack_level] += seconds
+
+    def describe(self) -> list[Metric]:
+        return list(self.collect())
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            "ferry_publish_events",
+            "Events of publish requests by result: the gRPC status code of the event's answer "
+            "(OK: logged, or a duplicate of a logged event) and the requested ack level",
+            labels=["code", "ack_level"],
+        )
+        for (code, level), count in sorted(dict(self._events).items()):
+            events.add_metric([code, level], count)
+        yield events
+        duration = HistogramMetricFamily(
+            "ferry_publish_duration_seconds",
+            "Time from a publish request's arrival to its answer, by requested ack level",
+            labels=["ack_level"],
+        )
+        for level in ACK_LEVELS:
+            counts, total = list(self._buckets[level]), self._sums[level]
+            cumulative = list(itertools.accumulate(counts))
+            duration.add_metric([level], list(zip(BOUNDS, cumulative, strict=True)), total)
+        yield duration
 
 
 class _Family(NamedTuple):

@@ -107,7 +107,7 @@ def test_unknown_lag_is_absent_and_kinds_follow_the_families() -> None:
 
 def test_a_scrape_without_a_snapshot_carries_the_other_metrics() -> None:
     registry = new_registry()
-    PublishMetrics(registry)
+    registry.register(PublishMetrics())
     registry.register(SnapshotCollector(lambda: None))
     names = {name for name, _ in exposition(registry)}
     assert "ferry_wal_pending_events" not in names
@@ -117,7 +117,8 @@ def test_a_scrape_without_a_snapshot_carries_the_other_metrics() -> None:
 
 def test_publish_metrics_count_events_by_code_and_time_requests() -> None:
     registry = CollectorRegistry()
-    metrics = PublishMetrics(registry)
+    metrics = PublishMetrics()
+    registry.register(metrics)
     started = time.perf_counter()
     metrics.answered("durable", 10, ["ALREADY_EXISTS"], started)
     metrics.answered("kafka", 1, (), started)
