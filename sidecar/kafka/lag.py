@@ -11,8 +11,9 @@ TopicPartitionKey = tuple[str, int]
 def committed_lag(stats: Mapping[str, Any], owned: set[TopicPartitionKey]) -> int | None:
     """Records past the committed offsets of the `owned` partitions, from librdkafka's
     statistics (each partition's `consumer_lag`: its end offset minus the committed one, -1
-    while either is unknown); 0 when nothing is owned, None when no owned partition's is known."""
-    total, known = 0, not owned
+    while either is unknown, as before the group's first commit there); None when no owned
+    partition's is known (or nothing is owned)."""
+    total, known = 0, False
     topics = stats.get("topics") or {}
     for topic, partition in owned:
         lag = ((topics.get(topic) or {}).get("partitions") or {}).get(str(partition), {})

@@ -185,7 +185,7 @@ def test_committed_lag_sums_the_owned_partitions_known_lag() -> None:
     assert committed_lag(stats, {("orders", 0), ("orders", 1)}) == 5
     assert committed_lag(stats, {("orders", 0), ("orders", 2)}) == 14
     assert committed_lag(stats, {("orders", 1)}) is None  # owned, but not known yet
-    assert committed_lag(stats, set()) == 0  # owns nothing: nothing lags here
+    assert committed_lag(stats, set()) is None  # owns nothing: no lag to tell
     assert committed_lag({}, {("orders", 0)}) is None
 
 

@@ -514,7 +514,8 @@ type SubscriptionStatus struct {
 	Paused bool `protobuf:"varint,7,opt,name=paused,proto3" json:"paused,omitempty"`
 	// Records in its assigned partitions past its committed offsets (the
 	// partitions' end offsets minus the committed ones, as Kafka last
-	// reported them); unset until Kafka reported it.
+	// reported them); unset while it owns no partition or none of them has a
+	// commit yet (before the first ack).
 	CommittedLag *int64 `protobuf:"varint,8,opt,name=committed_lag,json=committedLag,proto3,oneof" json:"committed_lag,omitempty"`
 	// Records delivered to streams since it started here (redeliveries
 	// included).

@@ -166,7 +166,8 @@ export interface SubscriptionStatus {
   /**
    * Records in its assigned partitions past its committed offsets (the
    * partitions' end offsets minus the committed ones, as Kafka last
-   * reported them); unset until Kafka reported it.
+   * reported them); unset while it owns no partition or none of them has a
+   * commit yet (before the first ack).
    */
   committedLag?:
     | number

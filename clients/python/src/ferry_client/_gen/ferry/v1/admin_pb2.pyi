@@ -307,7 +307,8 @@ class SubscriptionStatus(_message.Message):
     committed_lag: _builtins.int
     """Records in its assigned partitions past its committed offsets (the
     partitions' end offsets minus the committed ones, as Kafka last
-    reported them); unset until Kafka reported it.
+    reported them); unset while it owns no partition or none of them has a
+    commit yet (before the first ack).
     """
     deliveries: _builtins.int
     """Records delivered to streams since it started here (redeliveries
