@@ -34,14 +34,18 @@ per subscription            callbacks (the commit on revoke), commits, pause and
 `close-<group>` (passing)   closes a consumer, so that its thread can stop waiting for it
 `metrics-http`              the Prometheus endpoint (`--metrics-listen`): accepts scrapes;
                             each runs on a short-lived thread of its own, which asks the
-                            loop for a snapshot (at most 5 s) and reads the log's oldest
-                            events through its own read-only connection (asyncio's default
-                            executor does that for GetStatus)
+                            loop for a snapshot and waits for it at most 5 s
+asyncio's default executor  a snapshot's file reads (GetStatus, a scrape): each topic's
+                            oldest pending event through a read-only log connection, the
+                            disk's free space
+OpenTelemetry's batch span  only with OTEL_EXPORTER_OTLP_ENDPOINT: exports the spans
+processor thread            (sidecar/observability/spans.py)
 `stderr-to-json` (cli)      file descriptor 2, a pipe: what native code writes there (gRPC
                             core above all) is logged as JSON lines
 `stop-<subscription>`,      one blocking drain step each; the loop waits for it at most
 `forwarder-stop`,           its share of the shutdown budget
-`wal-close` (drain)
+`span-flush`, `wal-close`
+(drain)
 `shutdown-deadline`         exits the process once the shutdown budget is spent
 (drain)
 native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka client)
@@ -111,6 +115,7 @@ from sidecar.observability.metrics import (
 )
 from sidecar.observability.metrics_server import MetricsServer, serve_metrics, snapshot_on_loop
 from sidecar.observability.snapshot import LogLimits, StatusSources
+from sidecar.observability.spans import Tracing, tracing_from_environment
 from sidecar.publish.kafka_waiters import KafkaAckWaiters
 from sidecar.publish.service import PublishService
 from sidecar.storage import check_data_dir
@@ -123,6 +128,8 @@ from sidecar.wal.writer import WalLimits, WalWriter
 log = structlog.get_logger(__name__)
 SERVICES = ["", PUBLISHER, SUBSCRIBER]
 KAFKA_WATCH = "kafka-health-watch"
+#: How long the drain waits for spans to be exported (only when exporting).
+FLUSH_WAIT_S = 0.75
 
 
 @dataclass
@@ -142,6 +149,7 @@ class FerryApp:
     deaths: ThreadDeaths
     status: StatusSources
     metrics_server: MetricsServer | None = None
+    tracing: Tracing = field(default_factory=Tracing)
     budget: ShutdownBudget = field(init=False)
     _watch: asyncio.Task[None] | None = None
 
@@ -216,6 +224,7 @@ class FerryApp:
             tokens = TokenStore(settings.token_file, env_tokens)
         access = access_control(settings, tokens)
         registry = new_registry()
+        tracing = tracing_from_environment()
         publish_metrics = PublishMetrics()
         registry.register(publish_metrics)
         publisher = PublisherServicer(
@@ -225,6 +234,7 @@ class FerryApp:
             default_kafka_wait_s=settings.kafka_wait_s,
             access=access,
             metrics=publish_metrics,
+            tracing=tracing,
         )
         subscriber = SubscriberServicer(
             subscriptions,
@@ -232,6 +242,7 @@ class FerryApp:
             topic_allowlist=settings.topic_allowlist,
             max_message_bytes=settings.max_delivery_message_bytes,
             access=access,
+            tracing=tracing,
         )
         status = StatusSources(
             writer,
@@ -253,7 +264,7 @@ class FerryApp:
         await health.set(True, SERVICES)
         app = cls(
             settings, writer, forwarder, publish, subscriptions, health, server, port,
-            stop_requested, deaths, status, metrics_server,
+            stop_requested, deaths, status, metrics_server, tracing,
         )  # fmt: skip
         app._watch = asyncio.create_task(app._watch_kafka(), name=KAFKA_WATCH)
         app._watch.add_done_callback(app._watch_ended)
@@ -319,6 +330,8 @@ class FerryApp:
         if not stopped:
             log.warning("forwarder_stop_abandoned", after_s=forwarder_s)
         await self.server.stop(budget.rpc_s)
+        if self.tracing.exporting:  # the calls' spans are all ended now
+            await run_blocking(self.tracing.flush, FLUSH_WAIT_S, "span-flush")
         if not await run_blocking(self.writer.close, budget.wal_s, "wal-close"):
             log.warning("wal_close_abandoned", after_s=budget.wal_s)
         if self.metrics_server is not None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from sidecar.forward.counters import ForwarderCounters
 from sidecar.observability.metrics import PublishMetrics
-from sidecar.observability.tracing import trace_headers
+from sidecar.observability.spans import Tracing
 
 PARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 #: What grpc.aio hands a servicer as invocation metadata for a typical client call.
@@ -28,6 +28,7 @@ def main() -> None:
     counters = ForwarderCounters()
     started = time.perf_counter()
     empty = (lambda: None, "empty call (baseline of the timing loop)")
+    tracing = Tracing()  # no OTEL_EXPORTER_OTLP_ENDPOINT: propagation only
 
     def answered() -> None:
         metrics.answered("durable", 100, (), started)
@@ -45,8 +46,9 @@ def main() -> None:
         empty,
         (answered, "PublishMetrics.answered: one request answered OK (any batch size)"),
         (refused, "PublishMetrics.refused: one request refused"),
-        (lambda: trace_headers(PLAIN_METADATA), "trace_headers: a call without trace context"),
-        (lambda: trace_headers(TRACED_METADATA), "trace_headers: a call with traceparent"),
+        (lambda: tracing.call("m", PLAIN_METADATA, {}).end(), "trace: a call without context"),
+        (lambda: tracing.call("m", TRACED_METADATA, {}).end(), "trace: a call with traceparent"),
+        (lambda: tracing.exporting, "trace: the per-Deliveries-message check (not exporting)"),
         (wave, "forwarder: counting one wave"),
         (flush_count, "subscription: counting one dispatch's deliveries"),
     ]

@@ -22,6 +22,7 @@ from sidecar.api.status import code_name
 from sidecar.errors import InvalidArgument
 from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
 from sidecar.observability.metrics import PublishMetrics
+from sidecar.observability.spans import CallTrace, Tracing
 from sidecar.observability.tracing import TraceContext, trace_context, with_trace
 from sidecar.publish.service import PublishService
 from sidecar.validation import EventLimits, check_event, duration_seconds
@@ -35,6 +36,8 @@ _LEVELS = {
     pb.ACK_LEVEL_DURABLE: AckLevel.DURABLE,
     pb.ACK_LEVEL_KAFKA: AckLevel.KAFKA,
 }
+PUBLISH = "ferry.v1.Publisher/Publish"
+PUBLISH_BATCH = "ferry.v1.Publisher/PublishBatch"
 #: The metrics' ack_level label of a requested level (a value Ferry does not know: "unknown").
 LEVEL_LABELS = {
     pb.ACK_LEVEL_UNSPECIFIED: "durable",
@@ -55,10 +58,12 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         default_kafka_wait_s: float,
         access: AccessControl | None = None,
         metrics: PublishMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._publish = publish
         self._access = access or OpenAccess()
         self._metrics = metrics or PublishMetrics()
+        self._tracing = tracing or Tracing()
         self._limits = limits
         self._max_batch = max_batch_events
         self._default_wait = default_kafka_wait_s
@@ -68,20 +73,27 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     ) -> pb.PublishResponse:
         started = time.perf_counter()
         level = LEVEL_LABELS.get(request.ack_level, "unknown")
+        trace = self._trace(PUBLISH, context, [request.event])
         try:
-            response = await self._publish_one(request, context)
+            response = await self._publish_one(request, context, trace.headers)
         except Exception as error:
-            self._metrics.refused(level, 1, code_name(error), started)
+            code = code_name(error)
+            self._metrics.refused(level, 1, code, started)
+            trace.end(code)
             raise
         self._metrics.answered(level, 1, (), started)
+        trace.end()
         return response
 
     async def _publish_one(
-        self, request: pb.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
+        self,
+        request: pb.PublishRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        trace: TraceContext,
     ) -> pb.PublishResponse:
         if not request.HasField("event"):
             raise InvalidArgument("event", "is required")
-        event = self._event(request.event, "event", trace_context(context))
+        event = self._event(request.event, "event", trace)
         self._access.caller(context).check_publish([event.topic])
         level = self._level(request.ack_level)
         wait = self._wait(request, _commit_wait(context))
@@ -97,18 +109,22 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     ) -> pb.PublishBatchResponse:
         started = time.perf_counter()
         label = LEVEL_LABELS.get(request.ack_level, "unknown")
+        trace = self._trace(PUBLISH_BATCH, context, request.events)
         try:
-            events = self._events(request.events, trace_context(context))
+            events = self._events(request.events, trace.headers)
             self._access.caller(context).check_publish(e.topic for e in events)
             level = self._level(request.ack_level)
             wait = self._wait(request, _commit_wait(context))
             outcomes = await self._publish.publish(events, level, wait, _commit_wait(context))
         except Exception as error:
-            self._metrics.refused(label, len(request.events), code_name(error), started)
+            code = code_name(error)
+            self._metrics.refused(label, len(request.events), code, started)
+            trace.end(code)
             raise
         response = pb.PublishBatchResponse()
         refused = fill_entries(response.entries, outcomes)
         self._metrics.answered(label, len(outcomes), refused, started)
+        trace.end()
         return response
 
     async def PublishStream(
@@ -123,6 +139,19 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         call = PublishStreamCall(self._publish, translate, metrics=self._metrics)
         async for response in call.responses(requests):
             yield response
+
+    def _trace(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], events: Sequence[pb.Event]
+    ) -> CallTrace:
+        """The call's trace: its metadata's context, or a span of its own when exporting (its
+        attributes are gathered only then)."""
+        attributes: dict[str, Any] = {}
+        if self._tracing.exporting:
+            topics = {e.topic for e in events}
+            attributes = {"rpc.method": method, "messaging.batch.message_count": len(events)}
+            if len(topics) == 1:
+                attributes["messaging.destination.name"] = topics.pop()
+        return self._tracing.call(method, context.invocation_metadata(), attributes)
 
     def _stream_request(
         self, request: pb.PublishStreamRequest, caller: Caller = ANYONE, trace: TraceContext = ()
