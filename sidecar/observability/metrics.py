@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import NamedTuple
 
-from prometheus_client import CollectorRegistry, ProcessCollector, disable_created_metrics
+from prometheus_client import CollectorRegistry, ProcessCollector
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -38,9 +38,6 @@ LATENCY_BUCKETS = (
 BOUNDS = [str(bound) for bound in LATENCY_BUCKETS] + ["+Inf"]
 ACK_LEVELS = ("durable", "kafka", "unknown")
 OK = "OK"
-
-# `_created` series double every counter's output for little use; Prometheus finds resets.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 
 class PublishMetrics(Collector):

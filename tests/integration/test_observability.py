@@ -100,7 +100,7 @@ def test_metrics_follow_publishing_forwarding_and_subscribing(
     )
     assert after.value("ferry_publish_duration_seconds_count", ack_level="durable") == 2
     assert after.value("ferry_forwarder_sent_events_total") >= 5
-    assert after.value("ferry_forwarder_delivered_events_total") == 5
+    assert after.value("ferry_forwarder_delivered_events_total") >= 5  # a resend counts again
     assert after.value("ferry_forwarder_in_flight_events") == 0
     assert after.value("ferry_kafka_reachable") == 1
     assert after.value("ferry_topic_pending_events", topic=topic) == 0
@@ -144,9 +144,14 @@ def test_get_status_over_grpc_reflection_and_the_ferry_status_command(
     stream = open_stream(ferry, open_request("status-readers", [topic], lease_s=60))
     try:
         assert len(stream.take(timeout=30, at_least=3)) == 3  # leased, not acked
-        status = admin_pb2_grpc.AdminStub(ferry.channel()).GetStatus(
-            admin_pb2.GetStatusRequest(), timeout=10
-        )
+        admin = admin_pb2_grpc.AdminStub(ferry.channel())
+
+        def get_status() -> admin_pb2.GetStatusResponse:
+            return admin.GetStatus(admin_pb2.GetStatusRequest(), timeout=10)
+
+        # Delivered records leave the log a moment after Kafka acknowledged them.
+        wait_for(lambda: get_status().log.pending_events == 0, 30, what="the log drained")
+        status = get_status()
         assert status.version == "0.1.0"
         assert "librdkafka" in status.build
         assert status.uptime.ToNanoseconds() > 0
