@@ -18,6 +18,7 @@ import pytest
 
 from sidecar._gen.ferry.v1 import admin_pb2, admin_pb2_grpc
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.certs import CertificateAuthority
 from testkit.client_access import ClientAccess
 from testkit.ferry_process import Ferries, FerryProcess
 from testkit.kafka_read import read_topic
@@ -314,3 +315,30 @@ def test_metrics_listener_off_or_taken(kafka: KafkaHandle, tmp_path: Path) -> No
     assert proc.returncode == 2, proc.stdout
     [line] = [json.loads(x) for x in proc.stdout.splitlines() if "cannot_start" in x]
     assert line["error"].startswith(f"metrics_listen: cannot listen on {HOST}:{port}")
+
+
+def test_ferry_status_over_mutual_tls(kafka: KafkaHandle, tmp_path: Path) -> None:
+    ca = CertificateAuthority.create("Status Test CA")
+    cert, key = ca.issue_server().write(tmp_path / "tls", "server")
+    ca_file = ca.write(tmp_path / "tls")
+    client_cert, client_key = ca.issue_client("operator").write(tmp_path / "tls", "operator")
+    issued = ca.issue_client("probe")
+    ferry = FerryProcess(
+        tmp_path / "wal", kafka.bootstrap,
+        "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(ca_file),
+        access=ClientAccess(root_ca=ca.cert_pem, client=issued),
+    )  # fmt: skip
+    try:
+        ferry.start()
+        env = {"FERRY_LISTEN": ferry.address, "FERRY_TLS_CA": str(ca_file)}
+        mutual = _ferry_status(
+            "--tls-client-cert", str(client_cert), "--tls-client-key", str(client_key), env=env
+        )
+        assert mutual.returncode == 0, mutual.stderr
+        assert "Kafka:" in mutual.stdout
+        without_certificate = _ferry_status("--timeout", "5", env=env)
+        assert without_certificate.returncode == 1
+        plaintext = _ferry_status("--timeout", "5", env={"FERRY_LISTEN": ferry.address})
+        assert plaintext.returncode == 1
+    finally:
+        ferry.kill()
