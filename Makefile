@@ -21,7 +21,7 @@ kafka-jars: $(STAMP)
 	$(BIN)/python -m testkit.kafka_local fetch
 
 go-tools:
-	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli protoc-gen-doc helm
+	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli protoc-gen-doc helm promtool
 
 setup: $(STAMP) kafka-jars go-tools
 

@@ -6,6 +6,9 @@ from the first line on: invalid flags and settings included. Only `--help` answe
 
 `ferry parked list|release|drop` shows and settles the events Kafka refused for good (run it
 while Ferry is stopped: it takes the log's lock); it answers an operator in text.
+
+`ferry status` asks a running Ferry for its state (sidecar/status_cli.py) and prints tables,
+or JSON with `--json`.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any, NoReturn
 
 import structlog
 
-from sidecar import failpoints, lifecycle
+from sidecar import failpoints, lifecycle, status_cli
 from sidecar.config import REPEATABLE, Settings, is_env_only, load_settings
 from sidecar.errors import ConfigError
 from sidecar.kafka.security import kafka_client_options, log_security_warnings
@@ -92,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         help="directory of the write-ahead log (env FERRY_DATA_DIR, default data)",
     )
     parked.add_argument("--topic", default=None, help="only this topic's parked events")
+    status = commands.add_parser(
+        "status", help="show a running Ferry's state: log, forwarder, topics, subscriptions"
+    )
+    status_cli.add_arguments(status)
     return parser
 
 
@@ -154,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "parked":
         return _parked(args.action, args.data_dir, args.topic)
+    if args.command == "status":
+        return status_cli.run(args)
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k != "command" and v is not None
     }

@@ -19,6 +19,7 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from sidecar.config_kafka import KafkaSecuritySettings, kafka_security_problems
+from sidecar.config_observability import ObservabilitySettings
 from sidecar.errors import ConfigError
 
 KIB = 1024
@@ -39,7 +40,7 @@ MIN_TOKEN_LENGTH = 16
 MAX_SOCKET_PATH_BYTES = 107
 
 
-class Settings(BaseSettings, KafkaSecuritySettings):
+class Settings(BaseSettings, KafkaSecuritySettings, ObservabilitySettings):
     """Ferry's configuration. Each field is also a flag: `kafka_bootstrap` → `--kafka-bootstrap`."""
 
     model_config = SettingsConfigDict(env_prefix="FERRY_", extra="forbid", frozen=True)

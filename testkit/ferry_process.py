@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, subscriber_pb2_grpc
 from sidecar.wal.peek import pending_rows
 from testkit.client_access import ClientAccess
-from testkit.ferry_log import tail
+from testkit.ferry_log import json_entries, tail
 from testkit.paths import ROOT
 from testkit.ports import HOST, free_port
 from testkit.processes import Children
@@ -63,7 +63,8 @@ class FerryProcess:
     output appended to `log_path` (default: ``<data_dir>.log`` next to it). `args` and `env`
     (extra environment) apply from the next `start`. With `socket_path` it listens on that unix
     socket instead of a port; `access` is how clients reach it (TLS, client certificate,
-    token), for its `channel` and the start's health check."""
+    token), for its `channel` and the start's health check. Its metrics endpoint listens on a
+    loopback port the kernel picks (`metrics_url`), unless `args` say otherwise."""
 
     def __init__(
         self,
@@ -113,6 +114,7 @@ class FerryProcess:
             "--listen", self.address,
             "--kafka-bootstrap", self.bootstrap,
             "--data-dir", str(self.data_dir),
+            "--metrics-listen", f"{HOST}:0",
             *self.args,
         ]  # fmt: skip
 
@@ -209,6 +211,13 @@ class FerryProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
+
+    def metrics_url(self) -> str:
+        """The metrics endpoint of the running process (its `metrics_serving` log line: the
+        last one is this start's, logged before it serves gRPC)."""
+        entries = list(json_entries(self.log_path, "metrics_serving"))
+        assert entries, f"{self.name} serves no metrics:\n{self.log_tail()}"
+        return f"http://{HOST}:{entries[-1]['port']}/metrics"
 
     def pending_rows(self) -> int:
         """Rows still in the write-ahead log (read-only peek, safe while Ferry runs)."""

@@ -102,8 +102,12 @@ class ImageContainer:
         return str(path)
 
     def command(self, *args: str) -> list[str]:
-        """The image's entrypoint with `--listen` on this container's port, then `args`."""
-        return [*self.config["Entrypoint"], "--listen", self.address, *args]
+        """The image's entrypoint with `--listen` on this container's port, its metrics on a
+        port the kernel picks (the host's network is shared), then `args`."""
+        return [
+            *self.config["Entrypoint"], "--listen", self.address,
+            "--metrics-listen", "127.0.0.1:0", *args,
+        ]  # fmt: skip
 
     def start(self, *args: str, timeout: float = 60.0) -> ImageContainer:
         """Create the container, make its root read-only, run the entrypoint with `args` and

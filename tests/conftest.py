@@ -40,20 +40,31 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
     handle.close()
 
 
+def _go_tool(name: str) -> Path:
+    """A Go tool built by tools/install_go_tools.sh (once; then cached)."""
+    if shutil.which("go") is None:
+        pytest.skip(f"`go` is not installed: cannot build {name} (tools/install_go_tools.sh)")
+    subprocess.run(
+        [str(ROOT / "tools" / "install_go_tools.sh"), name],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    binary = cached_binary(name)
+    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
+    return binary
+
+
 @pytest.fixture(scope="session")
 def grpcurl() -> Path:
     """The grpcurl binary, built by tools/install_go_tools.sh."""
-    if shutil.which("go") is None:
-        pytest.skip("`go` is not installed: cannot build grpcurl (tools/install_go_tools.sh)")
-    subprocess.run(
-        [str(ROOT / "tools" / "install_go_tools.sh"), "grpcurl"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    binary = cached_binary("grpcurl")
-    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
-    return binary
+    return _go_tool("grpcurl")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """Prometheus' promtool (`promtool check metrics`), built by tools/install_go_tools.sh."""
+    return _go_tool("promtool")
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,12 @@
 """Who the caller of an RPC is, and what the authorisation policy lets it do.
 
 Servicers ask `AccessControl.caller(context)` once per call (once per stream) and then check
-each action: publishing to topics, opening a subscription, acking on one. Without a policy
-(`OpenAccess`) every check passes and the topic allow-list alone applies. With one
-(`PolicyAccess`), the caller is identified by its bearer token (when tokens are configured:
-the token interceptor already refused calls without an accepted one) and by its client
-certificate (mutual TLS), and sidecar/api/policy.py decides; a refusal is PermissionDenied and
-comes before anything is written.
+each action: publishing to topics, opening a subscription, acking on one, reading the status.
+Without a policy (`OpenAccess`) every check passes and the topic allow-list alone applies.
+With one (`PolicyAccess`), the caller is identified by its bearer token (when tokens are
+configured: the token interceptor already refused calls without an accepted one) and by its
+client certificate (mutual TLS), and sidecar/api/policy.py decides; a refusal is
+PermissionDenied and comes before anything is written.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ class Caller(Protocol):
 
     def check_settle(self, name: str) -> None: ...
 
+    def check_status(self) -> None: ...
+
 
 class AccessControl(Protocol):
     def caller(self, context: grpc.aio.ServicerContext[Any, Any]) -> Caller: ...
@@ -50,6 +52,9 @@ class Anyone:
         return None
 
     def check_settle(self, name: str) -> None:
+        return None
+
+    def check_status(self) -> None:
         return None
 
 
@@ -76,6 +81,9 @@ class PolicyCaller:
 
     def check_settle(self, name: str) -> None:
         self.policy.check_settle(self.identity, name)
+
+    def check_status(self) -> None:
+        self.policy.check_status(self.identity)
 
 
 class PolicyAccess:

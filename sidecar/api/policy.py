@@ -12,6 +12,7 @@ The file is YAML (or JSON, which YAML reads too)::
         publish: [orders, "orders.*"]        # topics it may publish to
         subscriptions: ["orders-audit-*"]    # subscriptions it may open (and ack, nack, extend)
         read: [orders]                       # topics its subscriptions may read
+        status: true                         # may call ferry.v1.Admin/GetStatus (ferry status)
 
 A principal needs at least one identity (token_sha256, token_file, cert_subject, cert_san);
 each may be one string or a list. A pattern is an exact name, or a prefix ending in `*`
@@ -20,7 +21,9 @@ caller matching several principals gets what any of them grants. The policy hold
 tokens are named by their SHA-256 or by the file that holds them.
 
 A subscription opened with a dead-letter topic also needs `publish` on that topic, since a
-nack writes there.
+nack writes there. The status (`status: true`, default false) holds no payload and no secret,
+but it names every topic and subscription of the sidecar and their errors: it is granted to
+the operator's principal, not to every application.
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ from sidecar.errors import PermissionDenied
 
 IDENTITY_KEYS = ("token_sha256", "token_file", "cert_subject", "cert_san")
 GRANT_KEYS = ("publish", "subscriptions", "read")
+STATUS_KEY = "status"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _NAME = re.compile(r"^[A-Za-z0-9._:@/-]{1,128}$")
 
@@ -83,6 +87,7 @@ class Principal:
     publish: Patterns
     subscriptions: Patterns
     read: Patterns
+    status: bool = False
 
     def is_(self, who: Identity) -> bool:
         return (
@@ -129,6 +134,11 @@ class Policy:
             raise PermissionDenied(
                 f"not allowed to publish to the dead-letter topic {dead_letter_topic!r}"
             )
+
+    def check_status(self, who: Identity) -> None:
+        """PermissionDenied unless one of `who`'s principals is granted `status: true`."""
+        if not any(p.status for p in self.of(who)):
+            raise PermissionDenied("not allowed to read the status (policy: status: true)")
 
     def check_settle(self, who: Identity, name: str) -> None:
         """PermissionDenied unless `who` may open subscription `name` (acks, nacks and lease
@@ -187,7 +197,7 @@ def _principal(index: int, entry: Any) -> Principal:
     if not isinstance(name, str) or not _NAME.match(name):
         raise PolicyError(f"{where}.name: expected a name of letters, digits and ._:@/-")
     where = f"principals[{index}] ({name})"
-    unknown = set(entry) - {"name", *IDENTITY_KEYS, *GRANT_KEYS}
+    unknown = set(entry) - {"name", *IDENTITY_KEYS, *GRANT_KEYS, STATUS_KEY}
     if unknown:
         raise PolicyError(f"{where}: unknown keys {sorted(unknown)}")
     values = {key: _strings(entry.get(key), f"{where}.{key}") for key in IDENTITY_KEYS}
@@ -198,6 +208,9 @@ def _principal(index: int, entry: Any) -> Principal:
         if not _SHA256.match(digest):
             raise PolicyError(f"{where}.token_sha256: expected 64 hex digits (a SHA-256)")
     grants = {key: _strings(entry.get(key), f"{where}.{key}") for key in GRANT_KEYS}
+    status = entry.get(STATUS_KEY, False)
+    if not isinstance(status, bool):
+        raise PolicyError(f"{where}.{STATUS_KEY}: expected true or false")
     return Principal(
         name=name,
         token_sha256=frozenset(hashes),
@@ -207,6 +220,7 @@ def _principal(index: int, entry: Any) -> Principal:
         publish=Patterns.parse(grants["publish"]),
         subscriptions=Patterns.parse(grants["subscriptions"]),
         read=Patterns.parse(grants["read"]),
+        status=status,
     )
 
 

@@ -1,5 +1,6 @@
-"""Builds the grpc.aio server: Ferry's services, health, reflection, the token and error
-interceptors, and its port or socket (with TLS when configured)."""
+"""Builds the grpc.aio server: Ferry's services (Publisher, Subscriber, Admin), health,
+reflection, the token and error interceptors, and its port or socket (with TLS when
+configured)."""
 
 from __future__ import annotations
 
@@ -11,11 +12,14 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from sidecar._gen.ferry.v1 import (
+    admin_pb2,
+    admin_pb2_grpc,
     publisher_pb2,
     publisher_pb2_grpc,
     subscriber_pb2,
     subscriber_pb2_grpc,
 )
+from sidecar.api.admin import AdminServicer
 from sidecar.api.auth import TokenAuthInterceptor
 from sidecar.api.listener import bind
 from sidecar.api.publisher import PublisherServicer
@@ -27,6 +31,7 @@ from sidecar.config import Settings
 
 PUBLISHER = publisher_pb2.DESCRIPTOR.services_by_name["Publisher"].full_name
 SUBSCRIBER = subscriber_pb2.DESCRIPTOR.services_by_name["Subscriber"].full_name
+ADMIN = admin_pb2.DESCRIPTOR.services_by_name["Admin"].full_name
 #: Health "service" that reports whether Kafka is reachable; publishing works either way.
 KAFKA_HEALTH = "ferry.kafka"
 #: Ferry's answers: a Deliveries message keeps to its own budget, one large record excepted.
@@ -84,6 +89,7 @@ def build_server(
     health_: Health,
     settings: Settings,
     tokens: TokenStore | None = None,
+    admin: AdminServicer | None = None,
 ) -> tuple[grpc.aio.Server, int]:
     """Create the server and bind `settings.listen`; return it with the bound port.
 
@@ -100,8 +106,11 @@ def build_server(
     publisher_pb2_grpc.add_PublisherServicer_to_server(publisher, server)
     subscriber_pb2_grpc.add_SubscriberServicer_to_server(subscriber, server)
     health_pb2_grpc.add_HealthServicer_to_server(health_.servicer, server)
+    names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    if admin is not None:
+        admin_pb2_grpc.add_AdminServicer_to_server(admin, server)
+        names.insert(2, ADMIN)
     if settings.reflection:
-        names = [PUBLISHER, SUBSCRIBER, health.SERVICE_NAME, reflection.SERVICE_NAME]
         reflection.enable_server_reflection(names, server)
     credentials = None
     if settings.tls_cert is not None and settings.tls_key is not None:

@@ -60,6 +60,11 @@ def code_of(error: BaseException) -> int:
     return int(code_pb2.INTERNAL)
 
 
+def code_name(error: BaseException) -> str:
+    """The name of `error`'s status code ("INVALID_ARGUMENT"), as the metrics label it."""
+    return str(code_pb2.Code.Name(code_of(error)))
+
+
 def _details(error: FerryError) -> list[message.Message]:
     details: list[message.Message] = [
         error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN)

@@ -39,6 +39,7 @@ from sidecar.api.subscribe_requests import (
 from sidecar.clock import Clock
 from sidecar.errors import FerryError, InvalidArgument, UndecodableRequest
 from sidecar.kafka.ports import FetchedRecord
+from sidecar.observability.spans import Tracing
 from sidecar.subscribe.leases import ACK_ID_LENGTH, AckOutcome
 from sidecar.subscribe.records import presentation
 from sidecar.subscribe.registry import SubscriptionRegistry
@@ -102,8 +103,10 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         topic_allowlist: frozenset[str] = frozenset(),
         max_message_bytes: int = DEFAULT_DELIVERY_MESSAGE_BYTES,
         access: AccessControl | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._registry = registry
+        self._tracing = tracing or Tracing()
         self._access = access or OpenAccess()
         self._clock = clock
         self._allowlist = topic_allowlist
@@ -136,8 +139,12 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             opened = pb.SubscriptionOpened(subscription=settings.name)
             opened.lease_duration.FromNanoseconds(int(options.lease_duration * 1e9))
             yield pb.SubscribeResponse(opened=opened)
+            tracing = self._tracing if self._tracing.exporting else None
             while True:
-                yield await self._next_response(stream, reader, carry)
+                response = await self._next_response(stream, reader, carry)
+                if tracing is not None and response.HasField("deliveries"):
+                    tracing.delivered(settings.name, response.deliveries.deliveries)
+                yield response
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -35,6 +35,7 @@ import structlog
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.forward.channels import CommittedRows, Retirements
+from sidecar.forward.counters import ForwarderCounters, LaneStatus
 from sidecar.kafka.auth_failures import auth_failure
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.kafka.producer import refused_for_good
@@ -90,6 +91,7 @@ class ForwarderStatus:
     resent_total: int
     parked_total: int
     failing_topics: dict[str, str]
+    lanes: tuple[LaneStatus, ...] = ()
 
 
 class Forwarder:
@@ -133,6 +135,7 @@ class Forwarder:
         self.delivered_total = 0
         self.resent_total = 0
         self.parked_total = 0
+        self.counters = ForwarderCounters()
         self._producer: ProducerPort | None = None
         self._thread = threading.Thread(
             target=supervised("forwarder", self._run), name="forwarder", daemon=True
@@ -166,6 +169,7 @@ class Forwarder:
             resent_total=self.resent_total,
             parked_total=self.parked_total,
             failing_topics={lane.topic: lane.last_error for lane in lanes if lane.failed},
+            lanes=tuple(LaneStatus.of(lane, self._clock()) for lane in lanes),
         )
 
     # -- the forwarder thread ----------------------------------------------------------------
@@ -244,6 +248,7 @@ class Forwarder:
                     lane.known_end = rows[-1].sequence if rows else lane.cursor
                 produced = self._produce(producer, lane, rows, stamp)
                 sent += produced
+                self.counters.sent_events += produced
                 if lane.failed or lane.single:
                     break  # produce() refused a row (only this lane stops), or one row a wave
                 if produced < len(rows):
@@ -338,6 +343,7 @@ class Forwarder:
         flight has reported, after a backoff (or at once, to step past a refused row)."""
         if lane.failed:
             return
+        self.counters.failed(error)
         lane.failed = True
         lane.last_error = error
         delay = 0.0
@@ -361,6 +367,7 @@ class Forwarder:
         if self._retiring:
             self._retirements.retire_now()
             concurrent.futures.wait(self._retiring)
+        self.counters.lane_restarts += len(due)
         for lane in due:
             lane.failed = False
             lane.cursor = 0

@@ -159,6 +159,12 @@ class WalWriter:
     def pending_bytes(self) -> int:
         return self._usage.size
 
+    @property
+    def usage(self) -> Usage:
+        """Pending events and bytes, in all and per topic, as of the last commit: a snapshot,
+        since a commit replaces it with a new one and never changes it. Read from any thread."""
+        return self._usage
+
     async def append(self, events: Sequence[OutgoingEvent]) -> list[Outcome]:
         """Log `events` in one transaction; answer once it committed (or failed)."""
         return await self.submit(events)

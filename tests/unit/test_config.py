@@ -280,3 +280,13 @@ def test_serve_help_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         shown = f"--{name.replace('_', '-')}" in out
         assert shown is not is_env_only(field), name
     assert "25%" in out
+
+
+def test_metrics_listen_is_host_port_or_empty() -> None:
+    assert load_settings().metrics_listen == "127.0.0.1:9464"
+    assert load_settings(metrics_listen="").metrics_listen == ""
+    assert load_settings(metrics_listen=" [::]:9464 ").metrics_listen == "[::]:9464"
+    with pytest.raises(ConfigError, match=r"metrics_listen: .*expected host:port"):
+        load_settings(metrics_listen="9464")
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        load_settings(metrics_listen="0.0.0.0:99999")

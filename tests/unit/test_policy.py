@@ -275,3 +275,23 @@ def test_a_policy_needs_the_identities_it_names(tmp_path: Path) -> None:
 def test_policy_file_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FERRY_POLICY_FILE", "/etc/ferry/policy.yaml")
     assert load_settings().policy_file == Path("/etc/ferry/policy.yaml")
+
+
+def test_status_is_granted_by_status_true_only() -> None:
+    policy = parse_policy(
+        f"""
+principals:
+  - name: operator
+    token_sha256: {DIGEST}
+    status: true
+  - name: app
+    cert_subject: "CN=app"
+    publish: ["*"]
+"""
+    )
+    policy.check_status(Identity(token_sha256=DIGEST))
+    with pytest.raises(PermissionDenied, match="status"):
+        policy.check_status(Identity(cert_subject="CN=app"))
+    with pytest.raises(PolicyError, match=r"status: expected true or false"):
+        parse_policy("principals:\n  - name: x\n    cert_subject: CN=x\n    status: yes-please\n")
+    ANYONE.check_status()  # without a policy: whoever Ferry lets in
