@@ -21,7 +21,7 @@ kafka-jars: $(STAMP)
 	$(BIN)/python -m testkit.kafka_local fetch
 
 go-tools:
-	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli protoc-gen-doc
+	tools/install_go_tools.sh grpcurl buf toxiproxy-server toxiproxy-cli protoc-gen-doc helm promtool
 
 setup: $(STAMP) kafka-jars go-tools
 
@@ -33,10 +33,11 @@ run: setup
 kafka-stop: $(STAMP)
 	$(BIN)/python -m testkit.kafka_local stop --dir data/kafka
 
-## make test: static checks, every test against one real Kafka (with the short fault suite),
-## then the quick benchmark subset so that the harness keeps working (no thresholds)
-test: setup check clients
-	$(BIN)/pytest tests
+## make test: static checks, the container image, the chart's security scan, every test (the
+## image's and the chart's included) against one real Kafka (with the short fault suite), then the
+## quick benchmark subset so that the harness keeps working (no thresholds)
+test: setup check clients image chart-scan
+	FERRY_IMAGE=$(IMAGE) STORAGE_DRIVER=$(BUILDAH_STORAGE_DRIVER) $(BIN)/pytest tests
 	$(MAKE) bench-quick
 
 test-unit: $(STAMP)
@@ -55,6 +56,8 @@ check: $(STAMP) go-tools
 	tmp=$$(mktemp -d) && buf generate proto --template proto/buf.gen.doc.yaml -o $$tmp && \
 	  { diff -u docs/api.md $$tmp/docs/api.md || { echo "docs/api.md is stale: run make api-docs"; exit 1; }; }
 	$(BIN)/python tools/check_wheel.py
+	$(BIN)/hadolint Dockerfile
+	$(MAKE) chart-lint
 
 fmt: $(STAMP)
 	$(BIN)/ruff format .
@@ -76,5 +79,7 @@ clean:
 	rm -rf $(VENV) build dist .mypy_cache .ruff_cache
 
 include clients/clients.mk
+include image.mk
+include helm/chart.mk
 include bench/bench.mk
 include chaos/chaos.mk

@@ -8,13 +8,14 @@ Ferry is one process. Its threads, and what each owns:
 ==========================  ==========================================================
 thread                      owns
 ==========================  ==========================================================
-main: the asyncio loop      the gRPC servicers (Publisher, Subscriber, Health,
+main: the asyncio loop      the gRPC servicers (Publisher, Subscriber, Admin, Health,
                             reflection); the publish service and the ACK_LEVEL_KAFKA
                             waiters; per PublishStream a reader task and one task per
                             unanswered request; the subscription registry and every
                             `Subscription` (streams, leases, ack trackers, redeliveries,
                             dead-letter writes), its lease ticker and linger tasks; the
-                            `ferry.kafka` health watch; signals and the drain
+                            `ferry.kafka` health watch; the state snapshots of GetStatus
+                            and the metrics; signals and the drain
 gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loop
 `_poll_wrapper`)
 `wal-writer`                the only writing connection to the log: group commit of
@@ -31,11 +32,20 @@ gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loo
 per subscription            callbacks (the commit on revoke), commits, pause and resume,
                             the stuck-consumer watchdog
 `close-<group>` (passing)   closes a consumer, so that its thread can stop waiting for it
+`metrics-http`              the Prometheus endpoint (`--metrics-listen`): accepts scrapes;
+                            each runs on a short-lived thread of its own, which asks the
+                            loop for a snapshot and waits for it at most 5 s
+asyncio's default executor  a snapshot's file reads (GetStatus, a scrape): each topic's
+                            oldest pending event through a read-only log connection, the
+                            disk's free space
+OpenTelemetry's batch span  only with OTEL_EXPORTER_OTLP_ENDPOINT: exports the spans
+processor thread            (sidecar/observability/spans.py)
 `stderr-to-json` (cli)      file descriptor 2, a pipe: what native code writes there (gRPC
                             core above all) is logged as JSON lines
 `stop-<subscription>`,      one blocking drain step each; the loop waits for it at most
 `forwarder-stop`,           its share of the shutdown budget
-`wal-close` (drain)
+`span-flush`, `wal-close`
+(drain)
 `shutdown-deadline`         exits the process once the shutdown budget is spent
 (drain)
 native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka client)
@@ -55,7 +65,8 @@ name and new publishes UNAVAILABLE (at once); streams end UNAVAILABLE with
 their leases returned, and every subscription's consumer commits its acked
 offsets and leaves its group, all in parallel (5 s); the forwarder drains for
 `--drain-grace-s` and settles (+3 s); the gRPC server lets calls in progress
-finish (5 s); the log closes (2 s); 1 s of slack. That is `--drain-grace-s` +
+finish (5 s); the log closes (2 s); 1 s of slack. The metrics endpoint serves until the
+end of the drain. That is `--drain-grace-s` +
 16 s, 26 s by default, below Kubernetes' 30 s grace period. A step that
 overruns its share is left behind (what it did not finish stays logged, or
 uncommitted and delivered again); when the whole budget is spent the process
@@ -69,20 +80,25 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import grpc
 import structlog
 
+from sidecar.api.access import access_control
+from sidecar.api.admin import AdminServicer
 from sidecar.api.publisher import PublisherServicer
 from sidecar.api.server import KAFKA_HEALTH, PUBLISHER, SUBSCRIBER, Health, build_server
 from sidecar.api.subscriber import SubscriberServicer
+from sidecar.api.tokens import TokenStore
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.producer import producer_factory
+from sidecar.kafka.security import kafka_client_options
 from sidecar.lifecycle import (
     FORWARDER_STOP_S,
     KUBERNETES_GRACE_S,
@@ -92,8 +108,17 @@ from sidecar.lifecycle import (
     run_blocking,
 )
 from sidecar.model import AckLevel, Outcome, OutgoingEvent
+from sidecar.observability.metrics import (
+    PublishMetrics,
+    SnapshotCollector,
+    new_registry,
+)
+from sidecar.observability.metrics_server import MetricsServer, serve_metrics, snapshot_on_loop
+from sidecar.observability.snapshot import LogLimits, StatusSources
+from sidecar.observability.spans import Tracing, tracing_from_environment
 from sidecar.publish.kafka_waiters import KafkaAckWaiters
 from sidecar.publish.service import PublishService
+from sidecar.storage import check_data_dir
 from sidecar.subscribe.registry import ConsumerHandle, SubscriptionRegistry
 from sidecar.subscribe.subscription import Subscription, SubscriptionSettings
 from sidecar.validation import EventLimits
@@ -103,6 +128,8 @@ from sidecar.wal.writer import WalLimits, WalWriter
 log = structlog.get_logger(__name__)
 SERVICES = ["", PUBLISHER, SUBSCRIBER]
 KAFKA_WATCH = "kafka-health-watch"
+#: How long the drain waits for spans to be exported (only when exporting).
+FLUSH_WAIT_S = 0.75
 
 
 @dataclass
@@ -120,6 +147,9 @@ class FerryApp:
     #: Set by a supervised thread's death; the caller (cli) also sets it on SIGTERM.
     stop_requested: asyncio.Event
     deaths: ThreadDeaths
+    status: StatusSources
+    metrics_server: MetricsServer | None = None
+    tracing: Tracing = field(default_factory=Tracing)
     budget: ShutdownBudget = field(init=False)
     _watch: asyncio.Task[None] | None = None
 
@@ -127,7 +157,12 @@ class FerryApp:
         self.budget = ShutdownBudget.for_grace(self.settings.drain_grace_s)
 
     @classmethod
-    async def start(cls, settings: Settings) -> FerryApp:
+    async def start(
+        cls, settings: Settings, kafka_options: Mapping[str, str] | None = None
+    ) -> FerryApp:
+        """`kafka_options`: every Kafka client's extra options, secrets revealed (default:
+        `kafka_client_options(settings)`, which reads the secret files)."""
+        options = dict(kafka_client_options(settings) if kafka_options is None else kafka_options)
         loop = asyncio.get_running_loop()
         stop_requested = asyncio.Event()
         deaths = ThreadDeaths(loop, stop_requested)
@@ -135,6 +170,7 @@ class FerryApp:
         clock = SystemClock()
         waiters = KafkaAckWaiters(loop)
         committed = CommittedRows()
+        check_data_dir(settings.data_dir)
         writer = WalWriter(
             settings.data_dir,
             WalLimits(
@@ -150,7 +186,7 @@ class FerryApp:
             settings.data_dir,
             committed,
             writer,
-            producer_factory(settings.kafka_bootstrap, settings.librdkafka_options()),
+            producer_factory(settings.kafka_bootstrap, options),
             max_in_flight=settings.forwarder_max_in_flight,
             max_backoff_s=settings.retry_max_backoff_s,
             on_delivered=waiters.delivered,
@@ -166,7 +202,7 @@ class FerryApp:
                 settings.kafka_bootstrap,
                 settings.group_prefix + sub.name,
                 sub.start_latest,
-                settings.librdkafka_options(),
+                options,
                 settings.consumer_session_timeout_ms,
             )
             return ConsumerThread(config, sub.topics, loop, sink)
@@ -182,35 +218,61 @@ class FerryApp:
         limits = EventLimits(
             settings.max_event_bytes, settings.max_headers, settings.topic_allowlist
         )
+        tokens = None
+        if settings.token_auth:
+            env_tokens = [t.get_secret_value() for t in settings.tokens]
+            tokens = TokenStore(settings.token_file, env_tokens)
+        access = access_control(settings, tokens)
+        registry = new_registry()
+        tracing = tracing_from_environment()
+        publish_metrics = PublishMetrics()
+        registry.register(publish_metrics)
         publisher = PublisherServicer(
             publish,
             limits,
             max_batch_events=settings.max_batch_events,
             default_kafka_wait_s=settings.kafka_wait_s,
+            access=access,
+            metrics=publish_metrics,
+            tracing=tracing,
         )
         subscriber = SubscriberServicer(
             subscriptions,
             clock,
             topic_allowlist=settings.topic_allowlist,
             max_message_bytes=settings.max_delivery_message_bytes,
+            access=access,
+            tracing=tracing,
         )
+        status = StatusSources(
+            writer,
+            forwarder,
+            subscriptions,
+            LogLimits(settings.wal_max_rows, settings.wal_max_bytes, settings.disk_reserve_bytes),
+            lambda: publish.is_draining,
+        )
+        registry.register(SnapshotCollector(snapshot_on_loop(status.snapshot, loop)))
+        admin = AdminServicer(status.snapshot, access)
         health = Health()
         await health.set(False, [*SERVICES, KAFKA_HEALTH])
-        server, port = build_server(
-            publisher, subscriber, health, settings.listen, settings.max_request_bytes
-        )
+        server, port = build_server(publisher, subscriber, health, settings, tokens, admin)
+        metrics_server = None
+        if settings.metrics_listen:
+            metrics_server = serve_metrics(registry, settings.metrics_listen)
         forwarder.start()
         await server.start()
         await health.set(True, SERVICES)
         app = cls(
             settings, writer, forwarder, publish, subscriptions, health, server, port,
-            stop_requested, deaths,
+            stop_requested, deaths, status, metrics_server, tracing,
         )  # fmt: skip
         app._watch = asyncio.create_task(app._watch_kafka(), name=KAFKA_WATCH)
         app._watch.add_done_callback(app._watch_ended)
         log.info(
             "ferry_started",
             port=port,
+            listen=settings.listen,
+            metrics_port=metrics_server.port if metrics_server else None,
             pending_events=writer.pending_rows,
             shutdown_budget_s=app.budget.total_s,
             settings=settings.describe(),
@@ -268,8 +330,12 @@ class FerryApp:
         if not stopped:
             log.warning("forwarder_stop_abandoned", after_s=forwarder_s)
         await self.server.stop(budget.rpc_s)
+        if self.tracing.exporting:  # the calls' spans are all ended now
+            await run_blocking(self.tracing.flush, FLUSH_WAIT_S, "span-flush")
         if not await run_blocking(self.writer.close, budget.wal_s, "wal-close"):
             log.warning("wal_close_abandoned", after_s=budget.wal_s)
+        if self.metrics_server is not None:
+            await asyncio.to_thread(self.metrics_server.close)
         log.info(
             "drain_finished",
             pending_events=self.writer.pending_rows,

@@ -6,6 +6,9 @@ from the first line on: invalid flags and settings included. Only `--help` answe
 
 `ferry parked list|release|drop` shows and settles the events Kafka refused for good (run it
 while Ferry is stopped: it takes the log's lock); it answers an operator in text.
+
+`ferry status` asks a running Ferry for its state (sidecar/status_cli.py) and prints tables,
+or JSON with `--json`.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from typing import Any, NoReturn
 
 import structlog
 
-from sidecar import failpoints, lifecycle
-from sidecar.config import Settings, load_settings
+from sidecar import failpoints, lifecycle, status_cli
+from sidecar.config import REPEATABLE, Settings, is_env_only, load_settings
 from sidecar.errors import ConfigError
+from sidecar.kafka.security import kafka_client_options, log_security_warnings
 from sidecar.observability.logging import (
     asyncio_exception_handler,
     configure_logging,
@@ -50,13 +54,27 @@ def _parser() -> argparse.ArgumentParser:
     for name, field in Settings.model_fields.items():
         flag = "--" + name.replace("_", "-")
         env = "FERRY_" + name.upper()
+        if is_env_only(field):
+            continue
         if field.annotation is bool:
+            # `--flag` alone is true; `--flag=false` turns off a setting that defaults to true.
             serve.add_argument(
                 flag,
                 dest=name,
-                action="store_true",
+                nargs="?",
+                const="true",
                 default=None,
-                help=_help(f"{field.description} (env {env})"),
+                metavar="true|false",
+                help=_help(f"{field.description} (env {env}, default {field.default})"),
+            )
+        elif name in REPEATABLE:
+            serve.add_argument(
+                flag,
+                dest=name,
+                action="append",
+                default=None,
+                metavar="VALUE",
+                help=_help(f"{field.description} (env {env}, comma separated)"),
             )
         else:
             serve.add_argument(
@@ -77,6 +95,10 @@ def _parser() -> argparse.ArgumentParser:
         help="directory of the write-ahead log (env FERRY_DATA_DIR, default data)",
     )
     parked.add_argument("--topic", default=None, help="only this topic's parked events")
+    status = commands.add_parser(
+        "status", help="show a running Ferry's state: log, forwarder, topics, subscriptions"
+    )
+    status_cli.add_arguments(status)
     return parser
 
 
@@ -109,14 +131,14 @@ def _parked(action: str, data_dir: Path, topic: str | None) -> int:
     return 0
 
 
-async def _serve(settings: Settings) -> int:
+async def _serve(settings: Settings, kafka_options: dict[str, str]) -> int:
     # Imported here, not at the top: it brings in grpc, whose C core must find the
     # environment main() prepares (quiet_grpc_core) when it starts.
     from sidecar.app import FerryApp
 
     loop = asyncio.get_running_loop()
     loop.set_exception_handler(asyncio_exception_handler)
-    app = await FerryApp.start(settings)
+    app = await FerryApp.start(settings, kafka_options)
     stop = app.stop_requested  # set by a signal, or by a supervised thread's death
 
     def on_signal(signum: int) -> None:
@@ -139,21 +161,26 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "parked":
         return _parked(args.action, args.data_dir, args.topic)
+    if args.command == "status":
+        return status_cli.run(args)
     overrides: dict[str, Any] = {
         k: v for k, v in vars(args).items() if k != "command" and v is not None
     }
     try:
         settings = load_settings(**overrides)
+        kafka_options = kafka_client_options(settings)  # reads the secret files
         failpoints.arm_from_env()
     except ConfigError as exc:
         configure_logging()
         log.error("invalid_configuration", error=str(exc))
         return 2
     configure_logging(settings.log_level)
-    register_secrets(sensitive_values(settings.librdkafka_options()))
+    register_secrets(sensitive_values(kafka_options))
+    register_secrets(t.get_secret_value() for t in settings.tokens)
+    log_security_warnings(settings)
     stderr = StderrToJson().start()
     try:
-        return asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings, kafka_options))
     except ConfigError as exc:
         log.error("cannot_start", error=str(exc))
         return 2

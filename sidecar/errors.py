@@ -7,6 +7,8 @@ stable `reason` a client branches on (google.rpc.ErrorInfo, domain "ferry.v1")::
     ├── InvalidArgument        INVALID_ARGUMENT    FIELD_INVALID (google.rpc.BadRequest)
     │   ├── TopicNotAllowed                        TOPIC_NOT_ALLOWED
     │   └── UndecodableRequest                     REQUEST_UNDECODABLE
+    ├── Unauthenticated        UNAUTHENTICATED     UNAUTHENTICATED: no valid bearer token
+    ├── PermissionDenied       PERMISSION_DENIED   PERMISSION_DENIED: the policy does not allow it
     ├── EventIdConflict        ALREADY_EXISTS      EVENT_ID_CONFLICT (same id, other content)
     ├── NotFound               NOT_FOUND           SUBSCRIPTION_NOT_FOUND
     ├── FailedPrecondition     FAILED_PRECONDITION
@@ -68,6 +70,21 @@ class UndecodableRequest(InvalidArgument):
 
     def __init__(self, message_type: str) -> None:
         super().__init__("request", f"is not a valid {message_type}")
+
+
+class Unauthenticated(FerryError):
+    """The call carries no accepted bearer token. The message never says which part was wrong."""
+
+    reason = "UNAUTHENTICATED"
+
+    def __init__(self) -> None:
+        super().__init__("missing or invalid credentials")
+
+
+class PermissionDenied(FerryError):
+    """The caller is known but the authorisation policy does not allow this. Nothing written."""
+
+    reason = "PERMISSION_DENIED"
 
 
 class EventIdConflict(FerryError):

@@ -22,22 +22,30 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, subscriber_pb2_grpc
 from sidecar.wal.peek import pending_rows
-from testkit.ferry_log import tail
+from testkit.client_access import ClientAccess
+from testkit.ferry_log import json_entries, tail
 from testkit.paths import ROOT
 from testkit.ports import HOST, free_port
 from testkit.processes import Children
 from testkit.waiting import wait_until
 
 STOP_TIMEOUT_S = 30.0  # a SIGTERMed Ferry drains its streams and lanes first
+PLAINTEXT = ClientAccess()
 
 
 def wait_serving(
-    address: str, proc: subprocess.Popen[bytes], timeout: float, log: Path, interval: float = 0.05
+    address: str,
+    proc: subprocess.Popen[bytes],
+    timeout: float,
+    log: Path,
+    interval: float = 0.05,
+    access: ClientAccess = PLAINTEXT,
 ) -> None:
-    """Poll the gRPC health service at `address` until it answers SERVING; RuntimeError (with
-    the tail of `log`) if `proc` exits first, TimeoutError after `timeout` s."""
+    """Poll the gRPC health service at `address` (reached with `access`) until it answers
+    SERVING; RuntimeError (with the tail of `log`) if `proc` exits first, TimeoutError after
+    `timeout` s."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with access.channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if proc.poll() is not None:
@@ -53,7 +61,10 @@ def wait_serving(
 class FerryProcess:
     """`python -m sidecar serve` on a free loopback port, with its WAL under `data_dir` and its
     output appended to `log_path` (default: ``<data_dir>.log`` next to it). `args` and `env`
-    (extra environment) apply from the next `start`."""
+    (extra environment) apply from the next `start`. With `socket_path` it listens on that unix
+    socket instead of a port; `access` is how clients reach it (TLS, client certificate,
+    token), for its `channel` and the start's health check. Its metrics endpoint listens on a
+    loopback port the kernel picks (`metrics_url`), unless `args` say otherwise."""
 
     def __init__(
         self,
@@ -65,8 +76,12 @@ class FerryProcess:
         name: str = "ferry",
         children: Children | None = None,
         log_path: Path | None = None,
+        socket_path: Path | None = None,
+        access: ClientAccess = PLAINTEXT,
     ) -> None:
         self.data_dir = data_dir
+        self.socket_path = socket_path
+        self.access = access
         self.bootstrap = bootstrap
         self.args = list(args)
         self.env = env or {}
@@ -80,6 +95,9 @@ class FerryProcess:
 
     @property
     def address(self) -> str:
+        """The gRPC target: a loopback host:port, or unix:///path with `socket_path`."""
+        if self.socket_path is not None:
+            return f"unix://{self.socket_path.resolve()}"
         return f"{HOST}:{self.port}"
 
     @property
@@ -96,6 +114,7 @@ class FerryProcess:
             "--listen", self.address,
             "--kafka-bootstrap", self.bootstrap,
             "--data-dir", str(self.data_dir),
+            "--metrics-listen", f"{HOST}:0",
             *self.args,
         ]  # fmt: skip
 
@@ -127,7 +146,7 @@ class FerryProcess:
 
     def wait_serving(self, timeout: float) -> None:
         assert self.proc is not None, f"{self.name} was never started"
-        wait_serving(self.address, self.proc, timeout, self.log_path)
+        wait_serving(self.address, self.proc, timeout, self.log_path, access=self.access)
 
     def kill(self) -> None:
         """SIGKILL: no drain, no clean close."""
@@ -171,8 +190,13 @@ class FerryProcess:
     def channel(self) -> grpc.Channel:
         """One channel to this process, reused until it exits."""
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = self.access.channel(self.address)
         return self._channel
+
+    def new_channel(self, access: ClientAccess | None = None) -> grpc.Channel:
+        """A channel of its own (a new connection), with `access` (default: `self.access`);
+        the caller closes it."""
+        return (access or self.access).channel(self.address)
 
     def publisher(self) -> publisher_pb2_grpc.PublisherStub:
         return publisher_pb2_grpc.PublisherStub(self.channel())
@@ -187,6 +211,13 @@ class FerryProcess:
 
     def log_tail(self, lines: int = 40) -> str:
         return tail(self.log_path, lines)
+
+    def metrics_url(self) -> str:
+        """The metrics endpoint of the running process (its `metrics_serving` log line: the
+        last one is this start's, logged before it serves gRPC)."""
+        entries = list(json_entries(self.log_path, "metrics_serving"))
+        assert entries, f"{self.name} serves no metrics:\n{self.log_tail()}"
+        return f"http://{HOST}:{entries[-1]['port']}/metrics"
 
     def pending_rows(self) -> int:
         """Rows still in the write-ahead log (read-only peek, safe while Ferry runs)."""
@@ -226,9 +257,12 @@ class Ferries:
         self.bootstrap = bootstrap
         self.started: list[FerryProcess] = []
 
-    def start(self, *args: str, name: str | None = None) -> FerryProcess:
+    def start(
+        self, *args: str, name: str | None = None, bootstrap: str | None = None
+    ) -> FerryProcess:
+        """Start a Ferry with `args` (on `bootstrap` instead of the fleet's, when given)."""
         data_dir = self.root / (name or f"ferry{len(self.started)}")
-        ferry = FerryProcess(data_dir, self.bootstrap, *args).start()
+        ferry = FerryProcess(data_dir, bootstrap or self.bootstrap, *args).start()
         self.started.append(ferry)
         return ferry
 

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testkit.kafka_admin import create_topic, unique_topic
-from testkit.kafka_local import FAST_START_JVM_OPTS, KafkaCluster
+from testkit.kafka_local import FAST_START_JVM_OPTS, KafkaCluster, SecuredListeners
 
 
 def local_cluster(
@@ -25,16 +25,18 @@ def local_cluster(
     fast_start: bool = True,
     heap: str = "512m",
     config: Mapping[str, object] | None = None,
+    secured: SecuredListeners | None = None,
 ) -> KafkaCluster:
     """Start a local cluster under `work` (stopped at interpreter exit at the latest).
     `fast_start`: C1-only JIT, which starts a broker with ~45% less CPU (slower at steady
-    state: pass False for benchmarks)."""
+    state: pass False for benchmarks). `secured`: SSL and SASL_SSL client listeners too."""
     cluster = KafkaCluster(
         work,
         brokers=brokers,
         heap=heap,
         config=config,
         jvm_opts=FAST_START_JVM_OPTS if fast_start else (),
+        secured=secured,
     )
     cluster.start()
     return cluster

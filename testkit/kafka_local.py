@@ -7,7 +7,10 @@ for tests, ``make run``, benchmarks and fault tests::
 
 Each node has a PLAINTEXT client listener (``node.port``; advertised as ``node.advertised``
 when set, e.g. a toxiproxy address), an INTERNAL one for replication (never proxied) and a
-CONTROLLER one (static ``controller.quorum.voters``). Ports, cluster id and pids are kept in
+CONTROLLER one (static ``controller.quorum.voters``). With ``secured=SecuredListeners(...)``
+it also has an SSL client listener (``node.ssl_port``, client certificates required) and a
+SASL_SSL one (``node.sasl_ssl_port``, SCRAM-SHA-256/512 users created when the storage is
+formatted); replication and the controller stay PLAINTEXT. Ports, cluster id and pids are kept in
 ``<work_dir>/ferry-kafka.json``: a later run on the same dir keeps its ports and data.
 CLI (``python -m testkit.kafka_local``): ``fetch [--cache DIR]``,
 ``start --dir DIR [--port 9092] [--brokers 1|3]`` (detached), ``status --dir DIR``,
@@ -39,6 +42,7 @@ from confluent_kafka import KafkaException, Producer
 from confluent_kafka.admin import AdminClient
 
 from testkit.kafka_admin import QUIET, create_topic, partition_leader
+from testkit.kafka_certs import KafkaCerts
 from testkit.kafka_jars import KAFKA_VERSION, KafkaError, fetch
 from testkit.ports import HOST, port_free, port_open, stable_free_port
 from testkit.processes import die_with_parent
@@ -49,6 +53,7 @@ __all__ = [
     "KafkaCluster",
     "KafkaError",
     "KafkaNode",
+    "SecuredListeners",
     "fetch",
 ]
 
@@ -69,6 +74,44 @@ rootLogger.appenderRef.f.ref = FILE
 logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
+
+
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+_SCRAM_LOGIN = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+
+
+@dataclass(frozen=True)
+class SecuredListeners:
+    """The SSL and SASL_SSL client listeners of every node: the broker's key and certificate
+    (``certs.broker_keystore``, PEM), the CA clients' certificates must come from
+    (``certs.ca``), and SCRAM users (name -> password) for both SCRAM mechanisms."""
+
+    certs: KafkaCerts
+    scram_users: Mapping[str, str]
+
+    def server_properties(self) -> dict[str, object]:
+        jaas = {
+            f"listener.name.sasl_ssl.{m.lower()}.sasl.jaas.config": _SCRAM_LOGIN
+            for m in SCRAM_MECHANISMS
+        }
+        return {
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": self.certs.broker_keystore,
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": self.certs.ca,
+            "listener.name.ssl.ssl.client.auth": "required",
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+            **jaas,
+        }
+
+    def format_args(self) -> list[str]:
+        """StorageTool format arguments that create the SCRAM users."""
+        return [
+            arg
+            for name, password in self.scram_users.items()
+            for mechanism in SCRAM_MECHANISMS
+            for arg in ("--add-scram", f"{mechanism}=[name={name},password={password}]")
+        ]
 
 
 def _tail(path: Path, lines: int = 40, errors_only: bool = False) -> str:
@@ -100,6 +143,8 @@ class KafkaNode:
     advertised: str | None = None  # "host:port" advertised to clients instead of the listener
     pid: int | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, repr=False)
+    ssl_port: int = 0  # SSL client listener (0: none; clusters with SecuredListeners)
+    sasl_ssl_port: int = 0  # SASL_SSL client listener (SCRAM)
 
     def __post_init__(self) -> None:
         self.props = self.directory / "server.properties"
@@ -140,7 +185,8 @@ class KafkaCluster:
     through those addresses, so start the proxy first. ``config``: extra server.properties.
     ``jvm_opts``: extra JVM flags (e.g. ``FAST_START_JVM_OPTS``); heap is ``-Xmx<heap>``.
     ``detached``: JVMs outlive this process (CLI); otherwise atexit stops them, and they get
-    SIGTERM if the thread that started them dies.
+    SIGTERM if the thread that started them dies. ``secured``: SSL and SASL_SSL client
+    listeners too (`SecuredListeners`), known before the storage is first formatted.
     """
 
     def __init__(
@@ -157,11 +203,13 @@ class KafkaCluster:
         jvm_opts: Sequence[str] = (),
         start_timeout: float = 90.0,
         detached: bool = False,
+        secured: SecuredListeners | None = None,
     ) -> None:
         self.work_dir = Path(work_dir).resolve()
         self.auto_create_topics, self.heap, self.detached = auto_create_topics, heap, detached
         self.config, self.cache_dir = dict(config or {}), cache_dir
         self.start_timeout, self.jvm_opts = start_timeout, list(jvm_opts)
+        self.secured = secured
         path = self.work_dir / STATE_FILE
         state: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"nodes": []}
         n = brokers or len(state["nodes"]) or 1
@@ -186,12 +234,27 @@ class KafkaCluster:
             node.port = pick(port + i - 1 if port else s.get("port"), up or bool(port))
             node.internal_port = pick(s.get("internal_port"), up)
             node.controller_port = pick(s.get("controller_port"), up)
+            if secured is not None:
+                node.ssl_port = pick(s.get("ssl_port"), up)
+                node.sasl_ssl_port = pick(s.get("sasl_ssl_port"), up)
             self.nodes.append(node)
 
     @property
     def bootstrap(self) -> str:
         """The real listeners: "127.0.0.1:p1,127.0.0.1:p2,..."."""
         return ",".join(n.address for n in self.nodes)
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The SSL client listeners (a cluster with `SecuredListeners`)."""
+        assert self.secured is not None, "this cluster has no secured listeners"
+        return ",".join(f"{HOST}:{n.ssl_port}" for n in self.nodes)
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """The SASL_SSL (SCRAM) client listeners (a cluster with `SecuredListeners`)."""
+        assert self.secured is not None, "this cluster has no secured listeners"
+        return ",".join(f"{HOST}:{n.sasl_ssl_port}" for n in self.nodes)
 
     def node(self, node: int | KafkaNode) -> KafkaNode:
         return node if isinstance(node, KafkaNode) else self.nodes[node - 1]
@@ -206,6 +269,9 @@ class KafkaCluster:
                 "port": n.port,
                 "internal_port": n.internal_port,
                 "controller_port": n.controller_port,
+                **(
+                    {"ssl_port": n.ssl_port, "sasl_ssl_port": n.sasl_ssl_port} if n.ssl_port else {}
+                ),
                 "advertised": n.advertised,
                 "pid": n.pid if n.alive() else None,
             }
@@ -225,19 +291,26 @@ class KafkaCluster:
     def server_properties(self, node: KafkaNode) -> dict[str, object]:
         n, rf = len(self.nodes), min(3, len(self.nodes))
         isr = 2 if n >= 3 else 1
+        listeners = f"PLAINTEXT://{node.address},INTERNAL://{HOST}:{node.internal_port}"
+        advertised = f"PLAINTEXT://{node.advertised or node.address},"
+        advertised += f"INTERNAL://{HOST}:{node.internal_port}"
+        protocols = "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
+        secured: dict[str, object] = {}
+        if self.secured is not None:
+            extra = f",SSL://{HOST}:{node.ssl_port},SASL_SSL://{HOST}:{node.sasl_ssl_port}"
+            listeners += extra
+            advertised += extra
+            protocols += ",SSL:SSL,SASL_SSL:SASL_SSL"
+            secured = self.secured.server_properties()
         return {
             "process.roles": "broker,controller",
             "node.id": node.node_id,
             "controller.quorum.voters": ",".join(
                 f"{m.node_id}@{HOST}:{m.controller_port}" for m in self.nodes
             ),
-            "listeners": f"PLAINTEXT://{node.address},INTERNAL://{HOST}:{node.internal_port},"
-            f"CONTROLLER://{HOST}:{node.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{node.advertised or node.address},"
-            f"INTERNAL://{HOST}:{node.internal_port}",
-            "listener.security.protocol.map": (
-                "PLAINTEXT:PLAINTEXT,INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"
-            ),
+            "listeners": f"{listeners},CONTROLLER://{HOST}:{node.controller_port}",
+            "advertised.listeners": advertised,
+            "listener.security.protocol.map": protocols,
             "inter.broker.listener.name": "INTERNAL",
             "controller.listener.names": "CONTROLLER",
             "log.dirs": node.directory / "data",
@@ -256,6 +329,7 @@ class KafkaCluster:
             # restart) sooner; quicker unfencing at startup.
             "broker.session.timeout.ms": 4000,
             "broker.heartbeat.interval.ms": 500,
+            **secured,
             **self.config,
         }
 
@@ -278,9 +352,9 @@ class KafkaCluster:
         for node in nodes:
             if node.alive():
                 raise KafkaError(f"kafka node {node.node_id} already runs (pid {node.pid})")
-            busy = [
-                p for p in (node.port, node.internal_port, node.controller_port) if not port_free(p)
-            ]
+            ports = [node.port, node.internal_port, node.controller_port]
+            ports += [node.ssl_port, node.sasl_ssl_port] if node.ssl_port else []
+            busy = [p for p in ports if not port_free(p)]
             if busy:
                 raise KafkaError(f"port(s) {busy} of kafka node {node.node_id} already in use")
         formats = []
@@ -301,6 +375,7 @@ class KafkaCluster:
                     self.cluster_id,
                     "-c",
                     str(node.props),
+                    *(self.secured.format_args() if self.secured is not None else ()),
                 )
                 formats.append(
                     (node, subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT))

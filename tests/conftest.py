@@ -4,6 +4,8 @@ the Ferry processes of a test."""
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 
 # Tests fork Kafka brokers (testkit.kafka_local) from a process that has gRPC loaded; gRPC's
 # fork handlers abort such a fork now and then. This must be set before grpc is imported.
@@ -14,9 +16,11 @@ from pathlib import Path
 
 import pytest
 
+from testkit.chart import Chart
 from testkit.ferry_process import Ferries
 from testkit.kafka_env import KafkaEnv
 from testkit.kafka_local import KafkaCluster
+from testkit.paths import ROOT, cached_binary
 
 
 class KafkaHandle(KafkaEnv):
@@ -34,6 +38,55 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaHandle]:
     handle = KafkaHandle.from_environment(tmp_path_factory.mktemp("kafka") / "kafka")
     yield handle
     handle.close()
+
+
+def _go_tool(name: str) -> Path:
+    """A Go tool built by tools/install_go_tools.sh (once; then cached)."""
+    if shutil.which("go") is None:
+        pytest.skip(f"`go` is not installed: cannot build {name} (tools/install_go_tools.sh)")
+    subprocess.run(
+        [str(ROOT / "tools" / "install_go_tools.sh"), name],
+        check=True,
+        capture_output=True,
+        timeout=1200,
+    )
+    binary = cached_binary(name)
+    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
+    return binary
+
+
+@pytest.fixture(scope="session")
+def grpcurl() -> Path:
+    """The grpcurl binary, built by tools/install_go_tools.sh."""
+    return _go_tool("grpcurl")
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    """Prometheus' promtool (`promtool check metrics`), built by tools/install_go_tools.sh."""
+    return _go_tool("promtool")
+
+
+@pytest.fixture(scope="session")
+def helm() -> Path:
+    """The pinned helm binary, built by tools/install_go_tools.sh."""
+    if shutil.which("go") is None:
+        pytest.skip("`go` is not installed: cannot build helm (tools/install_go_tools.sh)")
+    subprocess.run(
+        [str(ROOT / "tools" / "install_go_tools.sh"), "helm"],
+        check=True,
+        capture_output=True,
+        timeout=900,
+    )
+    binary = cached_binary("helm")
+    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
+    return binary
+
+
+@pytest.fixture(scope="session")
+def chart(helm: Path) -> Chart:
+    """Ferry's Helm chart, rendered with that helm (testkit.chart)."""
+    return Chart(helm)
 
 
 @pytest.fixture

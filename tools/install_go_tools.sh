@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the pinned Go tools the project uses (grpcurl, buf) into .cache/bin with `go install`.
+# Installs the pinned Go tools the project uses (grpcurl, buf, helm, promtool, ...) into .cache/bin
+# with `go install`.
 # Usage: tools/install_go_tools.sh [tool...]   (default: all)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -11,6 +12,9 @@ declare -A modules=(
   [toxiproxy-server]="github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
   [toxiproxy-cli]="github.com/Shopify/toxiproxy/v2/cmd/cli@v2.12.0"
   [protoc-gen-doc]="github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc@v1.5.1"
+  [helm]="helm.sh/helm/v4/cmd/helm@v4.3.2"
+  # Prometheus 3.x's module versions are v0.3XX (v0.316.0 is 3.16.0).
+  [promtool]="github.com/prometheus/prometheus/cmd/promtool@v0.316.0"
 )
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=(grpcurl buf)

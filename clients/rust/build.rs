@@ -5,8 +5,13 @@ use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let proto_root = PathBuf::from("../../proto");
-    let protos = ["publisher.proto", "subscriber.proto", "record.proto"]
-        .map(|f| proto_root.join("ferry/v1").join(f));
+    let protos = [
+        "publisher.proto",
+        "subscriber.proto",
+        "record.proto",
+        "admin.proto",
+    ]
+    .map(|f| proto_root.join("ferry/v1").join(f));
 
     let mut config = prost_build::Config::new();
     config.protoc_executable(protoc_bin_vendored::protoc_bin_path()?);

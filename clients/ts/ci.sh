@@ -11,6 +11,7 @@ PROTOS=(
   ferry/v1/record.proto
   ferry/v1/publisher.proto
   ferry/v1/subscriber.proto
+  ferry/v1/admin.proto
   google/rpc/status.proto
   google/rpc/error_details.proto
 )

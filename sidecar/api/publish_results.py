@@ -7,21 +7,25 @@ from collections.abc import Sequence
 from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
-from sidecar.api.status import to_failure
+from sidecar.api.status import code_name, to_failure
 from sidecar.model import Accepted, Outcome
 
 
 def fill_entries(
     entries: RepeatedCompositeFieldContainer[pb.PublishBatchEntry], outcomes: Sequence[Outcome]
-) -> None:
-    """One entry per outcome, in order: its result, or why it was refused."""
+) -> list[str]:
+    """One entry per outcome, in order: its result, or why it was refused. Returns the status
+    code name of each refused entry (usually none), for the metrics."""
     add_entry = entries.add
+    refused: list[str] = []
     for outcome in outcomes:
         entry = add_entry()
         if isinstance(outcome, Accepted):
             fill_result(entry.result, outcome)
         else:
             entry.error.CopyFrom(to_failure(outcome.error))
+            refused.append(code_name(outcome.error))
+    return refused
 
 
 def fill_result(result: pb.PublishResult, outcome: Accepted) -> None:

@@ -14,6 +14,7 @@ answered, then the stream ends UNAVAILABLE (SHUTTING_DOWN).
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -21,15 +22,18 @@ import structlog
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar.api.publish_results import fill_entries
-from sidecar.api.status import to_failure
+from sidecar.api.status import code_name, to_failure
 from sidecar.errors import FerryError, PublishTimeout, ShuttingDown, UndecodableRequest
 from sidecar.model import AckLevel, OutgoingEvent
+from sidecar.observability.metrics import PublishMetrics
 from sidecar.publish.service import Answer, PublishService
 
 log = structlog.get_logger(__name__)
 
 MAX_UNANSWERED_REQUESTS = 1024
 MAX_UNANSWERED_BYTES = 64 * 1024 * 1024
+#: The metrics' ack_level label of a stream request's level.
+LEVEL_LABELS = {AckLevel.DURABLE: "durable", AckLevel.KAFKA: "kafka"}
 
 #: A stream request's events, ack level and Kafka wait, validated (raises InvalidArgument).
 Translate = Callable[[pb.PublishStreamRequest], tuple[list[OutgoingEvent], AckLevel, float]]
@@ -71,9 +75,11 @@ class PublishStreamCall:
         service: PublishService,
         translate: Translate,
         window: UnansweredWindow | None = None,
+        metrics: PublishMetrics | None = None,
     ) -> None:
         self._service = service
         self._translate = translate
+        self._metrics = metrics or PublishMetrics()
         self._window = window or UnansweredWindow(MAX_UNANSWERED_REQUESTS, MAX_UNANSWERED_BYTES)
         self._answers: asyncio.Queue[pb.PublishStreamAnswer | None] = asyncio.Queue()
         self._unanswered: set[asyncio.Task[None]] = set()
@@ -144,7 +150,9 @@ class PublishStreamCall:
 
     def _start(self, request: pb.PublishStreamRequest | UndecodableRequest) -> bool:
         """Queue one request for the log and for its answer; False once draining refused it."""
+        started = time.perf_counter()
         if isinstance(request, UndecodableRequest):
+            self._metrics.refused("unknown", 0, code_name(request), started)
             self._answers.put_nowait(_refused(0, request))
             return True
         try:
@@ -154,22 +162,29 @@ class PublishStreamCall:
             self._draining = True
             return False  # not logged, not answered: the client sends it again
         except FerryError as error:
+            label = "kafka" if request.ack_level == pb.ACK_LEVEL_KAFKA else "durable"
+            self._metrics.refused(label, len(request.events), code_name(error), started)
             self._answers.put_nowait(_refused(request.request_id, error))
             return True
         size = sum(event.size for event in events)
         self._window.take(size)
-        task = asyncio.create_task(self._answer(request.request_id, answer, size))
+        timing = (LEVEL_LABELS[level], len(events), started)
+        task = asyncio.create_task(self._answer(request.request_id, answer, size, timing))
         self._unanswered.add(task)
         return True
 
-    async def _answer(self, request_id: int, answer: Answer, size: int) -> None:
+    async def _answer(
+        self, request_id: int, answer: Answer, size: int, timing: tuple[str, int, float]
+    ) -> None:
+        level, events, started = timing
         try:
             outcomes = await answer
         except Exception as error:  # a FerryError, or a bug (answered INTERNAL by to_failure)
+            self._metrics.refused(level, events, code_name(error), started)
             reply = _refused(request_id, error)
         else:
             reply = pb.PublishStreamAnswer(request_id=request_id)
-            fill_entries(reply.entries, outcomes)
+            self._metrics.answered(level, events, fill_entries(reply.entries, outcomes), started)
         finally:
             self._window.give_back(size)
             self._unanswered.discard(asyncio.current_task())

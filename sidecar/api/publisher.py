@@ -1,7 +1,13 @@
-"""The ferry.v1.Publisher servicer: request → validation → PublishService → response."""
+"""The ferry.v1.Publisher servicer: request → validation → PublishService → response.
+
+Each request's outcome and latency go to the metrics once it is answered (per request, not
+per event), and a call's W3C trace context (`traceparent`, `tracestate` metadata) travels with
+its events as Kafka record headers (sidecar/observability/tracing.py).
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable, Sequence
 from typing import Any
 
@@ -9,20 +15,35 @@ import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
+from sidecar.api.access import ANYONE, AccessControl, Caller, OpenAccess
 from sidecar.api.publish_results import fill_entries, fill_result
 from sidecar.api.publish_stream import PublishStreamCall
+from sidecar.api.status import code_name
 from sidecar.errors import InvalidArgument
-from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
-from sidecar.publish.service import PublishService
 from sidecar.ids import new_id_block
+from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
+from sidecar.observability.metrics import PublishMetrics
+from sidecar.observability.spans import CallTrace, Tracing
+from sidecar.observability.tracing import TraceContext, trace_context, with_trace
+from sidecar.publish.service import PublishService
 from sidecar.validation import EventLimits, check_event, duration_seconds
 
+#: A stream request's events, ack level and Kafka wait.
+StreamRequest = tuple[list[OutgoingEvent], AckLevel, float]
 MAX_KAFKA_WAIT_S = 600.0
 DEADLINE_MARGIN_S = 0.05
 _LEVELS = {
     pb.ACK_LEVEL_UNSPECIFIED: AckLevel.DURABLE,
     pb.ACK_LEVEL_DURABLE: AckLevel.DURABLE,
     pb.ACK_LEVEL_KAFKA: AckLevel.KAFKA,
+}
+PUBLISH = "ferry.v1.Publisher/Publish"
+PUBLISH_BATCH = "ferry.v1.Publisher/PublishBatch"
+#: The metrics' ack_level label of a requested level (a value Ferry does not know: "unknown").
+LEVEL_LABELS = {
+    pb.ACK_LEVEL_UNSPECIFIED: "durable",
+    pb.ACK_LEVEL_DURABLE: "durable",
+    pb.ACK_LEVEL_KAFKA: "kafka",
 }
 
 
@@ -36,8 +57,14 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         *,
         max_batch_events: int,
         default_kafka_wait_s: float,
+        access: AccessControl | None = None,
+        metrics: PublishMetrics | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._publish = publish
+        self._access = access or OpenAccess()
+        self._metrics = metrics or PublishMetrics()
+        self._tracing = tracing or Tracing()
         self._limits = limits
         self._max_batch = max_batch_events
         self._default_wait = default_kafka_wait_s
@@ -45,9 +72,30 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     async def Publish(
         self, request: pb.PublishRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PublishResponse:
+        started = time.perf_counter()
+        level = LEVEL_LABELS.get(request.ack_level, "unknown")
+        trace = self._trace(PUBLISH, context, [request.event])
+        try:
+            response = await self._publish_one(request, context, trace.headers)
+        except Exception as error:
+            code = code_name(error)
+            self._metrics.refused(level, 1, code, started)
+            trace.end(code)
+            raise
+        self._metrics.answered(level, 1, (), started)
+        trace.end()
+        return response
+
+    async def _publish_one(
+        self,
+        request: pb.PublishRequest,
+        context: grpc.aio.ServicerContext[Any, Any],
+        trace: TraceContext,
+    ) -> pb.PublishResponse:
         if not request.HasField("event"):
             raise InvalidArgument("event", "is required")
-        event = self._event(request.event, "event")
+        event = self._event(request.event, "event", trace=trace)
+        self._access.caller(context).check_publish([event.topic])
         level = self._level(request.ack_level)
         wait = self._wait(request, _commit_wait(context))
         [outcome] = await self._publish.publish([event], level, wait, _commit_wait(context))
@@ -60,40 +108,76 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     async def PublishBatch(
         self, request: pb.PublishBatchRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.PublishBatchResponse:
-        events = self._events(request.events)
-        level = self._level(request.ack_level)
-        wait = self._wait(request, _commit_wait(context))
-        outcomes = await self._publish.publish(events, level, wait, _commit_wait(context))
+        started = time.perf_counter()
+        label = LEVEL_LABELS.get(request.ack_level, "unknown")
+        trace = self._trace(PUBLISH_BATCH, context, request.events)
+        try:
+            events = self._events(request.events, trace.headers)
+            self._access.caller(context).check_publish(e.topic for e in events)
+            level = self._level(request.ack_level)
+            wait = self._wait(request, _commit_wait(context))
+            outcomes = await self._publish.publish(events, level, wait, _commit_wait(context))
+        except Exception as error:
+            code = code_name(error)
+            self._metrics.refused(label, len(request.events), code, started)
+            trace.end(code)
+            raise
         response = pb.PublishBatchResponse()
-        fill_entries(response.entries, outcomes)
+        refused = fill_entries(response.entries, outcomes)
+        self._metrics.answered(label, len(outcomes), refused, started)
+        trace.end()
         return response
 
     async def PublishStream(
         self, requests: AsyncIterator[Any], context: grpc.aio.ServicerContext[Any, Any]
     ) -> AsyncIterator[pb.PublishStreamResponse]:
-        call = PublishStreamCall(self._publish, self._stream_request)
+        caller = self._access.caller(context)
+        trace = trace_context(context)
+
+        def translate(request: pb.PublishStreamRequest) -> StreamRequest:
+            return self._stream_request(request, caller, trace)
+
+        call = PublishStreamCall(self._publish, translate, metrics=self._metrics)
         async for response in call.responses(requests):
             yield response
 
+    def _trace(
+        self, method: str, context: grpc.aio.ServicerContext[Any, Any], events: Sequence[pb.Event]
+    ) -> CallTrace:
+        """The call's trace: its metadata's context, or a span of its own when exporting (its
+        attributes are gathered only then)."""
+        attributes: dict[str, Any] = {}
+        if self._tracing.exporting:
+            topics = {e.topic for e in events}
+            attributes = {"rpc.method": method, "messaging.batch.message_count": len(events)}
+            if len(topics) == 1:
+                attributes["messaging.destination.name"] = topics.pop()
+        return self._tracing.call(method, context.invocation_metadata(), attributes)
+
     def _stream_request(
-        self, request: pb.PublishStreamRequest
-    ) -> tuple[list[OutgoingEvent], AckLevel, float]:
-        events = self._events(request.events)
+        self, request: pb.PublishStreamRequest, caller: Caller = ANYONE, trace: TraceContext = ()
+    ) -> StreamRequest:
+        events = self._events(request.events, trace)
+        caller.check_publish(e.topic for e in events)
         return events, self._level(request.ack_level), self._wait(request, None)
 
-    def _events(self, messages: Sequence[pb.Event]) -> list[OutgoingEvent]:
+    def _events(
+        self, messages: Sequence[pb.Event], trace: TraceContext = ()
+    ) -> list[OutgoingEvent]:
         if not messages:
             raise InvalidArgument("events", "must hold at least one event")
         if len(messages) > self._max_batch:
             raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
         # One block of ids per request: consecutive, so the log stores them as a range.
         ids = new_id_block(len(messages)).ids()
-        return [self._event(e, f"events[{i}]", ids[i]) for i, e in enumerate(messages)]
+        return [self._event(e, f"events[{i}]", ids[i], trace) for i, e in enumerate(messages)]
 
-    def _event(self, message: pb.Event, field: str, new_id: str = "") -> OutgoingEvent:
+    def _event(
+        self, message: pb.Event, field: str, new_id: str = "", trace: TraceContext = ()
+    ) -> OutgoingEvent:
         has = message.HasField
         # The log stores the event as the client encoded it (slices.py).
-        return check_event(
+        event = check_event(
             topic=message.topic,
             key=message.key if has("key") else None,
             payload=message.payload if has("payload") else None,
@@ -104,6 +188,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
             new_id=new_id,
             encoded=message.SerializeToString(),
         )
+        return with_trace(event, trace) if trace else event
 
     @staticmethod
     def _level(value: int) -> AckLevel:

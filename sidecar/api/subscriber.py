@@ -26,6 +26,7 @@ import grpc
 
 from sidecar._gen.ferry.v1 import subscriber_pb2 as pb
 from sidecar._gen.ferry.v1 import subscriber_pb2_grpc
+from sidecar.api.access import AccessControl, OpenAccess
 from sidecar.api.status import to_failure
 from sidecar.api.subscribe_requests import (
     MAX_ACK_IDS,
@@ -38,6 +39,7 @@ from sidecar.api.subscribe_requests import (
 from sidecar.clock import Clock
 from sidecar.errors import FerryError, InvalidArgument, UndecodableRequest
 from sidecar.kafka.ports import FetchedRecord
+from sidecar.observability.spans import Tracing
 from sidecar.subscribe.leases import ACK_ID_LENGTH, AckOutcome
 from sidecar.subscribe.records import presentation
 from sidecar.subscribe.registry import SubscriptionRegistry
@@ -100,8 +102,12 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         *,
         topic_allowlist: frozenset[str] = frozenset(),
         max_message_bytes: int = DEFAULT_DELIVERY_MESSAGE_BYTES,
+        access: AccessControl | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self._registry = registry
+        self._tracing = tracing or Tracing()
+        self._access = access or OpenAccess()
         self._clock = clock
         self._allowlist = topic_allowlist
         # What the records of one Deliveries message may add up to (see `delivery_cost`).
@@ -121,6 +127,9 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         if first.WhichOneof("request") != "open":
             raise InvalidArgument("open", "the first request must be open")
         settings, options = parse_open(first.open, self._allowlist)
+        self._access.caller(context).check_subscription(
+            settings.name, settings.topics, settings.dead_letter_topic
+        )
         subscription, stream = await self._registry.open_stream(settings, options)
         reader = asyncio.create_task(self._read(request_iterator, subscription, stream))
         # An outbox item read ahead while batching deliveries (or the rest of a batch past the
@@ -130,8 +139,12 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             opened = pb.SubscriptionOpened(subscription=settings.name)
             opened.lease_duration.FromNanoseconds(int(options.lease_duration * 1e9))
             yield pb.SubscribeResponse(opened=opened)
+            tracing = self._tracing if self._tracing.exporting else None
             while True:
-                yield await self._next_response(stream, reader, carry)
+                response = await self._next_response(stream, reader, carry)
+                if tracing is not None and response.HasField("deliveries"):
+                    tracing.delivered(settings.name, response.deliveries.deliveries)
+                yield response
         finally:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -234,7 +247,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     async def Ack(
         self, request: pb.AckRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.AckResponse:
-        subscription = self._find(request.subscription)
+        subscription = self._find(request.subscription, context)
         results = subscription.ack(ack_ids(request.ack_ids, "ack_ids"))
         response = pb.AckResponse()
         self._fill_results(response.results, results)
@@ -243,7 +256,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     async def Nack(
         self, request: pb.NackRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.NackResponse:
-        subscription = self._find(request.subscription)
+        subscription = self._find(request.subscription, context)
         delay = nack_delay(request, "redelivery_delay")
         ids = ack_ids(request.ack_ids, "ack_ids")
         results = subscription.nack(ids, delay, dead_letter=request.dead_letter)
@@ -254,7 +267,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
     async def ExtendLease(
         self, request: pb.ExtendLeaseRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> pb.ExtendLeaseResponse:
-        subscription = self._find(request.subscription)
+        subscription = self._find(request.subscription, context)
         duration = duration_seconds(
             request.lease_duration, "lease_duration", MIN_LEASE_S, MAX_LEASE_S
         )
@@ -263,8 +276,10 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
         self._fill_results(response.results, results)
         return response
 
-    def _find(self, name: str) -> Subscription:
-        return self._registry.find(check_subscription(name, "subscription"))
+    def _find(self, name: str, context: grpc.aio.ServicerContext[Any, Any]) -> Subscription:
+        checked = check_subscription(name, "subscription")
+        self._access.caller(context).check_settle(checked)
+        return self._registry.find(checked)
 
     def _fill_results(self, out: Any, results: list[AckResult]) -> None:
         """Append one AckIdResult per result to the repeated field `out`, in order."""

@@ -36,6 +36,8 @@ import structlog
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.forward.channels import CommittedRows, Retirements
+from sidecar.forward.counters import ForwarderCounters, LaneStatus
+from sidecar.kafka.auth_failures import auth_failure
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.kafka.producer import refused_for_good
 from sidecar.lifecycle import supervised
@@ -105,6 +107,7 @@ class ForwarderStatus:
     resent_total: int
     parked_total: int
     failing_topics: dict[str, str]
+    lanes: tuple[LaneStatus, ...] = ()
 
 
 class Forwarder:
@@ -149,6 +152,7 @@ class Forwarder:
         self.delivered_total = 0
         self.resent_total = 0
         self.parked_total = 0
+        self.counters = ForwarderCounters()
         self._producer: ProducerPort | None = None
         self._thread = threading.Thread(
             target=supervised("forwarder", self._run), name="forwarder", daemon=True
@@ -182,6 +186,7 @@ class Forwarder:
             resent_total=self.resent_total,
             parked_total=self.parked_total,
             failing_topics={lane.topic: lane.last_error for lane in lanes if lane.failed},
+            lanes=tuple(LaneStatus.of(lane, self._clock()) for lane in lanes),
         )
 
     # -- the forwarder thread ----------------------------------------------------------------
@@ -262,6 +267,7 @@ class Forwarder:
                     lane.known_end = rows[-1].sequence if rows else lane.cursor
                 produced = self._produce(producer, lane, rows, stamp)
                 sent += produced
+                self.counters.sent_events += produced
                 if lane.failed or lane.single:
                     break  # produce() refused a row (only this lane stops), or one row a wave
                 if produced < len(rows):
@@ -366,6 +372,7 @@ class Forwarder:
         flight has reported, after a backoff (or at once, to step past a refused row)."""
         if lane.failed:
             return
+        self.counters.failed(error)
         lane.failed = True
         lane.last_error = error
         delay = 0.0
@@ -384,6 +391,7 @@ class Forwarder:
         ]
         if not due:
             return
+        self.counters.lane_restarts += len(due)
         for lane in due:
             # From the first unsettled event; those settled behind it are skipped (_produce).
             lane.failed = False
@@ -454,7 +462,12 @@ class Forwarder:
         if err.fatal():
             self._fatal = err
         name = err.name() if hasattr(err, "name") else str(err)
-        if name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
+        refused = auth_failure(err)
+        if refused is not None:
+            # Kafka refuses Ferry's credentials or certificates: down until fixed and restarted,
+            # while a probe or delivery cannot succeed (kafka_auth_failed is logged with it).
+            self._set_reachable(False, f"{refused.kind} refused ({refused.code})")
+        elif name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
             self._set_reachable(False, name)
 
     def _replace_producer(self, old: ProducerPort) -> ProducerPort:

@@ -32,6 +32,7 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 
 from sidecar import failpoints
 from sidecar.clock import SystemClock
+from sidecar.kafka.lag import committed_lag
 from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord, headers_size
 from sidecar.kafka.watchdog import ConsumerWatchdog
 from sidecar.lifecycle import supervised
@@ -71,6 +72,8 @@ class ConsumerSink(Protocol):
     ) -> list[CommitOffset]: ...
 
     def on_consumer_replaced(self) -> None: ...
+
+    def on_committed_lag(self, lag: int | None) -> None: ...
 
 
 def consumer_config(
@@ -124,6 +127,7 @@ class ConsumerThread:
         self._paused_at = 0.0
         self._generation = 0
         self._group_state = ("", "")
+        self._lag: int | None = None
         # What the thread hands to the loop, in order. One wake-up of the loop drains all of it:
         # a wake-up per consumed batch (a pipe write each) cost more than the batch's records.
         self._outbox: collections.deque[tuple[Callable[[Any], None], Any]] = collections.deque()
@@ -295,9 +299,14 @@ class ConsumerThread:
 
     def _on_statistics(self, stats_json: str) -> None:
         try:
-            group = json.loads(stats_json).get("cgrp") or {}
+            stats = json.loads(stats_json)
         except ValueError:
             return
+        lag = committed_lag(stats, self._owned)
+        if lag != self._lag:
+            self._lag = lag
+            self._post(self._sink.on_committed_lag, lag)
+        group = stats.get("cgrp") or {}
         state = (str(group.get("state")), str(group.get("join_state")))
         if state != self._group_state:
             self._group_state = state

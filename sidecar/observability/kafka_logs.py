@@ -20,7 +20,10 @@ A line becomes: event="librdkafka", client (producer or consumer), group (consum
 instance (librdkafka's name of the handle, e.g. ferry-forwarder#producer-1), fac, severity
 (the syslog number librdkafka prints: 3 error, 4 warning, 6 info, 7 debug; notices show as
 6), thread, message, and repeated=N when N identical lines were dropped before it. An error
-report becomes event="kafka_error" with client, group, code, error and fatal.
+report becomes event="kafka_error" with client, group, code, error and fatal; one that means
+Kafka refuses Ferry's credentials, certificates or permissions (sidecar/kafka/auth_failures.py)
+becomes event="kafka_auth_failed", at error level, with its kind and a hint as well, and is a
+condition apart from librdkafka's log line of the same text.
 
 A distinct condition is one client (its kind and group) and what librdkafka says, without
 the thread prefix and without librdkafka's own ", N identical error(s) suppressed", with
@@ -46,6 +49,7 @@ from typing import Any
 
 import structlog
 
+from sidecar.kafka.auth_failures import auth_failure
 from sidecar.observability.logging import MASK, SENSITIVE_KEY, mask_secrets, sensitive_values
 from sidecar.observability.repeats import RepeatLimiter, volatile_to_n
 
@@ -118,19 +122,27 @@ class KafkaClientLog:
     def _report(self, err: Any) -> None:
         text = self._mask(_error_text(err))
         fatal = bool(err.fatal())
+        refused = auth_failure(err)
         repeated = 0
         if not fatal:
-            admitted = self._limiter.admit(self._condition(text))
+            # A refusal is a condition of its own: librdkafka's FAIL line of the same text must
+            # not swallow the kafka_auth_failed line an operator (or an alert) looks for.
+            condition = self._condition(text)
+            if refused is not None:
+                condition = ("kafka_auth_failed", *condition)
+            admitted = self._limiter.admit(condition)
             if admitted is None:
                 return
             repeated = admitted
+        details = {"kind": refused.kind, "hint": refused.hint} if refused is not None else {}
         log.log(
-            logging.ERROR if fatal else logging.WARNING,
-            "kafka_error",
+            logging.ERROR if fatal or refused is not None else logging.WARNING,
+            "kafka_error" if refused is None else "kafka_auth_failed",
             **self._fields,
             code=str(err.name()),
             error=text,
             fatal=fatal,
+            **details,
             **({"repeated": repeated} if repeated else {}),
         )
 

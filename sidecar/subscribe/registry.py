@@ -92,6 +92,10 @@ class SubscriptionRegistry:
     def statuses(self) -> dict[str, dict[str, int]]:
         return {name: s.status() for name, s in self._subscriptions.items()}
 
+    def open_subscriptions(self) -> list[Subscription]:
+        """The subscriptions open in this sidecar (lingering ones included), by name."""
+        return [self._subscriptions[name] for name in sorted(self._subscriptions)]
+
     async def open_stream(
         self, settings: SubscriptionSettings, options: StreamOptions
     ) -> tuple[Subscription, Stream]:

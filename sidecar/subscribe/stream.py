@@ -93,11 +93,14 @@ class Stream:
         self.unsent += 1
         self._batch.append(item)
 
-    def flush(self) -> None:
-        """Queue the records delivered since the last flush as one outbox item."""
-        if self._batch:
-            self.outbox.put_nowait(LeasedBatch(self._batch))
-            self._batch = []
+    def flush(self) -> int:
+        """Queue the records delivered since the last flush as one outbox item; their count."""
+        batch = self._batch
+        if not batch:
+            return 0
+        self.outbox.put_nowait(LeasedBatch(batch))
+        self._batch = []
+        return len(batch)
 
     def report(self, report: AckReport | Rejected) -> None:
         """Queue the answer to one client request, behind what is queued already."""

@@ -102,10 +102,17 @@ class Subscription:
         self._turn = 0
         self._last_commit = 0.0
         self._dead_lettering: dict[DeliveryKey, asyncio.Task[None]] = {}
+        # Running totals for the metrics and the admin view, counted per batch where a path is
+        # taken per record (deliveries per dispatch, expiries per tick).
+        self.delivered_total = 0
         self.acked_total = 0
+        self.nacked_total = 0
+        self.expired_total = 0
         self.redelivered_total = 0
         self.dead_lettered_total = 0
         self.consumer_replaced_total = 0
+        #: Records past the committed offsets of its partitions, as its consumer last reported.
+        self.committed_lag: int | None = None
 
     def attach(self, consumer: ConsumerControl) -> None:
         self._consumer = consumer
@@ -172,6 +179,7 @@ class Subscription:
             lease = self._leases.get(ack_id)
             outcome = self._leases.nack(ack_id)
             if outcome is AckOutcome.APPLIED and lease is not None:
+                self.nacked_total += 1
                 if dead_letter:
                     self._release_bytes(lease)
                     if lease.key in self._records:
@@ -241,11 +249,16 @@ class Subscription:
         """The consumer was stuck outside its group and a new one took its place."""
         self.consumer_replaced_total += 1
 
+    def on_committed_lag(self, lag: int | None) -> None:
+        self.committed_lag = lag
+
     # -- time --------------------------------------------------------------------------------
 
     def tick(self) -> None:
         """Expire leases, hand out due redeliveries, commit what is committable."""
-        for lease in self._leases.expire():
+        expired = self._leases.expire()
+        self.expired_total += len(expired)
+        for lease in expired:
             self._lease_ended(lease, "lease expired")
         self._dispatch()
         self._flow_control()
@@ -266,7 +279,10 @@ class Subscription:
             "leased": len(self._leases),
             "waiting_redelivery": len(self._redelivery),
             "waiting_for_key": len(self._order) if self._order is not None else 0,
+            "delivered_total": self.delivered_total,
             "acked_total": self.acked_total,
+            "nacked_total": self.nacked_total,
+            "expired_total": self.expired_total,
             "redelivered_total": self.redelivered_total,
             "dead_lettered_total": self.dead_lettered_total,
             "consumer_replaced_total": self.consumer_replaced_total,
@@ -282,8 +298,7 @@ class Subscription:
         try:
             self._fill(streams)
         finally:
-            for stream in streams:
-                stream.flush()
+            self.delivered_total += sum([stream.flush() for stream in streams])
 
     def _fill(self, streams: list[Stream]) -> None:
         while ready := self._redelivery.pop_ready(1):

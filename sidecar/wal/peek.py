@@ -1,5 +1,5 @@
-"""A read-only look into a log from outside the sidecar (tests, benchmarks, fault runs, and
-later the admin view): safe while Ferry runs, it takes no lock and writes nothing.
+"""A read-only look into a log from outside the writer (tests, benchmarks, fault runs, the
+admin view and the metrics): safe while Ferry runs, it takes no lock and writes nothing.
 
 "Pending" means above its topic's settled watermark: the part of a slice at or below the
 watermark is delivered (or parked) and only waits for the rest of its slice to retire.
@@ -8,6 +8,7 @@ watermark is delivered (or parked) and only waits for the rest of its slice to r
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable
 from pathlib import Path
 
 from sidecar.model import PendingEvent
@@ -20,13 +21,16 @@ _ABOVE_WATERMARK = (
 )
 
 
-def _query(data_dir: Path, sql: str) -> list[tuple[object, ...]]:
+def _query(
+    data_dir: Path, sql: str, params: Iterable[tuple[object, ...]] = ((),), timeout: float = 10
+) -> list[tuple[object, ...]]:
+    """`sql` run once per parameter tuple, its rows in order."""
     db = data_dir / DB_NAME
     if not db.exists():
         return []
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=timeout)
     try:
-        return conn.execute(sql).fetchall()
+        return [row for args in params for row in conn.execute(sql, args).fetchall()]
     finally:
         conn.close()
 
@@ -65,3 +69,20 @@ def pending_events(data_dir: Path) -> list[PendingEvent]:
         )
         events.extend(decode_slice(stored, int(str(settled_to))))
     return sorted(events, key=lambda e: e.sequence)
+
+
+def oldest_pending_ms(
+    data_dir: Path, topics: Iterable[str], timeout: float = 1.0
+) -> dict[str, int]:
+    """The publish time (Unix ms) of each topic's oldest pending event; topics without one, or
+    whose oldest event's time is unknown (logged by an older release), are left out. One index
+    look-up per topic (slices_by_topic)."""
+    rows = _query(
+        data_dir,
+        "SELECT topic, published_ms FROM slices WHERE topic = ?1 AND last_seq >"
+        " COALESCE((SELECT settled_to FROM lanes WHERE topic = ?1), 0)"
+        " ORDER BY last_seq LIMIT 1",
+        [(topic,) for topic in topics],
+        timeout,
+    )
+    return {str(topic): int(str(ms)) for topic, ms in rows if int(str(ms)) > 0}

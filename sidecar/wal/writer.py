@@ -34,7 +34,7 @@ from sidecar.errors import (
 )
 from sidecar.lifecycle import supervised
 from sidecar.model import Outcome, OutgoingEvent, Settlement
-from sidecar.wal.admission import Admission
+from sidecar.wal.admission import Admission, Usage
 from sidecar.wal.appends import Appender, Tally
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.checkpoint import WalBound
@@ -140,6 +140,12 @@ class WalWriter:
     @property
     def pending_bytes(self) -> int:
         return self._usage.size
+
+    @property
+    def usage(self) -> Usage:
+        """Pending events and bytes, in all and per topic, as of the last commit: a snapshot,
+        since a commit replaces it with a new one and never changes it. Read from any thread."""
+        return self._usage
 
     async def append(self, events: Sequence[OutgoingEvent]) -> list[Outcome]:
         """Log `events` in one transaction; answer once it committed (or failed)."""

@@ -4,31 +4,12 @@ from __future__ import annotations
 
 import base64
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from testkit.ferry_process import FerryProcess, running_ferry
 from testkit.kafka_read import read_topic
-from testkit.paths import ROOT, cached_binary
 from tests.conftest import KafkaHandle
-
-
-@pytest.fixture(scope="session")
-def grpcurl() -> Path:
-    if shutil.which("go") is None:
-        pytest.skip("`go` is not installed: cannot build grpcurl (tools/install_go_tools.sh)")
-    subprocess.run(
-        [str(ROOT / "tools" / "install_go_tools.sh"), "grpcurl"],
-        check=True,
-        capture_output=True,
-        timeout=600,
-    )
-    binary = cached_binary("grpcurl")
-    assert binary.is_file(), f"install_go_tools.sh did not produce {binary}"
-    return binary
 
 
 def _grpcurl(

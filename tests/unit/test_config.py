@@ -10,7 +10,14 @@ import pytest
 from pydantic import ValidationError
 
 from sidecar.cli import main
-from sidecar.config import KIB, MIB, PRODUCER_MESSAGE_MAX_BYTES, Settings, load_settings
+from sidecar.config import (
+    KIB,
+    MIB,
+    PRODUCER_MESSAGE_MAX_BYTES,
+    Settings,
+    is_env_only,
+    load_settings,
+)
 from sidecar.errors import ConfigError
 
 SECRET = "hunter2-Zq9"  # a value that must never appear in any rendering of the settings
@@ -269,6 +276,17 @@ def test_serve_help_prints_every_flag(capsys: pytest.CaptureFixture[str]) -> Non
         main(["serve", "--help"])
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
-    for name in Settings.model_fields:
-        assert f"--{name.replace('_', '-')}" in out
+    for name, field in Settings.model_fields.items():
+        shown = f"--{name.replace('_', '-')}" in out
+        assert shown is not is_env_only(field), name
     assert "25%" in out
+
+
+def test_metrics_listen_is_host_port_or_empty() -> None:
+    assert load_settings().metrics_listen == "127.0.0.1:9464"
+    assert load_settings(metrics_listen="").metrics_listen == ""
+    assert load_settings(metrics_listen=" [::]:9464 ").metrics_listen == "[::]:9464"
+    with pytest.raises(ConfigError, match=r"metrics_listen: .*expected host:port"):
+        load_settings(metrics_listen="9464")
+    with pytest.raises(ConfigError, match="metrics_listen"):
+        load_settings(metrics_listen="0.0.0.0:99999")

@@ -19,6 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from sidecar.clock import ManualClock
+from sidecar.forward import forwarder as forwarder_module
 from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.ports import DeliveryCallback, ProducerPort
@@ -520,6 +521,26 @@ async def test_non_fatal_errors_only_change_reachability(make_rig: RigFactory) -
     assert len(rig.broker.producers) == 1
     rig.broker.policy = lambda sent: None
     await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable again")
+
+
+@pytest.mark.parametrize("code", ["_AUTHENTICATION", "_SSL", "CLUSTER_AUTHORIZATION_FAILED"])
+async def test_a_refused_login_makes_kafka_unreachable_and_keeps_the_rows(
+    make_rig: RigFactory, monkeypatch: pytest.MonkeyPatch, code: str
+) -> None:
+    """A wrong password or an untrusted certificate: librdkafka retries without end and
+    reports it through error_cb, which alone turns Kafka unreachable here (no probe runs)."""
+    monkeypatch.setattr(forwarder_module, "PROBE_EVERY_S", 3600.0)
+    rig = make_rig()
+    await rig.publish("alpha", 1)
+    await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable after delivery")
+    # Its retirement too, or it would still count below among the rows kept.
+    await wait_for(lambda: rig.writer.pending_rows == 0, "the delivered row retired")
+    rig.broker.policy = lambda sent: HOLD
+    rig.broker.raise_error(FakeError(code))
+    await rig.publish("alpha", 3, start=1)  # something in flight: the forwarder polls
+    await wait_for(lambda: not rig.forwarder.status().kafka_reachable, "unreachable")
+    assert rig.writer.pending_rows == 3
+    assert len(rig.broker.producers) == 1  # not fatal: the same producer keeps trying
 
 
 async def test_a_produce_exception_fails_only_its_lane(

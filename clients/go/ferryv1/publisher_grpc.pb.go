@@ -47,6 +47,12 @@ type PublisherClient interface {
 	//	                   the google.rpc.BadRequest details name the field.
 	//	                   REQUEST_UNDECODABLE: the request is not a valid
 	//	                   PublishRequest. Nothing was written; do not retry.
+	//	UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+	//	                   call carries no accepted "authorization: Bearer"
+	//	                   token. Nothing was written.
+	//	PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+	//	                   not let this caller publish to the topic. Nothing
+	//	                   was written.
 	//	ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
 	//	                   different content. Nothing was written.
 	//	RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -82,6 +88,9 @@ type PublisherClient interface {
 	//
 	//	OK                 see each entry; accepted events are durably logged.
 	//	INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+	//	UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+	//	PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+	//	                   of the topics; nothing written.
 	//	RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
 	//	                   does not fit; nothing was written. Without an
 	//	                   ErrorInfo: the request is over the receive limit.
@@ -114,6 +123,8 @@ type PublisherClient interface {
 	//	                   PublishStreamRequest (its answer has request_id 0).
 	//	                   Nothing written; do not retry.
 	//	ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+	//	PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+	//	                   of the request's topics; nothing written.
 	//	RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
 	//	                   written; retry after retry_delay.
 	//	DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -125,6 +136,8 @@ type PublisherClient interface {
 	// The stream's own status:
 	//
 	//	OK                 the client half-closed and every request was answered.
+	//	UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+	//	                   was read.
 	//	UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
 	//	                   read was answered first. Requests without an answer
 	//	                   were not read: send them again (on another instance).
@@ -203,6 +216,12 @@ type PublisherServer interface {
 	//	                   the google.rpc.BadRequest details name the field.
 	//	                   REQUEST_UNDECODABLE: the request is not a valid
 	//	                   PublishRequest. Nothing was written; do not retry.
+	//	UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+	//	                   call carries no accepted "authorization: Bearer"
+	//	                   token. Nothing was written.
+	//	PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+	//	                   not let this caller publish to the topic. Nothing
+	//	                   was written.
 	//	ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
 	//	                   different content. Nothing was written.
 	//	RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -238,6 +257,9 @@ type PublisherServer interface {
 	//
 	//	OK                 see each entry; accepted events are durably logged.
 	//	INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+	//	UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+	//	PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+	//	                   of the topics; nothing written.
 	//	RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
 	//	                   does not fit; nothing was written. Without an
 	//	                   ErrorInfo: the request is over the receive limit.
@@ -270,6 +292,8 @@ type PublisherServer interface {
 	//	                   PublishStreamRequest (its answer has request_id 0).
 	//	                   Nothing written; do not retry.
 	//	ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+	//	PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+	//	                   of the request's topics; nothing written.
 	//	RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
 	//	                   written; retry after retry_delay.
 	//	DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -281,6 +305,8 @@ type PublisherServer interface {
 	// The stream's own status:
 	//
 	//	OK                 the client half-closed and every request was answered.
+	//	UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+	//	                   was read.
 	//	UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
 	//	                   read was answered first. Requests without an answer
 	//	                   were not read: send them again (on another instance).

@@ -80,6 +80,12 @@ class PublisherServicer:
         the google.rpc.BadRequest details name the field.
         REQUEST_UNDECODABLE: the request is not a valid
         PublishRequest. Nothing was written; do not retry.
+        UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+        call carries no accepted "authorization: Bearer"
+        token. Nothing was written.
+        PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+        not let this caller publish to the topic. Nothing
+        was written.
         ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
         different content. Nothing was written.
         RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -119,6 +125,9 @@ class PublisherServicer:
         Status codes, with ErrorInfo reasons as for Publish:
         OK                 see each entry; accepted events are durably logged.
         INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+        UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+        PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+        of the topics; nothing written.
         RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
         does not fit; nothing was written. Without an
         ErrorInfo: the request is over the receive limit.
@@ -155,6 +164,8 @@ class PublisherServicer:
         PublishStreamRequest (its answer has request_id 0).
         Nothing written; do not retry.
         ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+        PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+        of the request's topics; nothing written.
         RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
         written; retry after retry_delay.
         DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -165,6 +176,8 @@ class PublisherServicer:
 
         The stream's own status:
         OK                 the client half-closed and every request was answered.
+        UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+        was read.
         UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
         read was answered first. Requests without an answer
         were not read: send them again (on another instance).

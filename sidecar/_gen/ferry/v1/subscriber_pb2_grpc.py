@@ -91,6 +91,12 @@ class SubscriberServicer:
         TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
         is outside the allow-list; REQUEST_UNDECODABLE: the
         first request is not a valid SubscribeRequest.
+        UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+        call carries no accepted "authorization: Bearer"
+        token.
+        PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+        not let this caller open the subscription, read one
+        of its topics, or publish to its dead-letter topic.
         FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
         is already open in this sidecar with other settings.
         RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -112,6 +118,10 @@ class SubscriberServicer:
         INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
         longer than Ferry's format, or an invalid
         subscription name; REQUEST_UNDECODABLE.
+        UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+        PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+        let this caller open the subscription. Nothing was
+        acked.
         NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
         in this sidecar.
         UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.

@@ -58,6 +58,12 @@ class SubscriberStub:
                          TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
                          is outside the allow-list; REQUEST_UNDECODABLE: the
                          first request is not a valid SubscribeRequest.
+      UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+                         call carries no accepted "authorization: Bearer"
+                         token.
+      PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+                         not let this caller open the subscription, read one
+                         of its topics, or publish to its dead-letter topic.
       FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
                          is already open in this sidecar with other settings.
       RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -75,6 +81,10 @@ class SubscriberStub:
       INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
                          longer than Ferry's format, or an invalid
                          subscription name; REQUEST_UNDECODABLE.
+      UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+      PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+                         let this caller open the subscription. Nothing was
+                         acked.
       NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
                          in this sidecar.
       UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
@@ -125,6 +135,12 @@ class SubscriberAsyncStub(SubscriberStub):
                          TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
                          is outside the allow-list; REQUEST_UNDECODABLE: the
                          first request is not a valid SubscribeRequest.
+      UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+                         call carries no accepted "authorization: Bearer"
+                         token.
+      PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+                         not let this caller open the subscription, read one
+                         of its topics, or publish to its dead-letter topic.
       FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
                          is already open in this sidecar with other settings.
       RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -142,6 +158,10 @@ class SubscriberAsyncStub(SubscriberStub):
       INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
                          longer than Ferry's format, or an invalid
                          subscription name; REQUEST_UNDECODABLE.
+      UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+      PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+                         let this caller open the subscription. Nothing was
+                         acked.
       NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
                          in this sidecar.
       UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
@@ -195,6 +215,12 @@ class SubscriberServicer(metaclass=_abc_1.ABCMeta):
                              TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
                              is outside the allow-list; REQUEST_UNDECODABLE: the
                              first request is not a valid SubscribeRequest.
+          UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+                             call carries no accepted "authorization: Bearer"
+                             token.
+          PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+                             not let this caller open the subscription, read one
+                             of its topics, or publish to its dead-letter topic.
           FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
                              is already open in this sidecar with other settings.
           RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -218,6 +244,10 @@ class SubscriberServicer(metaclass=_abc_1.ABCMeta):
           INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
                              longer than Ferry's format, or an invalid
                              subscription name; REQUEST_UNDECODABLE.
+          UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+          PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+                             let this caller open the subscription. Nothing was
+                             acked.
           NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
                              in this sidecar.
           UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.

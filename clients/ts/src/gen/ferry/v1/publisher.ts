@@ -1514,6 +1514,12 @@ export const PublisherService = {
    *                      the google.rpc.BadRequest details name the field.
    *                      REQUEST_UNDECODABLE: the request is not a valid
    *                      PublishRequest. Nothing was written; do not retry.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+   *                      call carries no accepted "authorization: Bearer"
+   *                      token. Nothing was written.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+   *                      not let this caller publish to the topic. Nothing
+   *                      was written.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
    *                      different content. Nothing was written.
    *   RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -1558,6 +1564,9 @@ export const PublisherService = {
    * Status codes, with ErrorInfo reasons as for Publish:
    *   OK                 see each entry; accepted events are durably logged.
    *   INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+   *   UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+   *                      of the topics; nothing written.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
    *                      does not fit; nothing was written. Without an
    *                      ErrorInfo: the request is over the receive limit.
@@ -1600,6 +1609,8 @@ export const PublisherService = {
    *                      PublishStreamRequest (its answer has request_id 0).
    *                      Nothing written; do not retry.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+   *                      of the request's topics; nothing written.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
    *                      written; retry after retry_delay.
    *   DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -1610,6 +1621,8 @@ export const PublisherService = {
    *
    * The stream's own status:
    *   OK                 the client half-closed and every request was answered.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+   *                      was read.
    *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
    *                      read was answered first. Requests without an answer
    *                      were not read: send them again (on another instance).
@@ -1645,6 +1658,12 @@ export interface PublisherServer extends UntypedServiceImplementation {
    *                      the google.rpc.BadRequest details name the field.
    *                      REQUEST_UNDECODABLE: the request is not a valid
    *                      PublishRequest. Nothing was written; do not retry.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+   *                      call carries no accepted "authorization: Bearer"
+   *                      token. Nothing was written.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+   *                      not let this caller publish to the topic. Nothing
+   *                      was written.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
    *                      different content. Nothing was written.
    *   RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -1681,6 +1700,9 @@ export interface PublisherServer extends UntypedServiceImplementation {
    * Status codes, with ErrorInfo reasons as for Publish:
    *   OK                 see each entry; accepted events are durably logged.
    *   INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+   *   UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+   *                      of the topics; nothing written.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
    *                      does not fit; nothing was written. Without an
    *                      ErrorInfo: the request is over the receive limit.
@@ -1714,6 +1736,8 @@ export interface PublisherServer extends UntypedServiceImplementation {
    *                      PublishStreamRequest (its answer has request_id 0).
    *                      Nothing written; do not retry.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+   *                      of the request's topics; nothing written.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
    *                      written; retry after retry_delay.
    *   DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -1724,6 +1748,8 @@ export interface PublisherServer extends UntypedServiceImplementation {
    *
    * The stream's own status:
    *   OK                 the client half-closed and every request was answered.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+   *                      was read.
    *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
    *                      read was answered first. Requests without an answer
    *                      were not read: send them again (on another instance).
@@ -1750,6 +1776,12 @@ export interface PublisherClient extends Client {
    *                      the google.rpc.BadRequest details name the field.
    *                      REQUEST_UNDECODABLE: the request is not a valid
    *                      PublishRequest. Nothing was written; do not retry.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+   *                      call carries no accepted "authorization: Bearer"
+   *                      token. Nothing was written.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+   *                      not let this caller publish to the topic. Nothing
+   *                      was written.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
    *                      different content. Nothing was written.
    *   RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -1800,6 +1832,9 @@ export interface PublisherClient extends Client {
    * Status codes, with ErrorInfo reasons as for Publish:
    *   OK                 see each entry; accepted events are durably logged.
    *   INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+   *   UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+   *                      of the topics; nothing written.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
    *                      does not fit; nothing was written. Without an
    *                      ErrorInfo: the request is over the receive limit.
@@ -1847,6 +1882,8 @@ export interface PublisherClient extends Client {
    *                      PublishStreamRequest (its answer has request_id 0).
    *                      Nothing written; do not retry.
    *   ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+   *                      of the request's topics; nothing written.
    *   RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
    *                      written; retry after retry_delay.
    *   DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -1857,6 +1894,8 @@ export interface PublisherClient extends Client {
    *
    * The stream's own status:
    *   OK                 the client half-closed and every request was answered.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+   *                      was read.
    *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
    *                      read was answered first. Requests without an answer
    *                      were not read: send them again (on another instance).

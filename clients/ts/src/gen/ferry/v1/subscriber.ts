@@ -2623,6 +2623,12 @@ export const SubscriberService = {
    *                      TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
    *                      is outside the allow-list; REQUEST_UNDECODABLE: the
    *                      first request is not a valid SubscribeRequest.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+   *                      call carries no accepted "authorization: Bearer"
+   *                      token.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+   *                      not let this caller open the subscription, read one
+   *                      of its topics, or publish to its dead-letter topic.
    *   FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
    *                      is already open in this sidecar with other settings.
    *   RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -2649,6 +2655,10 @@ export const SubscriberService = {
    *   INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
    *                      longer than Ferry's format, or an invalid
    *                      subscription name; REQUEST_UNDECODABLE.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+   *                      let this caller open the subscription. Nothing was
+   *                      acked.
    *   NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
    *                      in this sidecar.
    *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
@@ -2716,6 +2726,12 @@ export interface SubscriberServer extends UntypedServiceImplementation {
    *                      TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
    *                      is outside the allow-list; REQUEST_UNDECODABLE: the
    *                      first request is not a valid SubscribeRequest.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+   *                      call carries no accepted "authorization: Bearer"
+   *                      token.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+   *                      not let this caller open the subscription, read one
+   *                      of its topics, or publish to its dead-letter topic.
    *   FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
    *                      is already open in this sidecar with other settings.
    *   RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -2734,6 +2750,10 @@ export interface SubscriberServer extends UntypedServiceImplementation {
    *   INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
    *                      longer than Ferry's format, or an invalid
    *                      subscription name; REQUEST_UNDECODABLE.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+   *                      let this caller open the subscription. Nothing was
+   *                      acked.
    *   NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
    *                      in this sidecar.
    *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.
@@ -2777,6 +2797,12 @@ export interface SubscriberClient extends Client {
    *                      TOPIC_NOT_ALLOWED: a topic or the dead-letter topic
    *                      is outside the allow-list; REQUEST_UNDECODABLE: the
    *                      first request is not a valid SubscribeRequest.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+   *                      call carries no accepted "authorization: Bearer"
+   *                      token.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+   *                      not let this caller open the subscription, read one
+   *                      of its topics, or publish to its dead-letter topic.
    *   FAILED_PRECONDITION SUBSCRIPTION_SETTINGS_CONFLICT: the subscription
    *                      is already open in this sidecar with other settings.
    *   RESOURCE_EXHAUSTED TOO_MANY_SUBSCRIPTIONS: the sidecar's subscription
@@ -2800,6 +2826,10 @@ export interface SubscriberClient extends Client {
    *   INVALID_ARGUMENT   FIELD_INVALID: no ack ids, too many, an ack id
    *                      longer than Ferry's format, or an invalid
    *                      subscription name; REQUEST_UNDECODABLE.
+   *   UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token.
+   *   PERMISSION_DENIED  PERMISSION_DENIED: the authorisation policy does not
+   *                      let this caller open the subscription. Nothing was
+   *                      acked.
    *   NOT_FOUND          SUBSCRIPTION_NOT_FOUND: the subscription is not open
    *                      in this sidecar.
    *   UNAVAILABLE        SHUTTING_DOWN: Ferry is draining.

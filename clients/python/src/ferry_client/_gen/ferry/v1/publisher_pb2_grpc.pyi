@@ -51,6 +51,12 @@ class PublisherStub:
                          the google.rpc.BadRequest details name the field.
                          REQUEST_UNDECODABLE: the request is not a valid
                          PublishRequest. Nothing was written; do not retry.
+      UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+                         call carries no accepted "authorization: Bearer"
+                         token. Nothing was written.
+      PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+                         not let this caller publish to the topic. Nothing
+                         was written.
       ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
                          different content. Nothing was written.
       RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -86,6 +92,9 @@ class PublisherStub:
     Status codes, with ErrorInfo reasons as for Publish:
       OK                 see each entry; accepted events are durably logged.
       INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+      UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+      PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+                         of the topics; nothing written.
       RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
                          does not fit; nothing was written. Without an
                          ErrorInfo: the request is over the receive limit.
@@ -118,6 +127,8 @@ class PublisherStub:
                          PublishStreamRequest (its answer has request_id 0).
                          Nothing written; do not retry.
       ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+      PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+                         of the request's topics; nothing written.
       RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
                          written; retry after retry_delay.
       DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -128,6 +139,8 @@ class PublisherStub:
 
     The stream's own status:
       OK                 the client half-closed and every request was answered.
+      UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+                         was read.
       UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
                          read was answered first. Requests without an answer
                          were not read: send them again (on another instance).
@@ -164,6 +177,12 @@ class PublisherAsyncStub(PublisherStub):
                          the google.rpc.BadRequest details name the field.
                          REQUEST_UNDECODABLE: the request is not a valid
                          PublishRequest. Nothing was written; do not retry.
+      UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+                         call carries no accepted "authorization: Bearer"
+                         token. Nothing was written.
+      PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+                         not let this caller publish to the topic. Nothing
+                         was written.
       ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
                          different content. Nothing was written.
       RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -199,6 +218,9 @@ class PublisherAsyncStub(PublisherStub):
     Status codes, with ErrorInfo reasons as for Publish:
       OK                 see each entry; accepted events are durably logged.
       INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+      UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+      PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+                         of the topics; nothing written.
       RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
                          does not fit; nothing was written. Without an
                          ErrorInfo: the request is over the receive limit.
@@ -231,6 +253,8 @@ class PublisherAsyncStub(PublisherStub):
                          PublishStreamRequest (its answer has request_id 0).
                          Nothing written; do not retry.
       ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+      PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+                         of the request's topics; nothing written.
       RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
                          written; retry after retry_delay.
       DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -241,6 +265,8 @@ class PublisherAsyncStub(PublisherStub):
 
     The stream's own status:
       OK                 the client half-closed and every request was answered.
+      UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+                         was read.
       UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
                          read was answered first. Requests without an answer
                          were not read: send them again (on another instance).
@@ -280,6 +306,12 @@ class PublisherServicer(metaclass=_abc_1.ABCMeta):
                              the google.rpc.BadRequest details name the field.
                              REQUEST_UNDECODABLE: the request is not a valid
                              PublishRequest. Nothing was written; do not retry.
+          UNAUTHENTICATED    UNAUTHENTICATED: Ferry requires bearer tokens and the
+                             call carries no accepted "authorization: Bearer"
+                             token. Nothing was written.
+          PERMISSION_DENIED  PERMISSION_DENIED: Ferry's authorisation policy does
+                             not let this caller publish to the topic. Nothing
+                             was written.
           ALREADY_EXISTS     EVENT_ID_CONFLICT: the event_id is known with a
                              different content. Nothing was written.
           RESOURCE_EXHAUSTED LOG_FULL: the log is at its size cap; TOPIC_SHARE_FULL:
@@ -321,6 +353,9 @@ class PublisherServicer(metaclass=_abc_1.ABCMeta):
         Status codes, with ErrorInfo reasons as for Publish:
           OK                 see each entry; accepted events are durably logged.
           INVALID_ARGUMENT   FIELD_INVALID, REQUEST_UNDECODABLE; nothing written.
+          UNAUTHENTICATED    UNAUTHENTICATED; nothing written.
+          PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+                             of the topics; nothing written.
           RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: the batch
                              does not fit; nothing was written. Without an
                              ErrorInfo: the request is over the receive limit.
@@ -359,6 +394,8 @@ class PublisherServicer(metaclass=_abc_1.ABCMeta):
                              PublishStreamRequest (its answer has request_id 0).
                              Nothing written; do not retry.
           ALREADY_EXISTS     EVENT_ID_CONFLICT, in that event's entry.
+          PERMISSION_DENIED  PERMISSION_DENIED: the caller may not publish to one
+                             of the request's topics; nothing written.
           RESOURCE_EXHAUSTED LOG_FULL, TOPIC_SHARE_FULL, DISK_FULL: nothing
                              written; retry after retry_delay.
           DEADLINE_EXCEEDED  KAFKA_ACK_TIMEOUT: logged, Kafka did not acknowledge
@@ -369,6 +406,8 @@ class PublisherServicer(metaclass=_abc_1.ABCMeta):
 
         The stream's own status:
           OK                 the client half-closed and every request was answered.
+          UNAUTHENTICATED    UNAUTHENTICATED: no accepted bearer token; nothing
+                             was read.
           UNAVAILABLE        SHUTTING_DOWN: Ferry is draining; every request it
                              read was answered first. Requests without an answer
                              were not read: send them again (on another instance).
