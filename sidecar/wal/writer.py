@@ -38,6 +38,7 @@ from sidecar.wal.admission import Admission, Usage
 from sidecar.wal.appends import Appender, Tally
 from sidecar.wal.backlog import RetireBacklog, RetireRequest, RetireSlice
 from sidecar.wal.checkpoint import WalBound
+from sidecar.wal.full_disk import FullDisk, disk_full_error, storage_error
 from sidecar.wal.reserve import DiskReserve
 from sidecar.wal.store import (
     DB_NAME,
@@ -58,12 +59,6 @@ RETIRE_ROWS_ALONE = 5_000
 RETIRE_ALONE_AFTER_S = 0.5
 PRUNE_EVERY_S = 60.0
 PRUNE_ROWS = 5_000
-#: How long a checkpoint on a full disk waits for readers (clients are waiting for answers).
-FULL_DISK_CHECKPOINT_WAIT_MS = 1_000
-#: Free pages handed back per step on a full disk, and time spent on it per round.
-VACUUM_STEP_PAGES = 128
-VACUUM_BUDGET_S = 0.5
-SQLITE_FULL = 13
 
 
 @dataclass(slots=True)
@@ -112,12 +107,12 @@ class WalWriter:
         self._last_seq = self._sql.last_sequence()
         self._backlog = RetireBacklog()
         self._prune_more = False
-        self._reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
-        self._reserve.ensure()
-        self._wal = WalBound(self._conn, data_dir, data_dir / DB_NAME, self._reserve.size)
+        reserve = DiskReserve(data_dir, limits.disk_reserve_bytes)
+        reserve.ensure()
+        self._wal = WalBound(self._conn, data_dir, data_dir / DB_NAME, reserve.size)
+        self._full_disk = FullDisk(self._conn, self._sql, self._wal, reserve)
         self._stopping = False
         self._disk_full = False
-        self._next_full_report = 0.0
         # Closing and queueing are one step under this lock, so nothing is queued after _STOP.
         self._gate = threading.Lock()
         self._closed = False
@@ -209,7 +204,7 @@ class WalWriter:
             try:
                 self._commit(appends, taken)
                 if self._disk_full:
-                    self._recover_space()
+                    self._disk_full = not self._full_disk.recover(self.pending_rows)
             except Exception as exc:  # a bug must fail this batch, not hang every later append
                 log.exception("wal_writer_error")
                 error = StorageFailure(f"the write-ahead log failed: {exc}")
@@ -273,7 +268,7 @@ class WalWriter:
     def _commit(self, appends: list[_Append], taken: RetireSlice) -> None:
         if self._disk_full and appends:
             # Publishes wait until retirements have made room; they must not take it first.
-            _resolve_all([(item, _disk_full_error()) for item in appends])
+            _resolve_all([(item, disk_full_error()) for item in appends])
             appends = []
         now = self._wall_clock()
         prune = self._limits.dedupe_window_s >= 0 and (
@@ -301,8 +296,8 @@ class WalWriter:
         except sqlite3.Error as exc:
             self._rollback()
             log.error("wal_commit_failed", error=str(exc), requests=len(appends))
-            error = _storage_error(exc)
-            if isinstance(error, DiskFull) and (self._on_disk_full() or not self._stopping):
+            error = storage_error(exc)
+            if isinstance(error, DiskFull) and (self._enter_disk_full() or not self._stopping):
                 # Retirements are what frees space: they stay queued and are tried again once
                 # the reserve is free or the checkpoint and vacuum made room (not failed, which
                 # would strand delivered rows in the log).
@@ -332,42 +327,10 @@ class WalWriter:
         if not self._disk_full:
             self._wal.after_commit()
 
-    def _on_disk_full(self) -> bool:
+    def _enter_disk_full(self) -> bool:
         """Enter disk-full mode; True if the reserve was released just now."""
         self._disk_full = True
-        released = self._reserve.release()
-        if released:
-            # Move the WAL file's frames into the database and truncate it, while there is room.
-            self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
-        return released
-
-    def _recover_space(self) -> None:
-        """Leave disk-full mode once the reserve fits again, with half as much to spare."""
-        # Vacuum in small steps, each checkpointed: one vacuum of the whole free list writes more
-        # -wal frames than a full disk has room for, fails, and gives nothing back.
-        deadline = time.monotonic() + VACUUM_BUDGET_S
-        try:
-            while self._sql.free_pages() and time.monotonic() < deadline:
-                # executescript steps the pragma to the end; execute() would free a single page.
-                self._conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
-                self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
-        except sqlite3.Error as exc:
-            log.warning("wal_vacuum_failed", error=str(exc))
-        self._wal.truncate(FULL_DISK_CHECKPOINT_WAIT_MS)
-        if self._reserve.room_to_restore() and self._reserve.ensure():
-            self._disk_full = False
-            log.info("disk_space_recovered", pending_events=self.pending_rows)
-            return
-        now = time.monotonic()
-        if now >= self._next_full_report:
-            self._next_full_report = now + 10.0
-            log.warning(
-                "disk_full_waiting",
-                pending_events=self.pending_rows,
-                free_bytes=self._reserve.free_bytes(),
-                reserve_bytes=self._reserve.size,
-                wal_bytes=self._wal.size(),
-            )
+        return self._full_disk.release_reserve()
 
     def _record_settlements(self, taken: RetireSlice, tally: Tally, now: float) -> int:
         """Retire slices up to each watermark, remember delivered ids, park refused events;
@@ -386,20 +349,6 @@ class WalWriter:
         # SQLite may have rolled back already (it does on SQLITE_FULL in some states).
         with contextlib.suppress(sqlite3.Error):
             self._conn.execute("ROLLBACK")
-
-
-def _disk_full_error() -> DiskFull:
-    return DiskFull(
-        "the disk under the write-ahead log is full; nothing was written. Publishing resumes "
-        "once delivered events have freed space",
-        5.0,
-    )
-
-
-def _storage_error(exc: sqlite3.Error) -> FerryError:
-    if getattr(exc, "sqlite_errorcode", None) == SQLITE_FULL or "disk is full" in str(exc):
-        return _disk_full_error()
-    return StorageFailure(f"the write-ahead log could not be written: {exc}")
 
 
 def _resolve_all(settled: list[tuple[_Append, list[Outcome] | FerryError]]) -> None:

@@ -22,8 +22,9 @@ from sidecar.errors import (
 )
 from sidecar.model import Accepted, Delivered, KafkaPosition, OutgoingEvent, Rejected, Settlement
 from sidecar.wal import peek, store
+from sidecar.wal.full_disk import SQLITE_FULL, storage_error
 from sidecar.wal.store import DB_NAME, LOCK_NAME, Statements, connect
-from sidecar.wal.writer import SQLITE_FULL, WalLimits, WalWriter, _storage_error
+from sidecar.wal.writer import WalLimits, WalWriter
 
 BIG = WalLimits(max_rows=1_000_000, max_bytes=1 << 40, dedupe_window_s=3600.0)
 #: The wall clock of writers in these tests, and the publish time of what they log.
@@ -491,7 +492,7 @@ def real_sqlite_full(tmp_path: Path) -> sqlite3.Error:
 def test_sqlite_full_maps_to_disk_full(tmp_path: Path) -> None:
     exc = real_sqlite_full(tmp_path)
     assert exc.sqlite_errorcode == SQLITE_FULL
-    error = _storage_error(exc)
+    error = storage_error(exc)
     assert isinstance(error, DiskFull)
     assert error.retry_after > 0
 
@@ -499,7 +500,7 @@ def test_sqlite_full_maps_to_disk_full(tmp_path: Path) -> None:
 def test_other_sqlite_errors_map_to_storage_failure() -> None:
     exc = sqlite3.OperationalError("disk I/O error")
     exc.sqlite_errorcode = 10  # SQLITE_IOERR
-    error = _storage_error(exc)
+    error = storage_error(exc)
     assert isinstance(error, StorageFailure)
     assert not isinstance(error, DiskFull)
     assert "disk I/O error" in str(error)
