@@ -20,6 +20,7 @@ from testkit.chart import Chart
 from testkit.ferry_process import Ferries
 from testkit.kafka_env import KafkaEnv
 from testkit.kafka_local import KafkaCluster
+from testkit.log_secrets import SecretLog
 from testkit.paths import ROOT, cached_binary
 
 
@@ -95,6 +96,15 @@ def ferries(kafka: KafkaHandle, tmp_path: Path) -> Iterator[Ferries]:
     fleet = Ferries(tmp_path, kafka.bootstrap)
     yield fleet
     fleet.close()
+
+
+@pytest.fixture
+def secret_log() -> Iterator[SecretLog]:
+    """The secrets a test gives Ferry and the Ferries it watches (testkit.log_secrets): at the
+    end of the test, every watched log holds debug lines and none of the secrets."""
+    log = SecretLog()
+    yield log
+    log.assert_clean()
 
 
 @pytest.fixture

@@ -1,6 +1,7 @@
 """Ferry with an authorisation policy: callers named by token or by client certificate may
 publish to their topics and open their subscriptions, and get PERMISSION_DENIED for anything
-else, with nothing written."""
+else, with nothing written. Ferry logs at debug level, and no token or private key is in its log
+(`secret_log`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from testkit.client_access import ClientAccess
 from testkit.ferry_process import FerryProcess
 from testkit.grpc_errors import error_reason
 from testkit.kafka_read import read_topic
+from testkit.log_secrets import SecretLog
 from testkit.publishing import event
 from testkit.stream_client import StreamClient
 from testkit.subscribe_calls import open_request
@@ -34,9 +36,10 @@ def _denied(call: object) -> grpc.RpcError:
     return info.value
 
 
-def test_token_principals(kafka: KafkaHandle, tmp_path: Path) -> None:
+def test_token_principals(kafka: KafkaHandle, tmp_path: Path, secret_log: SecretLog) -> None:
     mine, theirs = kafka.topic("pol-mine", 1), kafka.topic("pol-theirs", 1)
     orders_token, other_token = secrets.token_urlsafe(32), secrets.token_urlsafe(32)
+    secret_log.add(orders_token, other_token)
     token_file = tmp_path / "tokens"
     token_file.write_text(f"{orders_token}\n{other_token}\n")
     policy = tmp_path / "policy.yaml"
@@ -54,6 +57,7 @@ def test_token_principals(kafka: KafkaHandle, tmp_path: Path) -> None:
         "--token-file", str(token_file), "--policy-file", str(policy),
         access=ClientAccess(token=orders_token),
     )  # fmt: skip
+    secret_log.watch(ferry)
     try:
         ferry.start()
         publisher = ferry.publisher()
@@ -111,13 +115,16 @@ def test_token_principals(kafka: KafkaHandle, tmp_path: Path) -> None:
     }
 
 
-def test_certificate_principals(kafka: KafkaHandle, tmp_path: Path) -> None:
+def test_certificate_principals(kafka: KafkaHandle, tmp_path: Path, secret_log: SecretLog) -> None:
     topic = kafka.topic("pol-cert", 1)
     ca = CertificateAuthority.create("Ferry Test CA")
-    cert, key = ca.issue_server().write(tmp_path / "tls", "server")
+    server = ca.issue_server()
+    cert, key = server.write(tmp_path / "tls", "server")
     billing = ca.issue_client("billing", uris=("spiffe://acme/billing",))
     auditor = ca.issue_client("auditor")
     intruder = ca.issue_client("intruder")
+    for issued in (server, billing, auditor, intruder):
+        secret_log.add_pem_key(issued.key_pem)
     policy = tmp_path / "policy.json"
     policy.write_text(
         '{"principals": ['
@@ -131,6 +138,7 @@ def test_certificate_principals(kafka: KafkaHandle, tmp_path: Path) -> None:
         "--tls-client-ca", str(ca.write(tmp_path / "tls")), "--policy-file", str(policy),
         access=ClientAccess(root_ca=ca.cert_pem, client=billing),
     )  # fmt: skip
+    secret_log.watch(ferry)
     try:
         ferry.start()
         for name, client in (("billing", billing), ("auditor", auditor)):

@@ -1,5 +1,8 @@
 """Limits against a client that floods Ferry: calls past --max-concurrent-rpcs are answered
-RESOURCE_EXHAUSTED, and streams past --max-connection-streams wait on their connection."""
+RESOURCE_EXHAUSTED, streams past --max-connection-streams wait on their connection, a client
+pinging more often than --min-ping-interval-s is sent away (GOAWAY too_many_pings), and a
+connection without calls is closed after --max-connection-idle-s; Ferry serves the others
+throughout."""
 
 from __future__ import annotations
 
@@ -19,6 +22,15 @@ from tests.conftest import KafkaHandle
 ALLOWED = 4
 #: A connection of its own: channels of one process share connections by default.
 OWN_CONNECTION = [("grpc.use_local_subchannel_pool", 1)]
+#: A client that pings every 100 ms, with or without calls and data: far under Ferry's minimum.
+PINGING = [
+    *OWN_CONNECTION,
+    ("grpc.keepalive_time_ms", 100),
+    ("grpc.keepalive_timeout_ms", 20_000),
+    ("grpc.http2.max_pings_without_data", 0),
+    ("grpc.keepalive_permit_without_calls", 1),
+]
+IDLE_S = 1.0
 #: A request Ferry refuses by itself (no events): answered, and the stream stays open.
 EMPTY = pb.PublishStreamRequest(request_id=1)
 
@@ -41,6 +53,32 @@ async def ferry(kafka: KafkaHandle, tmp_path: Path) -> AsyncIterator[FerryProces
     await asyncio.to_thread(process.start)
     yield process
     process.kill()
+
+
+@pytest.fixture
+async def connection_limits_ferry(
+    kafka: KafkaHandle, tmp_path: Path
+) -> AsyncIterator[FerryProcess]:
+    process = FerryProcess(
+        tmp_path / "wal", kafka.bootstrap,
+        "--min-ping-interval-s", "5", "--max-connection-idle-s", str(IDLE_S),
+    )  # fmt: skip
+    await asyncio.to_thread(process.start)
+    yield process
+    process.kill()
+
+
+async def _serving_on(channel: grpc.aio.Channel) -> None:
+    reply = await health_pb2_grpc.HealthStub(channel).Check(
+        health_pb2.HealthCheckRequest(), timeout=30
+    )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def _serving(address: str) -> None:
+    """A new connection to `address` gets a health answer."""
+    async with grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as channel:
+        await _serving_on(channel)
 
 
 async def test_calls_past_the_limit_are_resource_exhausted(ferry: FerryProcess) -> None:
@@ -84,3 +122,51 @@ async def test_streams_past_the_connection_limit_wait(ferry: FerryProcess) -> No
         reply = await waiting
         assert reply.status == health_pb2.HealthCheckResponse.SERVING
         streams[1].cancel()
+
+
+async def test_a_client_pinging_too_often_is_sent_away(
+    connection_limits_ferry: FerryProcess,
+) -> None:
+    address = connection_limits_ferry.address
+    async with (
+        grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as polite,
+        grpc.aio.insecure_channel(address, options=PINGING) as pinging,
+    ):
+        kept = await _open_stream(polite)
+        flooding = await _open_stream(pinging)
+        # Past 2 strikes Ferry sends GOAWAY (too_many_pings) and closes the connection: the
+        # call on it ends UNAVAILABLE.
+        assert await asyncio.wait_for(flooding.code(), 60) == grpc.StatusCode.UNAVAILABLE
+        assert await flooding.details() == "Too many pings"
+        # The other connection and its stream carry on, and new connections are served.
+        await kept.write(EMPTY)
+        response = await kept.read()
+        assert response.answers[0].error.reason == "FIELD_INVALID"
+        await _serving(address)
+        await kept.done_writing()
+        assert await kept.code() == grpc.StatusCode.OK
+
+
+async def test_a_connection_without_calls_is_closed_when_idle(
+    connection_limits_ferry: FerryProcess,
+) -> None:
+    address = connection_limits_ferry.address
+    async with (
+        grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as busy,
+        grpc.aio.insecure_channel(address, options=OWN_CONNECTION) as idle,
+    ):
+        stream = await _open_stream(busy)
+        await _serving_on(idle)
+        assert idle.get_state() == grpc.ChannelConnectivity.READY
+        # Ferry closes the idle connection (GOAWAY): the channel drops back to IDLE.
+        await asyncio.wait_for(
+            idle.wait_for_state_change(grpc.ChannelConnectivity.READY), IDLE_S * 30
+        )
+        assert idle.get_state() == grpc.ChannelConnectivity.IDLE
+        # The connection with a call in progress stays open: its stream still answers.
+        assert busy.get_state() == grpc.ChannelConnectivity.READY
+        await stream.write(EMPTY)
+        assert (await stream.read()).answers[0].error.reason == "FIELD_INVALID"
+        await stream.done_writing()
+        assert await stream.code() == grpc.StatusCode.OK
+        await _serving_on(idle)  # an idle-closed channel reconnects on its next call

@@ -1,5 +1,6 @@
 """Ferry with TLS and mutual TLS: who gets through the handshake, and a certificate rotated on
-disk while a Subscribe stream stays open."""
+disk while a Subscribe stream stays open. Every Ferry logs at debug level, and no private key
+is in its log (`secret_log`)."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from testkit.certs import CertificateAuthority, Issued
 from testkit.client_access import ClientAccess
 from testkit.ferry_process import FerryProcess
+from testkit.log_secrets import SecretLog
 from testkit.publishing import event
 from testkit.stream_client import StreamClient
 from testkit.subscribe_calls import open_request, unique_subscription
@@ -34,14 +36,16 @@ def other_ca() -> CertificateAuthority:
 
 @pytest.fixture
 def tls_ferry(
-    kafka: KafkaHandle, tmp_path: Path, ca: CertificateAuthority
+    kafka: KafkaHandle, tmp_path: Path, ca: CertificateAuthority, secret_log: SecretLog
 ) -> Iterator[FerryProcess]:
-    cert, key = ca.issue_server().write(tmp_path / "tls", "server")
+    server = ca.issue_server()
+    secret_log.add_pem_key(server.key_pem)
+    cert, key = server.write(tmp_path / "tls", "server")
     ferry = FerryProcess(
         tmp_path / "wal", kafka.bootstrap, "--tls-cert", str(cert), "--tls-key", str(key),
         access=ClientAccess(root_ca=ca.cert_pem),
     )  # fmt: skip
-    yield ferry.start()
+    yield secret_log.watch(ferry).start()
     ferry.kill()
 
 
@@ -82,7 +86,11 @@ def test_tls_needs_the_right_ca(
 
 
 def test_rotated_certificate_serves_new_connections_and_open_streams_go_on(
-    tls_ferry: FerryProcess, ca: CertificateAuthority, kafka: KafkaHandle, tmp_path: Path
+    tls_ferry: FerryProcess,
+    ca: CertificateAuthority,
+    kafka: KafkaHandle,
+    tmp_path: Path,
+    secret_log: SecretLog,
 ) -> None:
     topic = kafka.topic("rotation", partitions=1)
     subscription = unique_subscription("rotation")
@@ -94,6 +102,7 @@ def test_rotated_certificate_serves_new_connections_and_open_streams_go_on(
 
     next_ca = CertificateAuthority.create("Next CA")
     rotated: Issued = next_ca.issue_server()
+    secret_log.add_pem_key(rotated.key_pem)
     _replace(tmp_path / "tls" / "server.key", rotated.key_pem)
     _replace(tmp_path / "tls" / "server.crt", rotated.cert_pem)
 
@@ -114,16 +123,25 @@ def test_rotated_certificate_serves_new_connections_and_open_streams_go_on(
 
 
 def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
-    kafka: KafkaHandle, tmp_path: Path, ca: CertificateAuthority, other_ca: CertificateAuthority
+    kafka: KafkaHandle,
+    tmp_path: Path,
+    ca: CertificateAuthority,
+    other_ca: CertificateAuthority,
+    secret_log: SecretLog,
 ) -> None:
-    cert, key = ca.issue_server().write(tmp_path / "tls", "server")
+    server = ca.issue_server()
+    cert, key = server.write(tmp_path / "tls", "server")
     client_ca = ca.write(tmp_path / "tls", "clients-ca")
     client = ca.issue_client("orders-service")
+    intruder = other_ca.issue_client("intruder")
+    for issued in (server, client, intruder):
+        secret_log.add_pem_key(issued.key_pem)
     ferry = FerryProcess(
         tmp_path / "wal", kafka.bootstrap,
         "--tls-cert", str(cert), "--tls-key", str(key), "--tls-client-ca", str(client_ca),
         access=ClientAccess(root_ca=ca.cert_pem, client=client),
     )  # fmt: skip
+    secret_log.watch(ferry)
     try:
         ferry.start()
         topic = kafka.topic("mtls", partitions=1)
@@ -131,7 +149,7 @@ def test_mutual_tls_needs_a_client_certificate_of_the_client_ca(
             _publish(channel, topic, "mtls-1")
         no_cert = ClientAccess(root_ca=ca.cert_pem)
         assert _health(ferry, no_cert) == grpc.StatusCode.UNAVAILABLE
-        foreign = ClientAccess(root_ca=ca.cert_pem, client=other_ca.issue_client("intruder"))
+        foreign = ClientAccess(root_ca=ca.cert_pem, client=intruder)
         assert _health(ferry, foreign) == grpc.StatusCode.UNAVAILABLE
     finally:
         ferry.kill()

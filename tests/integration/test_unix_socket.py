@@ -1,9 +1,11 @@
-"""Ferry on a unix domain socket: publish, health and reflection over it, the socket file's
-mode, a stale socket file left by a killed run, and a second Ferry refused on a live socket."""
+"""Ferry on a unix domain socket: publish (with a token), health and reflection over it, the
+socket file's mode, a stale socket file left by a killed run, and a second Ferry refused on a
+live socket. The token is never in Ferry's debug log (`secret_log`)."""
 
 from __future__ import annotations
 
 import json
+import secrets
 import stat
 import subprocess
 from pathlib import Path
@@ -11,8 +13,10 @@ from pathlib import Path
 from grpc_health.v1 import health_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from testkit.client_access import ClientAccess
 from testkit.ferry_process import FerryProcess
 from testkit.kafka_read import read_topic
+from testkit.log_secrets import SecretLog
 from testkit.publishing import event
 from testkit.waiting import wait_for
 from tests.conftest import KafkaHandle
@@ -22,10 +26,13 @@ def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 
 
-def _grpcurl(binary: Path, socket: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    # With -unix, grpcurl's address argument is the socket's path.
+def _grpcurl(
+    binary: Path, socket: Path, *args: str, token: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    # With -unix, grpcurl's address argument is the socket's path; flags come before it.
+    header = ["-H", f"authorization: Bearer {token}"] if token else []
     return subprocess.run(
-        [str(binary), "-plaintext", "-unix", str(socket), *args],
+        [str(binary), "-plaintext", *header, "-unix", str(socket), *args],
         capture_output=True,
         text=True,
         timeout=30,
@@ -34,11 +41,17 @@ def _grpcurl(binary: Path, socket: Path, *args: str) -> subprocess.CompletedProc
 
 
 def test_publish_health_and_grpcurl_over_a_socket(
-    kafka: KafkaHandle, tmp_path: Path, grpcurl: Path
+    kafka: KafkaHandle, tmp_path: Path, grpcurl: Path, secret_log: SecretLog
 ) -> None:
     topic = kafka.topic("uds", partitions=1)
     socket = tmp_path / "ferry.sock"
-    ferry = FerryProcess(tmp_path / "wal", kafka.bootstrap, socket_path=socket)
+    token = secrets.token_urlsafe(32)
+    secret_log.add(token)
+    ferry = FerryProcess(
+        tmp_path / "wal", kafka.bootstrap, env={"FERRY_TOKENS": token},
+        socket_path=socket, access=ClientAccess(token=token),
+    )  # fmt: skip
+    secret_log.watch(ferry)
     try:
         ferry.start()
         assert stat.S_ISSOCK(socket.lstat().st_mode)
@@ -51,10 +64,11 @@ def test_publish_health_and_grpcurl_over_a_socket(
         health = ferry.health().Check(health_pb2.HealthCheckRequest(), timeout=5)
         assert health.status == health_pb2.HealthCheckResponse.SERVING
 
-        listed = _grpcurl(grpcurl, socket, "list")
+        assert _grpcurl(grpcurl, socket, "list").returncode != 0  # no token
+        listed = _grpcurl(grpcurl, socket, "list", token=token)
         assert listed.returncode == 0, listed.stderr
         assert "ferry.v1.Publisher" in listed.stdout.split()
-        checked = _grpcurl(grpcurl, socket, "grpc.health.v1.Health/Check")
+        checked = _grpcurl(grpcurl, socket, "grpc.health.v1.Health/Check", token=token)
         assert checked.returncode == 0, checked.stderr
         assert json.loads(checked.stdout)["status"] == "SERVING"
         assert ferry.terminate() == 0

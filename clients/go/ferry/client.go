@@ -17,7 +17,6 @@ import (
 
 	"google.golang.org/grpc"
 	grpcbackoff "google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/ferry-sidecar/ferry/clients/go/ferryv1"
 )
@@ -46,6 +45,9 @@ type clientConfig struct {
 	addr          string
 	conn          grpc.ClientConnInterface
 	dialOpts      []grpc.DialOption
+	tls           *TLS
+	token         string
+	tokenFile     string
 	serviceConfig bool
 	retry         retryConfig
 	log           *slog.Logger
@@ -63,13 +65,15 @@ type Option func(*clientConfig)
 // WithAddr sets Ferry's address (host:port, or any gRPC target), overriding $FERRY_ADDR.
 func WithAddr(addr string) Option { return func(c *clientConfig) { c.addr = addr } }
 
-// WithConn makes the Client use conn instead of dialing; Close leaves conn open.
+// WithConn makes the Client use conn instead of dialing; Close leaves conn open. The dial
+// options ([WithTLS], [WithToken], [WithDialOptions], ...) do not apply to it.
 func WithConn(conn grpc.ClientConnInterface) Option {
 	return func(c *clientConfig) { c.conn = conn }
 }
 
-// WithDialOptions adds options for dialing Ferry, after the Client's own (plaintext, reconnect
-// backoff as [WithBackoff], the default service config), so they can override them.
+// WithDialOptions adds options for dialing Ferry, after the Client's own (plaintext or
+// [WithTLS], [WithToken], reconnect backoff as [WithBackoff], the default service config), so
+// they can override them.
 func WithDialOptions(opts ...grpc.DialOption) Option {
 	return func(c *clientConfig) { c.dialOpts = append(c.dialOpts, opts...) }
 }
@@ -103,7 +107,8 @@ func WithAttemptTimeout(d time.Duration) Option {
 func WithLogger(l *slog.Logger) Option { return func(c *clientConfig) { c.log = l } }
 
 // NewClient returns a Client for the Ferry at [WithAddr], else $FERRY_ADDR, else
-// [DefaultAddr], over plaintext gRPC. Like grpc.NewClient it does not connect yet.
+// [DefaultAddr], over plaintext gRPC unless [WithTLS] is given. Like grpc.NewClient it does
+// not connect yet; it reads the TLS and token files at once.
 func NewClient(opts ...Option) (*Client, error) {
 	cfg := clientConfig{
 		addr:          os.Getenv("FERRY_ADDR"),
@@ -129,8 +134,15 @@ func NewClient(opts ...Option) (*Client, error) {
 	if cfg.conn != nil {
 		c.conn = cfg.conn
 	} else {
+		if err := cfg.readToken(); err != nil {
+			return nil, err
+		}
+		creds, err := cfg.transportCredentials()
+		if err != nil {
+			return nil, err
+		}
 		dial := []grpc.DialOption{
-			grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithTransportCredentials(creds),
 			// Reconnect as soon as the client's own retries would, not after gRPC's default
 			// backoff (up to 120 s): a restarted Ferry is back within seconds.
 			grpc.WithConnectParams(grpc.ConnectParams{
@@ -138,6 +150,9 @@ func NewClient(opts ...Option) (*Client, error) {
 					MaxDelay: cfg.retry.max},
 				MinConnectTimeout: 5 * time.Second,
 			}),
+		}
+		if cfg.token != "" {
+			dial = append(dial, grpc.WithPerRPCCredentials(newBearerToken(cfg.token, cfg.tls != nil)))
 		}
 		if cfg.serviceConfig {
 			dial = append(dial, grpc.WithDefaultServiceConfig(ServiceConfig))

@@ -2,7 +2,9 @@
 // ${ID_PREFIX}-${i}, keys k${i%8}, payloads payload-${i}. PUBLISH_MODE=unary (the default)
 // publishes one call at a time; PUBLISH_MODE=stream pipelines them on one PublishStream with
 // a StreamPublisher. It prints {"published": COUNT} when every event is answered and exits 1
-// on an error the client does not retry.
+// on an error the client does not retry. TLS, mutual TLS and a token come from the variables
+// ferry.WithEnvCredentials reads (FERRY_TLS_CA, FERRY_TLS_CLIENT_CERT, FERRY_TLS_CLIENT_KEY,
+// FERRY_TLS_SERVER_NAME, FERRY_TOKEN_FILE).
 package main
 
 import (
@@ -29,7 +31,7 @@ func main() {
 	}
 	prefix := os.Getenv("ID_PREFIX")
 
-	client, err := ferry.NewClient(ferry.WithLogger(log))
+	client, err := ferry.NewClient(ferry.WithLogger(log), ferry.WithEnvCredentials())
 	if err != nil {
 		log.Error("client", "error", err)
 		os.Exit(1)

@@ -1,7 +1,8 @@
 // Command subscriber reads TOPIC on subscription SUBSCRIPTION (from the earliest record)
 // through the Ferry at FERRY_ADDR and acks every message. Once it has handled EXPECT
 // distinct event ids it stops cleanly, prints {"received": EXPECT} and exits 0; it exits 1
-// after TIMEOUT_S seconds without that.
+// after TIMEOUT_S seconds without that. TLS, mutual TLS and a token come from the variables
+// ferry.WithEnvCredentials reads, as for the publisher.
 package main
 
 import (
@@ -29,7 +30,7 @@ func main() {
 		os.Exit(2)
 	}
 
-	client, err := ferry.NewClient(ferry.WithLogger(log))
+	client, err := ferry.NewClient(ferry.WithLogger(log), ferry.WithEnvCredentials())
 	if err != nil {
 		log.Error("client", "error", err)
 		os.Exit(1)
