@@ -31,6 +31,7 @@ PINGING = [
     ("grpc.keepalive_permit_without_calls", 1),
 ]
 IDLE_S = 1.0
+AGE_S = 1.0
 #: A request Ferry refuses by itself (no events): answered, and the stream stays open.
 EMPTY = pb.PublishStreamRequest(request_id=1)
 
@@ -56,6 +57,17 @@ async def ferry(kafka: KafkaHandle, tmp_path: Path) -> AsyncIterator[FerryProces
 
 
 @pytest.fixture
+async def aging_ferry(kafka: KafkaHandle, tmp_path: Path) -> AsyncIterator[FerryProcess]:
+    process = FerryProcess(
+        tmp_path / "wal", kafka.bootstrap,
+        "--max-connection-age-s", str(AGE_S), "--max-connection-age-grace-s", str(AGE_S),
+    )  # fmt: skip
+    await asyncio.to_thread(process.start)
+    yield process
+    process.kill()
+
+
+@pytest.fixture
 async def connection_limits_ferry(
     kafka: KafkaHandle, tmp_path: Path
 ) -> AsyncIterator[FerryProcess]:
@@ -66,6 +78,24 @@ async def connection_limits_ferry(
     await asyncio.to_thread(process.start)
     yield process
     process.kill()
+
+
+async def _answered_once_room_frees(
+    health: health_pb2_grpc.HealthStub, within_s: float = 30.0
+) -> health_pb2.HealthCheckResponse:
+    """A health answer, waiting while the call limit still counts a call that just ended."""
+    deadline = asyncio.get_running_loop().time() + within_s
+    while True:
+        try:
+            reply: health_pb2.HealthCheckResponse = await health.Check(
+                health_pb2.HealthCheckRequest(), timeout=30
+            )
+            return reply
+        except grpc.aio.AioRpcError as exc:
+            late = asyncio.get_running_loop().time() > deadline
+            if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED or late:
+                raise
+        await asyncio.sleep(0.05)
 
 
 async def _serving_on(channel: grpc.aio.Channel) -> None:
@@ -100,8 +130,9 @@ async def test_calls_past_the_limit_are_resource_exhausted(ferry: FerryProcess) 
 
             await streams[0].done_writing()
             assert await streams[0].code() == grpc.StatusCode.OK
-            # One call ended: there is room again.
-            reply = await health.Check(health_pb2.HealthCheckRequest(), timeout=30)
+            # One call ended: there is room again, once the server has let go of the call
+            # (its slot frees a moment after the client sees the status).
+            reply = await _answered_once_room_frees(health)
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         for stream in streams[1:]:
             stream.cancel()
@@ -170,3 +201,15 @@ async def test_a_connection_without_calls_is_closed_when_idle(
         await stream.done_writing()
         assert await stream.code() == grpc.StatusCode.OK
         await _serving_on(idle)  # an idle-closed channel reconnects on its next call
+
+
+async def test_an_old_connection_is_ended_after_its_grace_and_the_client_reconnects(
+    aging_ferry: FerryProcess,
+) -> None:
+    async with grpc.aio.insecure_channel(aging_ferry.address, options=OWN_CONNECTION) as channel:
+        stream = await _open_stream(channel)
+        # Past the age, Ferry asks the client to go (GOAWAY); past the grace it ends the
+        # connection and with it the stream that was still open.
+        code = await asyncio.wait_for(stream.code(), (AGE_S * 2) * 30)
+        assert code == grpc.StatusCode.UNAVAILABLE
+        await _serving_on(channel)  # the channel connects again on its next call
