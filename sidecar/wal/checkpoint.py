@@ -82,6 +82,10 @@ class Checkpointer:
                 if self._stop.wait(CHECKPOINT_EVERY_S):
                     break
                 self._wake.clear()  # commits from here on nudge the next checkpoint
+                # close() sets `_stop` before `_wake`: a close whose wake-up that clear swallowed
+                # is seen here, and a later one wakes the wait above.
+                if self._stop.is_set():
+                    break
                 self._checkpoint(conn)
         finally:
             conn.close()

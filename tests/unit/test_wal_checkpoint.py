@@ -15,7 +15,7 @@ import pytest
 from sidecar.model import Accepted, KafkaPosition, OutgoingEvent, Settlement
 from sidecar.wal import peek
 from sidecar.wal import writer as writer_module
-from sidecar.wal.checkpoint import MIN_HARD_BOUND
+from sidecar.wal.checkpoint import MIN_HARD_BOUND, Checkpointer
 from sidecar.wal.store import DB_NAME, connect
 from sidecar.wal.writer import WalLimits, WalWriter
 
@@ -180,3 +180,34 @@ async def test_retirements_alone_commit_after_a_short_wait(writer: WalWriter) ->
     retired = await log_and_retire(writer)
     await asyncio.wait_for(asyncio.wrap_future(retired), writer_module.RETIRE_ALONE_AFTER_S + 10)
     assert writer.pending_rows == 0
+
+
+class CloseRightAfterTheWait(threading.Event):
+    """A stop event whose first timed wait times out just as close() runs (sets it, then wakes)."""
+
+    def __init__(self, wake: threading.Event) -> None:
+        super().__init__()
+        self._wake = wake
+        self._closed_once = False
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if timeout is None or self._closed_once:
+            return super().wait(timeout)
+        self._closed_once = True
+        self.set()
+        self._wake.set()
+        return False
+
+
+def test_a_close_during_the_gathering_wait_still_ends_the_checkpointer(
+    writer: WalWriter, data_dir: Path
+) -> None:
+    checkpointer = Checkpointer(data_dir)
+    thread = checkpointer._thread
+    checkpointer._stop = CloseRightAfterTheWait(checkpointer._wake)
+    try:
+        checkpointer.nudge()
+        thread.join(timeout=10)
+        assert not thread.is_alive(), "the checkpointer missed a close that came as it woke"
+    finally:
+        checkpointer.close()
