@@ -103,9 +103,11 @@ class PublishStreamCall:
         answers = self._answers
         reading = True
         try:
-            # Ends once the reader stopped and every request it started was answered: an answer
-            # task leaves `_unanswered` before it queues its answer, so none can come after.
-            while reading or self._unanswered:
+            # Ends once the reader stopped and every answer was sent: an answer task leaves
+            # `_unanswered` and queues its answer in one step, so once `_unanswered` is empty
+            # every answer still to send is in the queue (some queued while a response was
+            # being written).
+            while reading or self._unanswered or not answers.empty():
                 batch: list[pb.PublishStreamAnswer] = []
                 item = await answers.get()
                 while True:

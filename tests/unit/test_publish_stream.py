@@ -166,6 +166,24 @@ async def test_answers_ready_together_travel_in_one_response(rig: Rig) -> None:
     assert len(responses) < 5, [len(r.answers) for r in responses]
 
 
+async def test_an_answer_queued_while_the_one_before_is_being_written_is_still_sent(
+    rig: Rig,
+) -> None:
+    wait = duration_pb2.Duration(nanos=50_000_000)
+    later = request(2, "b", ack_level=pb.ACK_LEVEL_KAFKA, kafka_wait=wait)  # answered on timeout
+    call = rig.call()
+    responses = call.responses(messages([request(1, "a"), later]))  # then the client half-closes
+    first = await asyncio.wait_for(anext(responses), 10)
+    assert [a.request_id for a in first.answers] == [1]
+    # While the stream is still writing the first response, the second answer is queued.
+    await until(lambda: call._answers.qsize() == 1)
+    second = await asyncio.wait_for(anext(responses), 10)
+    assert [a.request_id for a in second.answers] == [2]
+    assert second.answers[0].error.reason == "KAFKA_ACK_TIMEOUT"
+    with pytest.raises(StopAsyncIteration):
+        await asyncio.wait_for(anext(responses), 10)
+
+
 def test_the_window_counts_requests_and_bytes() -> None:
     async def scenario() -> None:
         window = UnansweredWindow(max_requests=3, max_bytes=100)
