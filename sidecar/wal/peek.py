@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from sidecar.model import PendingEvent
-from sidecar.wal.slices import StoredSlice, decode_runs, decode_slice
+from sidecar.wal.slices import decode_slice, stored_slice
 from sidecar.wal.store import DB_NAME
 
 _ABOVE_WATERMARK = (
@@ -58,16 +58,8 @@ def pending_events(data_dir: Path) -> list[PendingEvent]:
         " s.published_ms, COALESCE(l.settled_to, 0)" + _ABOVE_WATERMARK,
     )
     events: list[PendingEvent] = []
-    for first, last, topic, blob, tail, runs, published_ms, settled_to in rows:
-        stored = StoredSlice(
-            int(str(first)),
-            int(str(last)),
-            str(topic),
-            bytes(blob),  # type: ignore[call-overload]
-            decode_runs(tail, runs),  # type: ignore[arg-type]
-            int(str(published_ms)),
-        )
-        events.extend(decode_slice(stored, int(str(settled_to))))
+    for row in rows:
+        events.extend(decode_slice(stored_slice(row[:7]), int(str(row[7]))))
     return sorted(events, key=lambda e: e.sequence)
 
 

@@ -172,6 +172,20 @@ class StoredSlice(NamedTuple):
     published_ms: int
 
 
+def stored_slice(row: Sequence[object]) -> StoredSlice:
+    """A slice read back from (first_seq, last_seq, topic, events, ids_tail, ids_runs,
+    published_ms)."""
+    first, last, topic, events, tail, runs, published_ms = row
+    return StoredSlice(
+        int(str(first)),
+        int(str(last)),
+        str(topic),
+        bytes(events),  # type: ignore[call-overload]
+        decode_runs(tail, runs),  # type: ignore[arg-type]
+        int(str(published_ms)),
+    )
+
+
 def _headers(headers: Iterable[record_pb2.Header]) -> Headers:
     return tuple((h.key, h.value if h.HasField("value") else None) for h in headers)
 

@@ -38,6 +38,7 @@ from sidecar.wal.slices import (
     decode_runs,
     decode_slice,
     sequence_of,
+    stored_slice,
 )
 
 #: event_id, digest, seq, published_ms
@@ -133,18 +134,6 @@ class Known(NamedTuple):
     position: KafkaPosition | None
 
 
-def _slice(row: tuple[object, ...]) -> StoredSlice:
-    first, last, topic, events, tail, runs, published_ms = row
-    return StoredSlice(
-        int(str(first)),
-        int(str(last)),
-        str(topic),
-        bytes(events),  # type: ignore[call-overload]
-        decode_runs(tail, runs),  # type: ignore[arg-type]
-        int(str(published_ms)),
-    )
-
-
 class Statements:
     """Every SQL statement the log runs, on one connection. Callers own transactions."""
 
@@ -192,7 +181,7 @@ class Statements:
             (topic, after_seq),
         )
         for row in rows:
-            events.extend(decode_slice(_slice(row), after_seq))
+            events.extend(decode_slice(stored_slice(row), after_seq))
             if len(events) >= limit:
                 break
         return events[:limit]
@@ -231,7 +220,7 @@ class Statements:
             f"SELECT {_SLICE_COLUMNS} FROM slices WHERE ids_high >= ? AND ids_tail = ?",
             (stamp, tail),
         ):
-            stored = _slice(row)
+            stored = stored_slice(row)
             seq = sequence_of(stored, stamp)
             if seq is not None:
                 return Known(seq, UNKNOWN_DIGEST, stored.published_ms, False, None)
