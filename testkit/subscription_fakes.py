@@ -8,7 +8,6 @@ from dataclasses import dataclass, field
 
 from sidecar.kafka.ports import CommitOffset
 from sidecar.model import Accepted, Outcome, OutgoingEvent
-from sidecar.subscribe.leases import TopicPartition
 from sidecar.subscribe.stream import LeasedBatch, LeasedRecord, Stream, StreamOptions
 
 
@@ -24,10 +23,7 @@ class IdleConsumer:
     def commit(self, offsets: list[CommitOffset]) -> None:
         pass
 
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        pass
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
+    def hold_records(self, holding: bool) -> None:
         pass
 
     def want_records(self, wanted: bool) -> None:
@@ -36,20 +32,17 @@ class IdleConsumer:
 
 @dataclass
 class RecordingConsumer(IdleConsumer):
-    """A consumer control that remembers commits, paused partitions and wishes for records."""
+    """A consumer control that remembers commits, holds and wishes for records."""
 
     commits: list[list[CommitOffset]] = field(default_factory=list)
-    paused: set[TopicPartition] = field(default_factory=set)
+    holding: bool = False
     wanted: list[bool] = field(default_factory=list)
 
     def commit(self, offsets: list[CommitOffset]) -> None:
         self.commits.append(offsets)
 
-    def pause(self, partitions: list[TopicPartition]) -> None:
-        self.paused.update(partitions)
-
-    def resume(self, partitions: list[TopicPartition]) -> None:
-        self.paused.difference_update(partitions)
+    def hold_records(self, holding: bool) -> None:
+        self.holding = holding
 
     def want_records(self, wanted: bool) -> None:
         self.wanted.append(wanted)

@@ -1,12 +1,20 @@
 """One Kafka consumer on its own thread, for one subscription (one consumer group).
 
 The thread owns the confluent-kafka Consumer: it polls, runs the rebalance
-callbacks and carries out the commands (commit, pause, resume) that the
-subscription posts. It decides nothing: records and assignments go to a
+callbacks and carries out the commands (commit, hold) that the subscription
+posts. It decides nothing: records and assignments go to a
 `ConsumerSink` on the event loop, and on revoke it asks the sink, and waits
 for, the offsets to commit before letting the partitions go. Auto-commit and
 auto offset store are off: only offsets the subscription hands over are
 committed.
+
+While the subscription holds all it may, the thread takes no records: it
+waits on its commands, and librdkafka keeps its prefetch (and stops fetching
+once `queued.max.messages.kbytes` is queued), so taking again costs no
+re-fetch. Callbacks (rebalances, statistics) are served only by consume(),
+and librdkafka leaves the group of a consumer that does not consume within
+`max.poll.interval.ms`: a hold longer than HOLD_BEFORE_PAUSE_S pauses the
+partitions (dropping their prefetch) and consumes again to serve callbacks.
 
 It also feeds a `ConsumerWatchdog` and, when the watchdog finds the consumer
 stuck outside its group (librdkafka issue #2944), replaces it: queued commits
@@ -44,12 +52,9 @@ TopicPartitionKey = tuple[str, int]
 REVOKE_TIMEOUT_S = 15.0
 BATCH = 500
 POLL_S = 0.05
-# While partitions are freshly paused, a resume is due soon (the subscription drained what it
-# held): poll in short steps so the command runs within milliseconds, not after a full POLL_S.
-# The consumer cannot be woken from consume(), and a long pause is a slow subscriber, who
-# gains nothing from waking the thread 200 times a second.
-PAUSED_POLL_S = 0.005
-PAUSED_FAST_POLL_FOR_S = 1.0
+# A hold this long pauses the partitions: rebalance callbacks wait at most this long, and a fast
+# subscriber (whose holds last milliseconds) never loses librdkafka's prefetch.
+HOLD_BEFORE_PAUSE_S = 0.5
 STATISTICS_INTERVAL_MS = 1000
 # A consumer owning nothing and showing no life for this many session timeouts is replaced;
 # the limit doubles with each replacement in a row, up to the cap.
@@ -123,8 +128,9 @@ class ConsumerThread:
         # Owned by the consumer thread, like everything below.
         self._watchdog = ConsumerWatchdog(SystemClock(), stall_s, max(stall_s, MAX_STALL_S))
         self._owned: set[TopicPartitionKey] = set()
-        self._paused: set[TopicPartitionKey] = set()
-        self._paused_at = 0.0
+        self._holding = False
+        self._held_since = 0.0
+        self._fetch_paused = False
         self._generation = 0
         self._group_state = ("", "")
         self._lag: int | None = None
@@ -143,13 +149,9 @@ class ConsumerThread:
         if offsets:
             self._commands.put(lambda c: _commit(c, offsets, asynchronous=True))
 
-    def pause(self, partitions: Sequence[TopicPartitionKey]) -> None:
-        if partitions:
-            self._commands.put(lambda c: self._pause(c, partitions))
-
-    def resume(self, partitions: Sequence[TopicPartitionKey]) -> None:
-        if partitions:
-            self._commands.put(lambda c: self._resume(c, partitions))
+    def hold_records(self, holding: bool) -> None:
+        """While `holding`, hand over no records; the command wakes a waiting thread at once."""
+        self._commands.put(lambda c: self._hold(c, holding))
 
     def want_records(self, wanted: bool) -> None:
         """Whether subscribers wait for records: only then is a stuck consumer replaced."""
@@ -167,11 +169,16 @@ class ConsumerThread:
         try:
             while not self._stopping.is_set():
                 self._run_commands(consumer)
-                # consume(n, timeout) waits for all n records or the whole timeout: at a steady
-                # trickle every batch would wait POLL_S. Take what is there, else wait for one.
-                messages = consumer.consume(BATCH, timeout=0) or consumer.consume(
-                    1, timeout=self._poll_timeout()
-                )
+                if not self._consuming(consumer):
+                    self._run_commands(consumer, wait_s=POLL_S)
+                    messages = []
+                else:
+                    # consume(n, timeout) waits for all n records or the whole timeout: at a
+                    # steady trickle every batch would wait POLL_S. Take what is there, else
+                    # wait for one.
+                    messages = consumer.consume(BATCH, timeout=0) or consumer.consume(
+                        1, timeout=POLL_S
+                    )
                 if messages:
                     records = [r for r in map(_record, messages) if r is not None]
                     if records:
@@ -249,7 +256,8 @@ class ConsumerThread:
         self._generation += 1
         if self._owned:  # the close was abandoned before revoking: drop them as lost
             self._on_revoke(consumer, [TopicPartition(t, p) for t, p in self._owned], lost=True)
-        self._paused.clear()
+        self._fetch_paused = False
+        self._held_since = time.monotonic()
         self._watchdog.replaced()
         self._post(lambda _: self._sink.on_consumer_replaced(), None)
         return self._open()
@@ -272,24 +280,50 @@ class ConsumerThread:
             except Exception:  # one failed hand-off must not hold back the ones behind it
                 log.exception("consumer_handoff_failed", group=self._group)
 
-    def _poll_timeout(self) -> float:
-        if self._paused and time.monotonic() - self._paused_at < PAUSED_FAST_POLL_FOR_S:
-            return PAUSED_POLL_S
-        return POLL_S
+    def _consuming(self, consumer: Consumer) -> bool:
+        """Whether to consume now: not while a hold is young; a hold grown old pauses first."""
+        if not self._holding or self._fetch_paused:
+            return True
+        if time.monotonic() - self._held_since < HOLD_BEFORE_PAUSE_S:
+            return False
+        self._set_paused(consumer, list(self._owned), paused=True)
+        return True
 
-    def _pause(self, consumer: Consumer, partitions: Sequence[TopicPartitionKey]) -> None:
-        consumer.pause([TopicPartition(t, p) for t, p in partitions])
-        self._paused.update(partitions)
-        self._paused_at = time.monotonic()
+    def _hold(self, consumer: Consumer, holding: bool) -> None:
+        if holding == self._holding:
+            return
+        self._holding = holding
+        if holding:
+            self._held_since = time.monotonic()
+        elif self._fetch_paused:
+            self._set_paused(consumer, list(self._owned), paused=False)
 
-    def _resume(self, consumer: Consumer, partitions: Sequence[TopicPartitionKey]) -> None:
-        consumer.resume([TopicPartition(t, p) for t, p in partitions])
-        self._paused.difference_update(partitions)
+    def _set_paused(
+        self, consumer: Consumer, partitions: Sequence[TopicPartitionKey], *, paused: bool
+    ) -> None:
+        self._fetch_paused = paused
+        if partitions:
+            parts = [TopicPartition(t, p) for t, p in partitions]
+            if paused:
+                consumer.pause(parts)
+            else:
+                consumer.resume(parts)
 
-    def _run_commands(self, consumer: Consumer) -> None:
+    def _settle_assigned(self, consumer: Consumer, partitions: Sequence[TopicPartitionKey]) -> None:
+        # librdkafka keeps a partition paused across revoke and re-assign: say explicitly what
+        # every newly assigned partition does.
+        owned = [p for p in partitions if p in self._owned]  # not revoked meanwhile
+        self._set_paused(consumer, owned, paused=self._fetch_paused)
+
+    def _run_commands(self, consumer: Consumer, wait_s: float = 0.0) -> None:
+        """Run the queued commands; with `wait_s`, first wait that long at most for one."""
         while True:
             try:
-                command = self._commands.get_nowait()
+                if wait_s > 0:
+                    command = self._commands.get(timeout=wait_s)
+                    wait_s = 0.0
+                else:
+                    command = self._commands.get_nowait()
             except queue.Empty:
                 return
             try:
@@ -326,7 +360,10 @@ class ConsumerThread:
             )
             for tp in committed
         ]
-        self._owned.update((a.topic, a.partition) for a in assigned)
+        keys = [(a.topic, a.partition) for a in assigned]
+        self._owned.update(keys)
+        # After the callback: confluent-kafka assigns the partitions once it returns.
+        self._commands.put(lambda c: self._settle_assigned(c, keys))
         self._watchdog.rebalanced(len(self._owned))
         log.info("partitions_assigned", partitions=[(a.topic, a.partition) for a in assigned])
         self._post(self._sink.on_assigned, assigned)

@@ -3,7 +3,7 @@
 Runs entirely on the event loop and holds the whole per-subscription state:
 records fetched and not yet acked, the fresh queue, leases, redeliveries,
 per-partition ack trackers, and the streams. It never calls Kafka directly:
-it posts commits, pauses and resumes to a `ConsumerControl`, and it hands
+it posts commits and holds to a `ConsumerControl`, and it hands
 dead letters to the durable publish path. Rules it keeps:
 
 - a record is leased to one stream at a time; every lease that ends without
@@ -16,8 +16,8 @@ dead letters to the durable publish path. Rules it keeps:
   travel in the commit metadata (commits.py);
 - on revoke, the partition's leases, queued records and redeliveries are
   dropped and only the acked prefix is committed;
-- memory is bounded: past what it may hold the partitions are paused, and resumed once a
-  quarter of that is left (flow_control.py).
+- memory is bounded: past what it may hold it takes no records from its consumer, and takes
+  again once half of that is left (flow_control.py).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from sidecar.kafka.ports import AssignedPartition, CommitOffset, FetchedRecord
 from sidecar.model import OutgoingEvent
 from sidecar.subscribe.commits import PartitionCommits
 from sidecar.subscribe.deadletter import DeadLetterSink, dead_letter_event, write_dead_letter
-from sidecar.subscribe.flow_control import FlowControl, Limits, Move
+from sidecar.subscribe.flow_control import DeliveryRate, FlowControl, Limits, Move
 from sidecar.subscribe.leases import AckOutcome, DeliveryKey, Lease, LeaseTable, TopicPartition
 from sidecar.subscribe.ordering import KeyOrder
 from sidecar.subscribe.redelivery import RedeliveryQueue, redelivery_backoff
@@ -54,9 +54,8 @@ class ConsumerControl(Protocol):
 
     def commit(self, offsets: list[CommitOffset]) -> None: ...
 
-    def pause(self, partitions: list[TopicPartition]) -> None: ...
-
-    def resume(self, partitions: list[TopicPartition]) -> None: ...
+    def hold_records(self, holding: bool) -> None:
+        """Whether the subscription holds all it may: then the consumer hands over no records."""
 
     def want_records(self, wanted: bool) -> None: ...
 
@@ -89,6 +88,7 @@ class Subscription:
         self._clock = clock
         self._dead_letters = dead_letters
         self._flow = FlowControl(limits or Limits())
+        self._rate = DeliveryRate()
         self._consumer: ConsumerControl | None = None
         self._leases = LeaseTable(clock)
         self._redelivery = RedeliveryQueue(clock)
@@ -197,14 +197,6 @@ class Subscription:
 
     def on_assigned(self, partitions: list[AssignedPartition]) -> None:
         self._commits.assign(partitions)
-        if self._consumer is not None:
-            # librdkafka keeps a partition paused across revoke and re-assign, and a pause posted
-            # before a rebalance may run after it: say explicitly what every new partition does.
-            assigned = [(p.topic, p.partition) for p in partitions]
-            if self._flow.paused:
-                self._consumer.pause(assigned)
-            else:
-                self._consumer.resume(assigned)
 
     def on_records(self, records: list[FetchedRecord]) -> None:
         trackers, held = self._commits.trackers, self._records
@@ -286,7 +278,7 @@ class Subscription:
             "redelivered_total": self.redelivered_total,
             "dead_lettered_total": self.dead_lettered_total,
             "consumer_replaced_total": self.consumer_replaced_total,
-            "paused": int(self._flow.paused),
+            "paused": int(self._flow.holding),
         }
 
     # -- internals ---------------------------------------------------------------------------
@@ -400,11 +392,10 @@ class Subscription:
         if self._consumer is None:
             return
         outstanding = sum(s.options.max_outstanding_events for s in self._streams.values())
-        move = self._flow.decide(len(self._records), self._held_bytes, outstanding)
-        if move is Move.PAUSE:
-            self._consumer.pause(self._commits.partitions)
-        elif move is Move.RESUME:
-            self._consumer.resume(self._commits.partitions)
+        rate = self._rate.observe(self._clock.monotonic(), self.delivered_total)
+        move = self._flow.decide(len(self._records), self._held_bytes, outstanding, rate)
+        if move is not None:
+            self._consumer.hold_records(move is Move.HOLD)
 
     async def close(self) -> None:
         """Cancel pending dead-letter writes (their records stay uncommitted)."""

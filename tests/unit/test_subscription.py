@@ -123,14 +123,18 @@ async def test_poison_record_goes_to_the_dead_letter_topic_and_then_counts_as_ac
     assert drain(stream) == []
 
 
-async def test_partitions_pause_when_too_much_is_held_and_resume_when_drained() -> None:
+async def test_records_are_held_back_when_too_much_is_held_and_taken_again_when_drained() -> None:
     sub, consumer, _, _ = make(limits=Limits(max_held_records=10))
     stream = sub.open_stream(options(max_events=2))
     sub.on_records([record(o) for o in range(10)])
-    assert consumer.paused == {(TOPIC, 0), (TOPIC, 1)}
-    for _ in range(5):
+    assert consumer.holding
+    assert sub.status()["paused"] == 1
+    for _ in range(2):
         sub.ack([x.lease.ack_id for x in drain(stream)])
-    assert consumer.paused == set()
+    assert consumer.holding  # 6 held: more than half of the bound
+    sub.ack([x.lease.ack_id for x in drain(stream)])
+    assert not consumer.holding
+    assert sub.status()["paused"] == 0
 
 
 async def test_revoke_drops_leases_and_commits_only_the_acked_prefix() -> None:
