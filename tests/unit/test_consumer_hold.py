@@ -1,0 +1,83 @@
+"""The consumer thread's holds: no records while young, a pause once old, resumes (no Kafka)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from confluent_kafka import TopicPartition
+
+from sidecar.kafka.consumer import HOLD_BEFORE_PAUSE_S, ConsumerThread, consumer_config
+from tests.unit.test_consumer_handoff import RecordingSink
+
+
+class RecordingConsumer:
+    """Stands in for confluent-kafka's Consumer: remembers pauses and resumes, in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, list[tuple[str, int]]]] = []
+
+    def pause(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("pause", sorted((p.topic, p.partition) for p in partitions)))
+
+    def resume(self, partitions: list[TopicPartition]) -> None:
+        self.calls.append(("resume", sorted((p.topic, p.partition) for p in partitions)))
+
+
+def make_thread() -> ConsumerThread:
+    loop = asyncio.get_running_loop()
+    thread = ConsumerThread(
+        consumer_config("127.0.0.1:1", "g", False, {}), ["t"], loop, RecordingSink()
+    )
+    thread._owned.update({("t", 0), ("t", 1)})
+    return thread
+
+
+def run_commands(thread: ConsumerThread, consumer: Any) -> None:
+    thread._run_commands(consumer)
+
+
+async def test_a_young_hold_takes_nothing_and_keeps_the_prefetch() -> None:
+    thread, consumer = make_thread(), RecordingConsumer()
+    assert thread._consuming(consumer)
+    thread.hold_records(True)
+    run_commands(thread, consumer)
+    assert not thread._consuming(consumer)
+    thread.hold_records(False)
+    run_commands(thread, consumer)
+    assert thread._consuming(consumer)
+    assert consumer.calls == []  # never paused: librdkafka's prefetch stays
+
+
+async def test_an_old_hold_pauses_the_partitions_and_taking_again_resumes_them() -> None:
+    thread, consumer = make_thread(), RecordingConsumer()
+    thread.hold_records(True)
+    run_commands(thread, consumer)
+    thread._held_since -= HOLD_BEFORE_PAUSE_S  # the hold has lasted
+    assert thread._consuming(consumer)  # consumes again, to serve callbacks
+    assert consumer.calls == [("pause", [("t", 0), ("t", 1)])]
+    assert thread._consuming(consumer)
+    assert len(consumer.calls) == 1  # paused once
+    thread.hold_records(False)
+    run_commands(thread, consumer)
+    assert consumer.calls[1:] == [("resume", [("t", 0), ("t", 1)])]
+
+
+async def test_partitions_assigned_while_paused_are_paused_and_otherwise_resumed() -> None:
+    thread, consumer = make_thread(), RecordingConsumer()
+    thread._settle_assigned(consumer, [("t", 1)])
+    assert consumer.calls == [("resume", [("t", 1)])]  # librdkafka may keep it paused
+    thread.hold_records(True)
+    run_commands(thread, consumer)
+    thread._held_since -= HOLD_BEFORE_PAUSE_S
+    thread._consuming(consumer)
+    thread._owned.add(("t", 2))
+    thread._settle_assigned(consumer, [("t", 2), ("t", 3)])  # t/3 was revoked meanwhile
+    assert consumer.calls[-1] == ("pause", [("t", 2)])
+
+
+async def test_a_waiting_thread_wakes_for_a_command() -> None:
+    thread, consumer = make_thread(), RecordingConsumer()
+    thread.hold_records(True)
+    thread._run_commands(consumer, wait_s=30.0)  # returns at once: a command was queued
+    assert thread._holding
