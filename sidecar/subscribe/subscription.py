@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,8 +35,8 @@ from sidecar.model import OutgoingEvent
 from sidecar.subscribe.commits import PartitionCommits
 from sidecar.subscribe.deadletter import DeadLetterSink, dead_letter_event, write_dead_letter
 from sidecar.subscribe.flow_control import DeliveryRate, FlowControl, Limits, Move
+from sidecar.subscribe.held import HeldRecords
 from sidecar.subscribe.leases import AckOutcome, DeliveryKey, Lease, LeaseTable, TopicPartition
-from sidecar.subscribe.ordering import KeyOrder
 from sidecar.subscribe.redelivery import RedeliveryQueue, redelivery_backoff
 from sidecar.subscribe.stream import LeasedRecord, Stream, StreamOptions
 
@@ -93,10 +92,8 @@ class Subscription:
         self._leases = LeaseTable(clock)
         self._redelivery = RedeliveryQueue(clock)
         self._commits = PartitionCommits()
-        self._records: dict[DeliveryKey, FetchedRecord] = {}
-        self._held_bytes = 0
-        self._fresh: deque[DeliveryKey] = deque()
-        self._order = KeyOrder() if settings.per_key_order else None
+        self._held = HeldRecords(settings.per_key_order)
+        self._records = self._held.records  # the same dict, read on the per-record paths
         self._streams: dict[int, Stream] = {}
         self._next_stream_id = 1
         self._turn = 0
@@ -199,27 +196,8 @@ class Subscription:
         self._commits.assign(partitions)
 
     def on_records(self, records: list[FetchedRecord]) -> None:
-        trackers, held = self._commits.trackers, self._records
-        # Unordered: straight to the fresh queue, no per-key work.
-        admit = self._fresh.append if self._order is None else self._admit_in_order
-        held_bytes = 0
-        for record in records:
-            topic, partition, offset = record.topic, record.partition, record.offset
-            tracker = trackers.get((topic, partition))
-            if tracker is None:
-                continue  # not ours (any more): its owner fetches it again
-            try:
-                deliver = tracker.track(offset)
-            except ValueError:
-                continue  # fetched twice (a re-fetch after pause): already tracked
-            if not deliver:
-                self._commits.mark_due((topic, partition))  # acked before a restart
-                continue
-            key = _new_tuple(DeliveryKey, (topic, partition, offset))
-            held[key] = record
-            held_bytes += record.size
-            admit(key)
-        self._held_bytes += held_bytes
+        for partition in self._held.take_fetched(records, self._commits.trackers):
+            self._commits.mark_due(partition)  # a record acked before a restart
         self._dispatch()
         self._flow_control()
 
@@ -228,10 +206,7 @@ class Subscription:
         for lease in self._leases.revoke_partitions(gone):
             self._release_bytes(lease)
         self._redelivery.drop_partitions(gone)
-        if self._order is not None:
-            self._order.drop_partitions(gone)
-        self._fresh = deque(k for k in self._fresh if k.topic_partition not in gone)
-        for key in [k for k in self._records if k.topic_partition in gone]:
+        for key in self._held.drop_partitions(gone):
             self._forget(key)
         commits = self._commits.revoke(gone, lost)
         self._flow_control()
@@ -270,7 +245,7 @@ class Subscription:
             "held": len(self._records),
             "leased": len(self._leases),
             "waiting_redelivery": len(self._redelivery),
-            "waiting_for_key": len(self._order) if self._order is not None else 0,
+            "waiting_for_key": self._held.waiting_for_key,
             "delivered_total": self.delivered_total,
             "acked_total": self.acked_total,
             "nacked_total": self.nacked_total,
@@ -301,7 +276,7 @@ class Subscription:
                 self._redelivery.schedule(key, attempt, self._clock.monotonic())
                 return
             self.redelivered_total += 1
-        fresh = self._fresh
+        fresh = self._held.fresh
         while fresh:
             if not self._grant(streams, fresh[0], 1):
                 return
@@ -344,27 +319,17 @@ class Subscription:
         if stream is not None and record is not None:
             stream.leased_bytes -= record.size
 
-    def _admit_in_order(self, key: DeliveryKey) -> None:
-        """A fetched record of an ordered subscription: fresh if its key is idle, else it waits."""
-        assert self._order is not None
-        if self._order.admit((key.topic, key.partition, self._records[key].key), key):
-            self._fresh.append(key)
-
     def _settle(self, key: DeliveryKey) -> None:
-        if self._order is not None:
-            record = self._records.get(key)
-            if record is not None:
-                following = self._order.settle((key.topic, key.partition, record.key))
-                if following is not None:
-                    self._fresh.appendleft(following)  # it waited its turn: next in line
+        self._held.settle(key)
         self._commits.ack(key.topic_partition, key.offset)
-        self._forget(key)
+        self._end_dead_letter(key)
         self.acked_total += 1
 
     def _forget(self, key: DeliveryKey) -> None:
-        record = self._records.pop(key, None)
-        if record is not None:
-            self._held_bytes -= record.size
+        self._held.forget(key)
+        self._end_dead_letter(key)
+
+    def _end_dead_letter(self, key: DeliveryKey) -> None:
         task = self._dead_lettering.pop(key, None)
         if task is not None and task is not asyncio.current_task():
             task.cancel()
@@ -393,7 +358,7 @@ class Subscription:
             return
         outstanding = sum(s.options.max_outstanding_events for s in self._streams.values())
         rate = self._rate.observe(self._clock.monotonic(), self.delivered_total)
-        move = self._flow.decide(len(self._records), self._held_bytes, outstanding, rate)
+        move = self._flow.decide(len(self._held), self._held.bytes, outstanding, rate)
         if move is not None:
             self._consumer.hold_records(move is Move.HOLD)
 
