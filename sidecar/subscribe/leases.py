@@ -128,8 +128,17 @@ class LeaseTable:
     def __len__(self) -> int:
         return len(self._leases)
 
-    def grant(self, key: DeliveryKey, stream_id: int, duration: float, attempt: int) -> Lease:
-        """Lease the record `key` to `stream_id` for `duration` seconds."""
+    def grant(
+        self,
+        key: DeliveryKey,
+        stream_id: int,
+        duration: float,
+        attempt: int,
+        now: float | None = None,
+    ) -> Lease:
+        """Lease the record `key` to `stream_id` for `duration` seconds from `now` (default: the
+        clock's now; a dispatch passes one reading for all its grants, so that the leases of one
+        batch share their deadline)."""
         if duration <= 0:
             raise ValueError(f"lease duration must be positive, got {duration}")
         if attempt < 1:
@@ -140,7 +149,7 @@ class LeaseTable:
         ack_id = self._ack_id_factory()
         if ack_id in self._leases or ack_id in self._retired:
             raise RuntimeError("the ack id factory repeated an ack id")
-        deadline = self._clock.monotonic() + duration
+        deadline = (self._clock.monotonic() if now is None else now) + duration
         lease = _new_tuple(Lease, (ack_id, key, stream_id, attempt, deadline))  # one per delivery
         self._leases[ack_id] = lease
         self._holder[key] = ack_id

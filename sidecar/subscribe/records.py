@@ -22,6 +22,8 @@ class Presentation(NamedTuple):
 
 def presentation(record: FetchedRecord) -> Presentation:
     """Everything a delivery shows of `record`, in one pass over its headers."""
+    if not record.headers:
+        return Presentation(f"{record.topic}/{record.partition}/{record.offset}", False, (), 0)
     ferry_id: str | None = None
     publish_ms = 0
     user: list[tuple[str, bytes | None]] = []

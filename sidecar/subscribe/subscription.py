@@ -263,26 +263,26 @@ class Subscription:
         if not streams:
             return
         try:
-            self._fill(streams)
+            self._fill(streams, self._clock.monotonic())
         finally:
             self.delivered_total += sum([stream.flush() for stream in streams])
 
-    def _fill(self, streams: list[Stream]) -> None:
+    def _fill(self, streams: list[Stream], now: float) -> None:
         while ready := self._redelivery.pop_ready(1):
             key, attempt = ready[0]
             if key not in self._records:
                 continue  # settled meanwhile (e.g. dead-lettered)
-            if not self._grant(streams, key, attempt):
-                self._redelivery.schedule(key, attempt, self._clock.monotonic())
+            if not self._grant(streams, key, attempt, now):
+                self._redelivery.schedule(key, attempt, now)
                 return
             self.redelivered_total += 1
         fresh = self._held.fresh
         while fresh:
-            if not self._grant(streams, fresh[0], 1):
+            if not self._grant(streams, fresh[0], 1, now):
                 return
             fresh.popleft()
 
-    def _grant(self, streams: list[Stream], key: DeliveryKey, attempt: int) -> bool:
+    def _grant(self, streams: list[Stream], key: DeliveryKey, attempt: int, now: float) -> bool:
         record = self._records[key]
         size = record.size
         count = len(streams)
@@ -290,7 +290,8 @@ class Subscription:
             stream = streams[(self._turn + i) % count]
             if stream.can_take(self._leases.outstanding(stream.id), size):
                 self._turn = (self._turn + i + 1) % count
-                lease = self._leases.grant(key, stream.id, stream.options.lease_duration, attempt)
+                duration = stream.options.lease_duration
+                lease = self._leases.grant(key, stream.id, duration, attempt, now)
                 stream.deliver(_new_tuple(LeasedRecord, (lease, record)))
                 return True
         return False
