@@ -6,9 +6,9 @@ whether to hold (take no more records) or take again. It never talks to
 Kafka and reads no clock.
 
 What a subscription may hold (leased or waiting) is sized by the streams'
-pace: what they take in HOLD_S seconds at the observed delivery rate, at
-least HELD_PER_OUTSTANDING times what they may have outstanding (and at least
-MIN_HELD), at most the sidecar's record cap; and by bytes: the records'
+pace: what they may have outstanding plus what they take in HOLD_S seconds at
+the observed delivery rate, at least HELD_PER_OUTSTANDING times what they may
+have outstanding (and at least MIN_HELD), at most the sidecar's record cap; and by bytes: the records'
 key, value and header bytes plus RECORD_OVERHEAD_BYTES each (the Python
 objects, tracker and queue entries of a held record) stay under the sidecar's
 byte cap. Taking resumes once half of both bounds is left.
@@ -56,7 +56,8 @@ class FlowControl:
 
     def max_held(self, outstanding: int, rate: float) -> int:
         """How many records may be held for streams with `outstanding` taking `rate` per second."""
-        wanted = max(HELD_PER_OUTSTANDING * outstanding, int(rate * HOLD_S), MIN_HELD)
+        paced = outstanding + int(rate * HOLD_S)  # leased ones count as held
+        wanted = max(HELD_PER_OUTSTANDING * outstanding, paced, MIN_HELD)
         return min(wanted, self._limits.max_held_records)
 
     def decide(

@@ -29,10 +29,11 @@ def test_holds_at_twice_the_outstanding_window_and_takes_again_at_half() -> None
 def test_the_bound_grows_with_the_delivery_rate_up_to_the_cap() -> None:
     flow = FlowControl(LIMITS)
     assert flow.max_held(outstanding=1_000, rate=0.0) == 2_000
-    assert flow.max_held(outstanding=1_000, rate=40_000.0) == 10_000  # a quarter second's worth
+    # The window plus a quarter second's worth.
+    assert flow.max_held(outstanding=1_000, rate=40_000.0) == 11_000
     assert flow.max_held(outstanding=1_000, rate=1_000_000.0) == 20_000
-    assert flow.decide(9_999, 0, outstanding=1_000, rate=40_000.0) is None
-    assert flow.decide(10_000, 0, outstanding=1_000, rate=40_000.0) is Move.HOLD
+    assert flow.decide(10_999, 0, outstanding=1_000, rate=40_000.0) is None
+    assert flow.decide(11_000, 0, outstanding=1_000, rate=40_000.0) is Move.HOLD
     # The pace fell: the bound shrinks with it, so taking waits for half of the smaller bound.
     assert flow.decide(1_001, 0, outstanding=1_000, rate=0.0) is None
     assert flow.decide(1_000, 0, outstanding=1_000, rate=0.0) is Move.TAKE
