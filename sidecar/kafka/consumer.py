@@ -284,9 +284,11 @@ class ConsumerThread:
         """Whether to consume now: not while a hold is young; a hold grown old pauses first."""
         if not self._holding or self._fetch_paused:
             return True
-        if time.monotonic() - self._held_since < HOLD_BEFORE_PAUSE_S:
+        held_s = time.monotonic() - self._held_since
+        if held_s < HOLD_BEFORE_PAUSE_S:
             return False
         self._set_paused(consumer, list(self._owned), paused=True)
+        log.info("partitions_paused", group=self._group, held_s=round(held_s, 2))
         return True
 
     def _hold(self, consumer: Consumer, holding: bool) -> None:
@@ -297,6 +299,7 @@ class ConsumerThread:
             self._held_since = time.monotonic()
         elif self._fetch_paused:
             self._set_paused(consumer, list(self._owned), paused=False)
+            log.info("partitions_resumed", group=self._group)
 
     def _set_paused(
         self, consumer: Consumer, partitions: Sequence[TopicPartitionKey], *, paused: bool
