@@ -8,10 +8,11 @@ Kafka and reads no clock.
 What a subscription may hold (leased or waiting) is sized by the streams'
 pace: what they may have outstanding plus what they take in HOLD_S seconds at
 the observed delivery rate, at least HELD_PER_OUTSTANDING times what they may
-have outstanding (and at least MIN_HELD), at most the sidecar's record cap; and by bytes: the records'
-key, value and header bytes plus RECORD_OVERHEAD_BYTES each (the Python
-objects, tracker and queue entries of a held record) stay under the sidecar's
-byte cap. Taking resumes once half of both bounds is left.
+have outstanding (and at least MIN_HELD), at most the sidecar's record cap;
+and by bytes: the records' key, value and header bytes plus
+RECORD_OVERHEAD_BYTES each (the Python objects, tracker and queue entries of
+a held record) stay under the sidecar's byte cap. Taking resumes once half
+of both bounds is left.
 
 Holding costs librdkafka nothing: its prefetch stays queued (bounded by
 `queued.max.messages.kbytes`) and the records flow again the moment the
