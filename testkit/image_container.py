@@ -131,7 +131,7 @@ class ImageContainer:
         for target in (mounts or {}).values():
             # The mount points, made before the root turns read-only (as a container runtime
             # makes them): buildah cannot create them in a read-only root.
-            (self._rootfs / target.lstrip("/")).mkdir(parents=True, exist_ok=True)
+            _make_mount_point(self._rootfs, target)
         self._read_only_root(self._rootfs)
         self._mount_options = []
         for source, target in (mounts or {}).items():
@@ -216,3 +216,14 @@ class ImageContainer:
             if self.container is not None:
                 subprocess.run([BUILDAH, "rm", self.container], check=False, capture_output=True)
                 self.container = None
+
+
+def _make_mount_point(rootfs: Path, target: str) -> None:
+    """`target` and its missing parents in `rootfs`, mode 0755 whatever the umask (as a container
+    runtime makes them): the image's user must be able to pass through them."""
+    path = rootfs
+    for part in Path(target.lstrip("/")).parts:
+        path = path / part
+        if not path.exists():
+            path.mkdir()
+            path.chmod(0o755)

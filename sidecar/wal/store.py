@@ -83,11 +83,11 @@ def lock_directory(data_dir: Path) -> IO[bytes]:
 def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the log with durable pragmas, verified; create the schema on first use."""
     path = data_dir / DB_NAME
-    old_umask = os.umask(0o077)  # the -wal and -shm files SQLite creates get 0600 too
-    try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    finally:
-        os.umask(old_umask)
+    # Created owner-only here; SQLite gives the -wal and -shm files it creates the database
+    # file's mode. (A umask would do it too, but the umask is the whole process's: other
+    # threads' files, and any thread that connects, would race with it.)
+    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
         # Incremental vacuum lets a drained log hand its pages back to the filesystem, which is
