@@ -181,6 +181,8 @@ class ConsumerThread:
                     )
                 if messages:
                     records = [r for r in map(_record, messages) if r is not None]
+                    if len(records) < len(messages):
+                        self._consume_errors(messages)
                     if records:
                         failpoints.hit("consumer.crash")  # escapes: the thread dies (fault tests)
                         self._watchdog.fetched()
@@ -243,7 +245,7 @@ class ConsumerThread:
         log.warning(
             "consumer_replaced",
             group=self._group,
-            reason="no partitions and no sign of life in the group",
+            reason=stall.reason,
             stalled_s=round(stall.stalled_s, 1),
             group_state=stall.group_state,
             replacements_in_a_row=stall.replacements_in_a_row,
@@ -261,6 +263,17 @@ class ConsumerThread:
         self._watchdog.replaced()
         self._post(lambda _: self._sink.on_consumer_replaced(), None)
         return self._open()
+
+    def _consume_errors(self, messages: list[Any]) -> None:
+        for message in messages:
+            error = message.error()
+            if error is None or error.code() == KafkaError._PARTITION_EOF:
+                continue
+            log.warning("consume_error", group=self._group, error=str(error))
+            # On the consume path NOT_COORDINATOR comes from the committed-offset fetch of an
+            # assignment (commit errors go to the commit callback).
+            if error.code() == KafkaError.NOT_COORDINATOR:
+                self._watchdog.offsets_unfetched()
 
     def _post(self, handler: Callable[[Any], None], value: Any) -> None:
         """Run `handler(value)` on the loop, after everything posted before."""
@@ -368,14 +381,18 @@ class ConsumerThread:
         # After the callback: confluent-kafka assigns the partitions once it returns.
         self._commands.put(lambda c: self._settle_assigned(c, keys))
         self._watchdog.rebalanced(len(self._owned))
-        log.info("partitions_assigned", partitions=[(a.topic, a.partition) for a in assigned])
+        log.info(
+            "partitions_assigned",
+            group=self._group,
+            partitions=[(a.topic, a.partition) for a in assigned],
+        )
         self._post(self._sink.on_assigned, assigned)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition], lost: bool) -> None:
         keys = [(tp.topic, tp.partition) for tp in partitions]
         self._owned.difference_update(keys)
         self._watchdog.rebalanced(len(self._owned))
-        log.info("partitions_revoked", partitions=keys, lost=lost)
+        log.info("partitions_revoked", group=self._group, partitions=keys, lost=lost)
         offsets = self._ask_loop(self._sink.on_revoked(keys, lost))
         if offsets and not lost:
             try:
@@ -405,10 +422,7 @@ def _commit(consumer: Consumer, offsets: Sequence[CommitOffset], *, asynchronous
 
 
 def _record(message: Any) -> FetchedRecord | None:
-    error = message.error()
-    if error is not None:
-        if error.code() != KafkaError._PARTITION_EOF:
-            log.warning("consume_error", error=str(error))
+    if message.error() is not None:  # reported by ConsumerThread._consume_errors
         return None
     timestamp_type, timestamp = message.timestamp()
     key, value, headers = message.key(), message.value(), message.headers()

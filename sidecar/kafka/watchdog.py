@@ -20,7 +20,11 @@ again. Being connected to the coordinator is not enough: stuck consumers were se
 `query-coord` and in `up`/`wait-join`, their JoinGroup request never sent. The price is that a
 rebalance lasting longer than the limit (a member slow to rejoin) has this member replaced; it
 rejoins at once, and the backoff below keeps that from repeating quickly.
-A consumer that owns partitions is never replaced: when its session ends, librdkafka reports the
+A consumer that owns partitions is replaced only when librdkafka reported that it could not
+fetch the committed offsets of its assignment (a request-level error, such as NOT_COORDINATOR
+from a coordinator that just moved): those partitions never start fetching and the request is
+never retried (librdkafka issue #5586), while the member looks settled in its group. A new
+consumer queries the offsets afresh. Otherwise, when its session ends, librdkafka reports the
 partitions lost, and the rule applies from there. Replacements back off (doubling, up to
 `max_stall_after_s`) until a new consumer shows life, so a Kafka that is really down is not met
 with a new consumer every few seconds.
@@ -42,6 +46,10 @@ class Stall:
     stalled_s: float  # since the last sign of life
     group_state: str  # librdkafka's cgrp state/join_state, or "unknown" without statistics
     replacements_in_a_row: int  # earlier replacements since the last sign of life
+    reason: str = "no partitions and no sign of life in the group"
+
+
+OFFSETS_UNFETCHED = "committed offsets not fetched: its partitions never start fetching"
 
 
 class ConsumerWatchdog:
@@ -61,6 +69,8 @@ class ConsumerWatchdog:
         self._assigned = 0
         self._group_state = "unknown"
         self._in_a_row = 0
+        #: When the committed offsets of the current assignment could not be fetched (None: fine).
+        self._offsets_unfetched_at: float | None = None
 
     @property
     def limit_s(self) -> float:
@@ -70,7 +80,13 @@ class ConsumerWatchdog:
     def rebalanced(self, assigned: int) -> None:
         """A rebalance callback ran; the consumer now owns `assigned` partitions."""
         self._assigned = assigned
+        self._offsets_unfetched_at = None  # a new assignment queries its offsets again
         self._alive()
+
+    def offsets_unfetched(self) -> None:
+        """librdkafka could not fetch the committed offsets of the assignment (request-level)."""
+        if self._assigned and self._offsets_unfetched_at is None:
+            self._offsets_unfetched_at = self._clock.monotonic()
 
     def fetched(self) -> None:
         """Records arrived."""
@@ -84,12 +100,22 @@ class ConsumerWatchdog:
 
     def check(self, wanted: bool) -> Stall | None:
         """A `Stall` if the consumer should be replaced now; `wanted`: subscribers are waiting."""
-        if not wanted or self._assigned:
+        if not wanted:
             return None
+        if self._assigned:
+            return self._check_offsets()
         stalled = self._clock.monotonic() - self._last_life
         if stalled < self._limit_s:
             return None
         return Stall(stalled, self._group_state, self._in_a_row)
+
+    def _check_offsets(self) -> Stall | None:
+        if self._offsets_unfetched_at is None:
+            return None
+        waited = self._clock.monotonic() - self._offsets_unfetched_at
+        if waited < self._limit_s:
+            return None
+        return Stall(waited, self._group_state, self._in_a_row, OFFSETS_UNFETCHED)
 
     def replaced(self) -> None:
         """A new consumer took over: it starts owning nothing, and gets a longer limit."""
@@ -97,6 +123,7 @@ class ConsumerWatchdog:
         self._limit_s = min(self._limit_s * 2, self._max_stall_after_s)
         self._last_life = self._clock.monotonic()
         self._assigned = 0
+        self._offsets_unfetched_at = None
         self._group_state = "unknown"
 
     def _alive(self) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from sidecar.kafka.consumer import HOLD_BEFORE_PAUSE_S, ConsumerThread, consumer_config
 from tests.unit.test_consumer_handoff import RecordingSink
@@ -81,3 +81,26 @@ async def test_a_waiting_thread_wakes_for_a_command() -> None:
     thread.hold_records(True)
     thread._run_commands(consumer, wait_s=30.0)  # returns at once: a command was queued
     assert thread._holding
+
+
+class ErrorMessage:
+    """A consume() result that carries an error instead of a record."""
+
+    def __init__(self, code: int) -> None:
+        self._error = KafkaError(code)
+
+    def error(self) -> KafkaError:
+        return self._error
+
+
+async def test_a_failed_committed_offset_fetch_reaches_the_watchdog_and_other_errors_do_not() -> (
+    None
+):
+    thread = make_thread()
+    thread._watchdog.rebalanced(2)
+    thread._consume_errors(
+        [ErrorMessage(KafkaError._PARTITION_EOF), ErrorMessage(KafkaError._TRANSPORT)]
+    )
+    assert thread._watchdog._offsets_unfetched_at is None
+    thread._consume_errors([ErrorMessage(KafkaError.NOT_COORDINATOR)])
+    assert thread._watchdog._offsets_unfetched_at is not None

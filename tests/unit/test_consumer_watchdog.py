@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from sidecar.clock import ManualClock
-from sidecar.kafka.watchdog import ConsumerWatchdog, Stall
+from sidecar.kafka.watchdog import OFFSETS_UNFETCHED, ConsumerWatchdog, Stall
 
 STALL = 30.0
 CAP = 240.0
@@ -129,3 +129,35 @@ def test_limits_are_checked() -> None:
         ConsumerWatchdog(clock, 0, 10)
     with pytest.raises(ValueError, match="stall_after_s"):
         ConsumerWatchdog(clock, 10, 5)
+
+
+def test_an_assignment_whose_committed_offsets_were_not_fetched_is_replaced() -> None:
+    dog, clock = make()
+    dog.rebalanced(3)
+    dog.offsets_unfetched()  # librdkafka never retries: the partitions never fetch
+    clock.advance(STALL - 0.1)
+    dog.group_reported("up", "steady")  # a settled member all along
+    assert dog.check(wanted=True) is None
+    clock.advance(0.1)
+    stall = dog.check(wanted=True)
+    assert stall is not None
+    assert (stall.stalled_s, stall.group_state, stall.reason) == (
+        STALL,
+        "up/steady",
+        OFFSETS_UNFETCHED,
+    )
+    assert dog.check(wanted=False) is None
+    dog.replaced()
+    clock.advance(10 * STALL)
+    dog.rebalanced(3)  # the new consumer queried the offsets afresh
+    clock.advance(10 * STALL)
+    assert dog.check(wanted=True) is None
+
+
+def test_a_new_assignment_clears_an_offset_fetch_failure() -> None:
+    dog, clock = make()
+    dog.rebalanced(3)
+    dog.offsets_unfetched()
+    dog.rebalanced(3)
+    clock.advance(10 * STALL)
+    assert dog.check(wanted=True) is None
