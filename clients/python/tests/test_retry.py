@@ -126,7 +126,9 @@ def test_overall_deadline_ends_the_retries(fake: tuple[FakePublisher, FerryPubli
     start = time.monotonic()
     with pytest.raises(FerryError) as caught:
         publisher.publish("t", b"p", deadline=1.0)
-    assert caught.value.code is C.UNAVAILABLE
+    # The last attempt's error: the server's, when the deadline fell in a wait between attempts;
+    # DEADLINE_EXCEEDED, when it fell during an attempt (one started with little time left).
+    assert caught.value.code in (C.UNAVAILABLE, C.DEADLINE_EXCEEDED)
     # 100 scripted failures with backoff outlast the 1 s deadline; the bound leaves room for load.
     assert time.monotonic() - start < 5
     assert 2 <= len(servicer.requests) < 10  # backoff, not a busy loop

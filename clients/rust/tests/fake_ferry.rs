@@ -350,7 +350,12 @@ async fn the_overall_deadline_bounds_the_retries() {
     let (client, fake) = publisher_client(vec![Step::Fail(Status::unavailable("down"))], policy);
     let started = Instant::now();
     let err = client.publish(Event::new("t", "p")).await.unwrap_err();
-    assert_eq!(err.code(), Code::Unavailable);
+    // The last attempt's error: the server's, when the deadline fell in a wait between attempts;
+    // DeadlineExceeded, when it fell during an attempt (one started with little time left).
+    assert!(
+        matches!(err.code(), Code::Unavailable | Code::DeadlineExceeded),
+        "{err:?}"
+    );
     assert!(
         started.elapsed() < Duration::from_millis(1200),
         "{:?}",
