@@ -184,7 +184,7 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
                     break
                 if leased.lease.deadline != deadline:
                     deadline = leased.lease.deadline
-                    stamp = divmod(int((deadline + wall_offset) * 1e9), 10**9)
+                    stamp = _wall_stamp(deadline, wall_offset)
                 _add_delivery(deliveries, leased, stamp)
                 used += cost
                 count += 1
@@ -293,7 +293,12 @@ class SubscriberServicer(subscriber_pb2_grpc.SubscriberServicer):
             result = out.add(ack_id=ack_id, status=_STATUS[outcome])
             if deadline is not None:
                 stamp = result.lease_deadline
-                stamp.seconds, stamp.nanos = divmod(int((deadline + wall_offset) * 1e9), 10**9)
+                stamp.seconds, stamp.nanos = _wall_stamp(deadline, wall_offset)
+
+
+def _wall_stamp(deadline: float, wall_offset: float) -> tuple[int, int]:
+    """A monotonic `deadline` as (seconds, nanos) since the epoch, for a Timestamp field."""
+    return divmod(int((deadline + wall_offset) * 1e9), 10**9)
 
 
 def _add_delivery(deliveries: Any, leased: LeasedRecord, deadline: tuple[int, int]) -> None:

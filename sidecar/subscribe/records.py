@@ -23,7 +23,7 @@ class Presentation(NamedTuple):
 def presentation(record: FetchedRecord) -> Presentation:
     """Everything a delivery shows of `record`, in one pass over its headers."""
     if not record.headers:
-        return Presentation(f"{record.topic}/{record.partition}/{record.offset}", False, (), 0)
+        return Presentation(_position_id(record), False, (), 0)
     ferry_id: str | None = None
     publish_ms = 0
     user: list[tuple[str, bytes | None]] = []
@@ -36,8 +36,13 @@ def presentation(record: FetchedRecord) -> Presentation:
                 publish_ms = int(value)
         else:
             user.append((name, value))
-    event_id = ferry_id or f"{record.topic}/{record.partition}/{record.offset}"
+    event_id = ferry_id or _position_id(record)
     return Presentation(event_id, ferry_id is not None, tuple(user), publish_ms)
+
+
+def _position_id(record: FetchedRecord) -> str:
+    """The event id of a record not published through Ferry: its Kafka position."""
+    return f"{record.topic}/{record.partition}/{record.offset}"
 
 
 def _text(value: bytes) -> str | None:
