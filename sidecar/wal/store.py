@@ -9,6 +9,7 @@ The tables are in schema.py; how events are packed into slices in slices.py.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import sqlite3
@@ -18,7 +19,7 @@ from typing import IO, NamedTuple
 
 from sidecar.errors import ConfigError
 from sidecar.ids import parse_id
-from sidecar.model import KafkaPosition, OutgoingEvent, Parked, PendingEvent
+from sidecar.model import DeliveredEvent, KafkaPosition, OutgoingEvent, Parked, PendingEvent
 from sidecar.wal.admission import Usage
 from sidecar.wal.digest import event_digest
 from sidecar.wal.migrate import migrate
@@ -80,13 +81,25 @@ def lock_directory(data_dir: Path) -> IO[bytes]:
     return handle
 
 
+def _create_owner_only(path: Path) -> None:
+    """Create the log file owner-only if it does not exist; SQLite gives the -wal and -shm
+    files it creates the database file's mode.
+
+    An existing file is never opened here: closing any descriptor of a file drops every POSIX
+    lock this process holds on it, SQLite's included. A connection of another process (the
+    forwarder's, a reader's) that closes then finds no lock but its own, takes itself for
+    the last one and deletes the -wal file, and what this process commits afterwards goes to
+    the unlinked file: lost. (A umask would not open the file, but it is the whole process's,
+    and other threads' files would race with it.)
+    """
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
 def connect(data_dir: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """Open the log with durable pragmas, verified; create the schema on first use."""
     path = data_dir / DB_NAME
-    # Created owner-only here; SQLite gives the -wal and -shm files it creates the database
-    # file's mode. (A umask would do it too, but the umask is the whole process's: other
-    # threads' files, and any thread that connects, would race with it.)
-    os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0o600))
+    _create_owner_only(path)
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     if not readonly:
@@ -263,18 +276,18 @@ class Statements:
         return [sum(int(r[0]) for r in removed), sum(int(r[1]) for r in removed)]
 
     def record_deliveries(
-        self, delivered: Sequence[tuple[str, KafkaPosition]], now: float, keep_ids: bool
+        self, delivered: Sequence[DeliveredEvent], now: float, keep_ids: bool
     ) -> None:
         """Client ids Kafka acknowledged: keep their position for the dedupe window, or forget."""
         if keep_ids:
             self.conn.executemany(
                 "UPDATE client_ids SET partition = ?, kafka_offset = ?, delivered_at = ?"
                 " WHERE event_id = ?",
-                [(p.partition, p.offset, now, event_id) for event_id, p in delivered],
+                [(partition, offset, now, event_id) for event_id, partition, offset in delivered],
             )
         else:
             self.conn.executemany(
-                "DELETE FROM client_ids WHERE event_id = ?", [(e,) for e, _ in delivered]
+                "DELETE FROM client_ids WHERE event_id = ?", [(e,) for e, _, _ in delivered]
             )
 
     def forget_delivered_before(self, cutoff: float, limit: int) -> int:
