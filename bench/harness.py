@@ -60,7 +60,7 @@ def kafka_env(children: Children, work: Path) -> KafkaEnv:
         config={
             "log.retention.check.interval.ms": 10_000,
             "log.segment.delete.delay.ms": 0,
-            # kafka_local fences a silent broker after 4 s (fast failover for fault tests);
+            # kafka_cluster fences a silent broker after 4 s (fast failover for fault tests);
             # a benchmark on a busy 2-core machine must not lose its only broker that way.
             "broker.session.timeout.ms": 30_000,
             "broker.heartbeat.interval.ms": 2_000,

@@ -20,7 +20,7 @@ from pathlib import Path
 from chaos import report
 from chaos.harness import Env, ScenarioResult, log
 from chaos.scenarios import SCENARIOS
-from testkit.kafka_local import KafkaCluster
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_restore import ensure_running, off_main
 
 

@@ -31,7 +31,7 @@ from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from sidecar.wal.peek import pending_event_ids
 from testkit.ferry_process import FerryProcess
 from testkit.kafka_admin import create_topic
-from testkit.kafka_local import KafkaCluster
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_read import read_to_end
 from testkit.processes import Children
 from testkit.publishing import header

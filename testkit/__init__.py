@@ -12,7 +12,9 @@ Processes and waiting
 
 Kafka
     kafka_jars       Kafka's jars from Maven, cached
-    kafka_local      a local KRaft cluster (also a CLI: ``python -m testkit.kafka_local``)
+    kafka_node       one local KRaft node: its ports, config, storage, JVM; `SecuredListeners`
+    kafka_cluster    `KafkaCluster`: a local KRaft cluster of such nodes, started and stopped
+    kafka_local      the local cluster's CLI (``python -m testkit.kafka_local``)
     kafka_admin      topic names and creation, partition leaders
     kafka_env        ``$KAFKA_BOOTSTRAP`` or a local cluster, as one `KafkaEnv`
     kafka_restore    bringing stopped, killed or paused brokers back

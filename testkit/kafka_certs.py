@@ -1,4 +1,4 @@
-"""Certificates for a secured local Kafka (`testkit.kafka_local`), made at test time.
+"""Certificates for a secured local Kafka (`testkit.kafka_cluster`), made at test time.
 
     certs = make_kafka_certs(tmp_path / "certs")
     # certs.ca: trust this; certs.broker_keystore: the broker's key and chain (PEM)

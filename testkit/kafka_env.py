@@ -1,5 +1,5 @@
 """The Kafka a run uses: an existing cluster named by ``$KAFKA_BOOTSTRAP``, or a local KRaft
-cluster (`testkit.kafka_local`) started under a work dir and stopped by `close()`.
+cluster (`testkit.kafka_cluster`) started under a work dir and stopped by `close()`.
 
     kafka = KafkaEnv.from_environment(tmp / "kafka")
     topic = kafka.topic("orders", partitions=3)
@@ -15,7 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from testkit.kafka_admin import create_topic, unique_topic
-from testkit.kafka_local import FAST_START_JVM_OPTS, KafkaCluster, SecuredListeners
+from testkit.kafka_cluster import KafkaCluster
+from testkit.kafka_node import FAST_START_JVM_OPTS, SecuredListeners
 
 
 def local_cluster(

@@ -1,6 +1,6 @@
 """Bringing a local Kafka back after a test or a fault stopped, killed or paused its brokers.
 
-Broker JVMs are (re)started off the main thread (`off_main`): kafka_local gives a JVM started
+Broker JVMs are (re)started off the main thread (`off_main`): `KafkaCluster` gives a JVM started
 from the main thread a parent-death signal, through a preexec_fn where setpriv is missing
 (Python code between fork and exec), and in a process that runs gRPC threads such a child
 can abort ("Fatal Python error: Aborted" in threading._after_fork). A JVM started from a
@@ -14,7 +14,7 @@ import threading
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from testkit.kafka_local import KafkaCluster
+from testkit.kafka_cluster import KafkaCluster
 
 T = TypeVar("T")
 

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-# Tests fork Kafka brokers (testkit.kafka_local) from a process that has gRPC loaded; gRPC's
+# Tests fork Kafka brokers (testkit.kafka_node) from a process that has gRPC loaded; gRPC's
 # fork handlers abort such a fork now and then. This must be set before grpc is imported.
 os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
 
@@ -18,8 +18,8 @@ import pytest
 
 from testkit.chart import Chart
 from testkit.ferry_process import Ferries
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_env import KafkaEnv
-from testkit.kafka_local import KafkaCluster
 from testkit.log_secrets import SecretLog
 from testkit.paths import ROOT, cached_binary
 

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 
 from chaos.harness import Env, Run, ScenarioResult, log
-from testkit.kafka_local import KafkaCluster
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_restore import ensure_running, off_main
 
 PAUSE_S = 7.0  # > the forwarder's 5 s probe: Ferry must notice the hang and ride it out

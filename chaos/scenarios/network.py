@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 from chaos import toxiproxy
 from chaos.harness import Env, Run, ScenarioResult, log, result_for_skip
-from testkit.kafka_local import KafkaCluster
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_restore import off_main
 from testkit.ports import stable_free_port
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
 RecordHeaders = tuple[tuple[str, bytes | None], ...]
+TopicPartitionKey = tuple[str, int]
 #: Kafka's timestamp types, numbered as librdkafka and ferry.v1.TimestampType number them.
 TIMESTAMP_NOT_AVAILABLE, TIMESTAMP_CREATE_TIME, TIMESTAMP_LOG_APPEND_TIME = 0, 1, 2
 
@@ -71,6 +72,22 @@ class CommitOffset:
     partition: int
     offset: int
     metadata: str
+
+
+class ConsumerSink(Protocol):
+    """The subscription's side of its consumer thread; every method runs on the event loop."""
+
+    def on_assigned(self, partitions: list[AssignedPartition]) -> None: ...
+
+    def on_records(self, records: list[FetchedRecord]) -> None: ...
+
+    async def on_revoked(
+        self, partitions: list[TopicPartitionKey], lost: bool
+    ) -> list[CommitOffset]: ...
+
+    def on_consumer_replaced(self) -> None: ...
+
+    def on_committed_lag(self, lag: int | None) -> None: ...
 
 
 DeliveryCallback = Callable[[Any, Any], None]

@@ -17,7 +17,7 @@ of both bounds is left.
 Holding costs librdkafka nothing: its prefetch stays queued (bounded by
 `queued.max.messages.kbytes`) and the records flow again the moment the
 consumer thread takes them. Only a hold that lasts makes the consumer pause
-its partitions, which drops the prefetch (consumer.py).
+its partitions, which drops the prefetch (sidecar/kafka/consumer_hold.py).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The local Kafka of testkit.kafka_local is a real, durable, replicating Kafka."""
+"""The local Kafka of testkit.kafka_cluster is a real, durable, replicating Kafka."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
 
-from testkit.kafka_local import FAST_START_JVM_OPTS, KafkaCluster
+from testkit.kafka_cluster import KafkaCluster
+from testkit.kafka_node import FAST_START_JVM_OPTS
 
 
 def _produce(bootstrap: str, topic: str, values: list[bytes]) -> None:

@@ -22,8 +22,9 @@ from testkit.ferry_log import json_entries
 from testkit.ferry_process import Ferries, FerryProcess
 from testkit.kafka_admin import unique_topic
 from testkit.kafka_certs import KafkaCerts, make_kafka_certs
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_env import local_cluster
-from testkit.kafka_local import KafkaCluster, SecuredListeners
+from testkit.kafka_node import SecuredListeners
 from testkit.kafka_read import read_to_end, read_topic
 from testkit.log_secrets import SecretLog
 from testkit.publishing import FAST_RETRY, event, publish, publish_through_ferry

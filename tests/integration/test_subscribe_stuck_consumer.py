@@ -32,8 +32,8 @@ from testkit.acking_worker import AckingWorker
 from testkit.ferry_log import json_entries
 from testkit.ferry_process import Ferries
 from testkit.kafka_admin import create_topic, unique_topic
+from testkit.kafka_cluster import KafkaCluster
 from testkit.kafka_env import local_cluster
-from testkit.kafka_local import KafkaCluster
 from testkit.stream_client import StreamClient, open_stream
 from testkit.subscribe_calls import open_request, unique_subscription
 

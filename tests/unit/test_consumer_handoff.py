@@ -43,9 +43,9 @@ async def test_posts_from_the_thread_arrive_in_order_with_one_wake_up() -> None:
     try:
 
         def consumer_side() -> None:
-            thread._post(sink.on_records, [fetched_record("t", 0, 1, None, b"a")])
-            thread._post(sink.on_assigned, [AssignedPartition("t", 1, None, "")])
-            thread._post(sink.on_records, [fetched_record("t", 1, 7, None, b"b")])
+            thread._handoff.post(sink.on_records, [fetched_record("t", 0, 1, None, b"a")])
+            thread._handoff.post(sink.on_assigned, [AssignedPartition("t", 1, None, "")])
+            thread._handoff.post(sink.on_records, [fetched_record("t", 1, 7, None, b"b")])
 
         worker = threading.Thread(target=consumer_side)
         worker.start()
@@ -54,7 +54,8 @@ async def test_posts_from_the_thread_arrive_in_order_with_one_wake_up() -> None:
         await asyncio.sleep(0)
         assert sink.seen == [("records", [1]), ("assigned", [1]), ("records", [7])]
         assert wakeups == 1
-        thread._post(lambda _: sink.on_consumer_replaced(), None)  # drained: wakes the loop again
+        # Drained: the next post wakes the loop again.
+        thread._handoff.post(lambda _: sink.on_consumer_replaced(), None)
         await asyncio.sleep(0)
         assert sink.seen[-1] == ("replaced", None)
         assert wakeups == 2

@@ -7,7 +7,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from sidecar.kafka.consumer import HOLD_BEFORE_PAUSE_S, ConsumerThread, consumer_config
+from sidecar.kafka.consumer import ConsumerThread, consumer_config
+from sidecar.kafka.consumer_hold import HOLD_BEFORE_PAUSE_S
 from tests.unit.test_consumer_handoff import RecordingSink
 
 
@@ -29,7 +30,7 @@ def make_thread() -> ConsumerThread:
     thread = ConsumerThread(
         consumer_config("127.0.0.1:1", "g", False, {}), ["t"], loop, RecordingSink()
     )
-    thread._owned.update({("t", 0), ("t", 1)})
+    thread._rebalance.owned.update({("t", 0), ("t", 1)})
     return thread
 
 
@@ -37,15 +38,25 @@ def run_commands(thread: ConsumerThread, consumer: Any) -> None:
     thread._run_commands(consumer)
 
 
+def consuming(thread: ConsumerThread, consumer: Any) -> bool:
+    return thread._hold.consuming(consumer, thread._rebalance.owned)
+
+
+def settle_assigned(
+    thread: ConsumerThread, consumer: Any, partitions: list[tuple[str, int]]
+) -> None:
+    thread._hold.settle_assigned(consumer, partitions, thread._rebalance.owned)
+
+
 async def test_a_young_hold_takes_nothing_and_keeps_the_prefetch() -> None:
     thread, consumer = make_thread(), RecordingConsumer()
-    assert thread._consuming(consumer)
+    assert consuming(thread, consumer)
     thread.hold_records(True)
     run_commands(thread, consumer)
-    assert not thread._consuming(consumer)
+    assert not consuming(thread, consumer)
     thread.hold_records(False)
     run_commands(thread, consumer)
-    assert thread._consuming(consumer)
+    assert consuming(thread, consumer)
     assert consumer.calls == []  # never paused: librdkafka's prefetch stays
 
 
@@ -53,10 +64,10 @@ async def test_an_old_hold_pauses_the_partitions_and_taking_again_resumes_them()
     thread, consumer = make_thread(), RecordingConsumer()
     thread.hold_records(True)
     run_commands(thread, consumer)
-    thread._held_since -= HOLD_BEFORE_PAUSE_S  # the hold has lasted
-    assert thread._consuming(consumer)  # consumes again, to serve callbacks
+    thread._hold._held_since -= HOLD_BEFORE_PAUSE_S  # the hold has lasted
+    assert consuming(thread, consumer)  # consumes again, to serve callbacks
     assert consumer.calls == [("pause", [("t", 0), ("t", 1)])]
-    assert thread._consuming(consumer)
+    assert consuming(thread, consumer)
     assert len(consumer.calls) == 1  # paused once
     thread.hold_records(False)
     run_commands(thread, consumer)
@@ -65,14 +76,14 @@ async def test_an_old_hold_pauses_the_partitions_and_taking_again_resumes_them()
 
 async def test_partitions_assigned_while_paused_are_paused_and_otherwise_resumed() -> None:
     thread, consumer = make_thread(), RecordingConsumer()
-    thread._settle_assigned(consumer, [("t", 1)])
+    settle_assigned(thread, consumer, [("t", 1)])
     assert consumer.calls == [("resume", [("t", 1)])]  # librdkafka may keep it paused
     thread.hold_records(True)
     run_commands(thread, consumer)
-    thread._held_since -= HOLD_BEFORE_PAUSE_S
-    thread._consuming(consumer)
-    thread._owned.add(("t", 2))
-    thread._settle_assigned(consumer, [("t", 2), ("t", 3)])  # t/3 was revoked meanwhile
+    thread._hold._held_since -= HOLD_BEFORE_PAUSE_S
+    consuming(thread, consumer)
+    thread._rebalance.owned.add(("t", 2))
+    settle_assigned(thread, consumer, [("t", 2), ("t", 3)])  # t/3 was revoked meanwhile
     assert consumer.calls[-1] == ("pause", [("t", 2)])
 
 
@@ -80,7 +91,7 @@ async def test_a_waiting_thread_wakes_for_a_command() -> None:
     thread, consumer = make_thread(), RecordingConsumer()
     thread.hold_records(True)
     thread._run_commands(consumer, wait_s=30.0)  # returns at once: a command was queued
-    assert thread._holding
+    assert thread._hold.holding
 
 
 class ErrorMessage:
