@@ -4,4 +4,6 @@ import sys
 
 from sidecar.cli import main
 
-sys.exit(main())
+# Guarded: the forwarder process (multiprocessing's spawn) imports this module again.
+if __name__ == "__main__":
+    sys.exit(main())

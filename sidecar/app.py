@@ -1,9 +1,11 @@
-"""Assembly and lifecycle of one Ferry process: log, forwarder, subscriptions, services, drain.
+"""Assembly and lifecycle of Ferry: log, forwarder process, subscriptions, services, drain.
 
-Start order: lock + open the log, start the forwarder, serve (health goes
+Start order: lock + open the log, start the forwarder process, serve (health goes
 SERVING once the log is open).
 
-Ferry is one process. Its threads, and what each owns:
+Ferry is two processes: this one, and the forwarder process it starts and supervises
+(sidecar/forward/supervisor.py), which reads the log and sends it to Kafka under an
+interpreter lock of its own. Ferry's threads, and what each owns:
 
 ==========================  ==========================================================
 thread                      owns
@@ -23,11 +25,11 @@ gRPC poller (grpc.aio's     polls gRPC core's completion queue for the event loo
                             the -wal file's hard bound (a TRUNCATE checkpoint)
 `wal-checkpoint`            its own log connection: PASSIVE checkpoints after commits,
                             off the commit path
-`forwarder`                 the Kafka producer (its delivery callbacks run here) and a
-                            read-only log connection: per-topic lanes, retries,
-                            retirement requests
-`kafka-probe`               metadata requests through the forwarder's producer while no
-                            delivery is reported: Kafka reachability
+`forwarder-feed`            the pipe's downward half: what the log committed, to the
+                            forwarder process
+`forwarder-link`            the pipe's upward half: settlements to the log writer,
+                            deliveries to the ACK_LEVEL_KAFKA waiters, the forwarder's
+                            reports; restarts a forwarder process that died
 `consumer-<group>`, one     that subscription's Kafka consumer: polling, rebalance
 per subscription            callbacks (the commit on revoke), commits, pause and resume,
                             the stuck-consumer watchdog
@@ -52,12 +54,31 @@ native threads              librdkafka's (`rdk:main`, `rdk:broker*`, per Kafka c
                             and gRPC core's
 ==========================  ==========================================================
 
-The wal-writer, wal-checkpoint, forwarder, kafka-probe and consumer threads
-run supervised (sidecar/lifecycle.py): if one dies (an exception escapes its
+The forwarder process (sidecar/forward/child.py), and what each of its threads owns:
+
+==========================  ==========================================================
+thread                      owns
+==========================  ==========================================================
+main                        the pipe's reading end: committed rows, the order to stop
+`forwarder`                 the Kafka producer (its delivery callbacks run here) and a
+                            read-only log connection: per-topic lanes, retries,
+                            settlements and deliveries sent up the pipe
+`kafka-probe`               metadata requests through the producer while no delivery
+                            is reported: Kafka reachability
+`forwarder-report`          the forwarder's state, up the pipe four times a second
+native threads              librdkafka's
+==========================  ==========================================================
+
+The wal-writer, wal-checkpoint, forwarder-feed, forwarder-link and consumer
+threads run supervised (sidecar/lifecycle.py): if one dies (an exception escapes its
 loop), it is logged as one `thread_died` line with the traceback, health turns NOT_SERVING
 at once and Ferry drains as below, then exits 70 so that Kubernetes restarts
 it. The forwarder gets no grace period if the log writer died (it could
 retire nothing). What is logged stays in the log; the next start forwards it.
+A forwarder process that dies (a thread of its own died, or it was killed) is
+started again after a backoff while Ferry keeps serving, with `ferry.kafka`
+NOT_SERVING until it reports; after three crashes in a row the forwarder-link
+thread gives up, and Ferry drains and exits 70 (sidecar/forward/restarts.py).
 
 Drain (SIGTERM, or a dead thread), each step bounded, the shutdown budget
 being their sum (`ShutdownBudget`): health NOT_SERVING for every service
@@ -79,6 +100,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -95,9 +117,9 @@ from sidecar.api.tokens import TokenStore
 from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.channels import CommittedRows
-from sidecar.forward.forwarder import Forwarder
+from sidecar.forward.messages import ForwarderConfig
+from sidecar.forward.supervisor import ForwarderProcess
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
-from sidecar.kafka.producer import producer_factory
 from sidecar.kafka.security import kafka_client_options
 from sidecar.lifecycle import (
     FORWARDER_STOP_S,
@@ -138,7 +160,7 @@ class FerryApp:
 
     settings: Settings
     writer: WalWriter
-    forwarder: Forwarder
+    forwarder: ForwarderProcess
     publish: PublishService
     subscriptions: SubscriptionRegistry
     health: Health
@@ -182,13 +204,19 @@ class FerryApp:
             ),
             on_commit=committed.report,
         )
-        forwarder = Forwarder(
-            settings.data_dir,
+        forwarder = ForwarderProcess(
+            ForwarderConfig(
+                settings.data_dir,
+                settings.kafka_bootstrap,
+                options,
+                max_in_flight=settings.forwarder_max_in_flight,
+                max_backoff_s=settings.retry_max_backoff_s,
+                log_level=settings.log_level,
+                arm_failpoints=True,
+                parent_pid=os.getpid(),
+            ),
             committed,
             writer,
-            producer_factory(settings.kafka_bootstrap, options),
-            max_in_flight=settings.forwarder_max_in_flight,
-            max_backoff_s=settings.retry_max_backoff_s,
             on_delivered=waiters.delivered,
         )
         publish = PublishService(writer, waiters)

@@ -8,10 +8,16 @@ thread point (`*.crash`) raises `InjectedCrash` in the thread that reaches it, a
 so that the thread dies and Ferry's supervision (sidecar/lifecycle.py) is what stops it.
 Unset (always, outside tests) every point is one truth test of an empty dict. Unknown names
 stop Ferry at start, like any invalid setting.
+
+Ferry's forwarder runs in a process of its own (sidecar/forward/child.py). A kill point hit
+there kills Ferry first, then itself: a kill point stands for the whole of Ferry dying at that
+place. A thread point hit there ends the forwarder process only, which Ferry restarts; a
+restarted forwarder process runs unarmed, so that a point fires once per start of Ferry.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import threading
@@ -37,6 +43,7 @@ class InjectedCrash(RuntimeError):
 
 _armed: dict[str, int] = {}
 _lock = threading.Lock()
+_kill_first: list[int] = []
 
 
 def parse(text: str) -> dict[str, int]:
@@ -65,6 +72,11 @@ def arm_from_env() -> None:
         _armed.update(armed)
 
 
+def kill_first(pid: int) -> None:
+    """A kill point hit in this process SIGKILLs `pid` before this process."""
+    _kill_first.append(pid)
+
+
 def hit(name: str) -> None:
     """Count a pass through point `name`; on its armed count, SIGKILL this process (a kill
     point) or raise InjectedCrash (a thread point, which is then disarmed)."""
@@ -85,4 +97,7 @@ def hit(name: str) -> None:
     # this process reads (sidecar/observability/stderr.py), and it dies with the process.
     line = f'{{"event": "failpoint_hit", "point": "{name}", "level": "warning"}}\n'
     os.write(1, line.encode())
+    for pid in _kill_first:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     os.kill(os.getpid(), signal.SIGKILL)

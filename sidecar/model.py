@@ -94,12 +94,10 @@ class PendingEvent(NamedTuple):
     assigned_id: bool = False
 
 
-class Delivered(NamedTuple):
-    """Kafka acknowledged a logged event."""
-
-    sequence: int
-    event_id: str
-    position: KafkaPosition
+#: An event Kafka acknowledged, as the forwarder reports it: (event id, partition, offset).
+#: A plain tuple, because the forwarder process sends them in bulk and a tuple of a str and two
+#: ints pickles in a tenth of the time a NamedTuple takes.
+DeliveredEvent = tuple[str, int, int]
 
 
 class Parked(NamedTuple):
@@ -117,7 +115,7 @@ class Settlement:
     #: Per topic: every event of the topic up to this sequence was delivered or parked.
     settled_to: dict[str, int]
     #: Client-supplied ids Kafka acknowledged, with where it stored them (for dedupe answers).
-    delivered_ids: list[tuple[str, KafkaPosition]]
+    delivered_ids: list[DeliveredEvent]
     #: Events Kafka refused for good, to keep aside in the log.
     parked: list[Parked]
 

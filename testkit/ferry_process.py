@@ -219,6 +219,15 @@ class FerryProcess:
         assert entries, f"{self.name} serves no metrics:\n{self.log_tail()}"
         return f"http://{HOST}:{entries[-1]['port']}/metrics"
 
+    def forwarder_pid(self, timeout: float = 30.0) -> int:
+        """The pid of the forwarder process started last (its `forwarder_process_started`
+        line), waiting up to `timeout` s for the first one to start."""
+        wait_until(lambda: any(json_entries(self.log_path, "forwarder_process_started")), timeout)
+        entries = list(json_entries(self.log_path, "forwarder_process_started"))
+        assert entries, f"{self.name} started no forwarder process:\n{self.log_tail()}"
+        pid: int = entries[-1]["pid"]
+        return pid
+
     def pending_rows(self) -> int:
         """Rows still in the write-ahead log (read-only peek, safe while Ferry runs)."""
         return pending_rows(self.data_dir)

@@ -25,11 +25,13 @@ def error_kind(error: str) -> str:
 
 @dataclass(slots=True)
 class ForwarderCounters:
-    """Events handed to the producer, lane restarts after a failure, failures by kind."""
+    """Events handed to the producer, lane restarts after a failure, failures by kind, and
+    forwarder processes started after one died (counted by Ferry's supervisor)."""
 
     sent_events: int = 0
     lane_restarts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
+    process_restarts: int = 0
 
     def failed(self, error: str) -> None:
         kind = error_kind(error)
@@ -63,3 +65,16 @@ class LaneStatus:
         return cls(
             lane.topic, lane.in_flight, lane.failed, lane.failures, retry_in, lane.last_error
         )
+
+
+@dataclass(frozen=True, slots=True)
+class ForwarderStatus:
+    """A snapshot for health, metrics and the admin view."""
+
+    kafka_reachable: bool
+    in_flight: int
+    delivered_total: int
+    resent_total: int
+    parked_total: int
+    failing_topics: dict[str, str]
+    lanes: tuple[LaneStatus, ...] = ()

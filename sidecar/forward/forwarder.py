@@ -1,6 +1,8 @@
 """The forwarder: sends logged events to Kafka until Kafka acknowledges them, then retires them.
 
-One thread owns a producer and a read connection to the log. Events travel
+One thread of the forwarder process (sidecar/forward/child.py) owns a producer
+and a read connection to the log; it learns of committed rows and asks for
+retirements through channels (sidecar/forward/channels.py). Events travel
 in lanes, one per topic, each in log order, so that events with the same key
 reach their partition in publish order. A delivery error means "outcome
 unknown": the row is kept, the lane stops, backs off, and after everything
@@ -25,9 +27,7 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,16 +36,16 @@ import structlog
 from sidecar import failpoints
 from sidecar.backoff import backoff_delay
 from sidecar.forward.channels import CommittedRows, Retirements
-from sidecar.forward.counters import ForwarderCounters, LaneStatus
-from sidecar.kafka.auth_failures import auth_failure
+from sidecar.forward.counters import ForwarderCounters, ForwarderStatus, LaneStatus
+from sidecar.forward.lanes import UNKNOWN_END, Lane
+from sidecar.forward.reachability import KafkaReachability
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
 from sidecar.kafka.producer import refused_for_good
 from sidecar.lifecycle import supervised
 from sidecar.model import (
     EVENT_ID_HEADER,
     PUBLISH_TIME_HEADER,
-    Delivered,
-    KafkaPosition,
+    DeliveredEvent,
     Parked,
     PendingEvent,
     Settlement,
@@ -54,60 +54,8 @@ from sidecar.wal.store import Statements, connect
 
 log = structlog.get_logger(__name__)
 
-UNKNOWN_END = 2**63 - 1
 PAGE = 500
 IDLE_WAIT_S = 0.2
-PROBE_EVERY_S = 5.0
-PROBE_TIMEOUT_S = 2.0  # while Kafka looks reachable: a slow answer is not an outage
-
-
-@dataclass(slots=True)
-class Lane:
-    """Per-topic sending state."""
-
-    topic: str
-    cursor: int = 0  # highest sequence handed to the producer
-    known_end: int = UNKNOWN_END  # highest sequence known to exist (UNKNOWN_END: scan to find)
-    in_flight: int = 0
-    failed: bool = False
-    failures: int = 0
-    retry_at: float = 0.0
-    last_error: str = ""
-    high_water: int = 0  # highest sequence ever handed to the producer: below it is a resend
-    #: One row per wave, after Kafka refused a wave for good: a refusal of a lone row is that
-    #: row's own (a wave of small records can be refused for the size of their batch).
-    single: bool = False
-    #: Every event up to here is delivered or parked: the log retires up to it.
-    settled_to: int = 0
-    reported_to: int = 0  # the settled_to last sent to the log
-    #: Sequences handed to the producer and not yet settled in order, oldest first, and those
-    #: of them that are settled (delivered or parked) behind an older unsettled one.
-    sent: deque[int] = field(default_factory=deque)
-    settled: set[int] = field(default_factory=set)
-
-    def settle(self, sequence: int) -> None:
-        self.settled.add(sequence)
-        sent, settled = self.sent, self.settled
-        while sent and sent[0] in settled:
-            self.settled_to = sent.popleft()
-            settled.discard(self.settled_to)
-
-    @property
-    def has_work(self) -> bool:
-        return not self.failed and self.known_end > self.cursor
-
-
-@dataclass(frozen=True, slots=True)
-class ForwarderStatus:
-    """A snapshot for health, metrics and the admin view."""
-
-    kafka_reachable: bool
-    in_flight: int
-    delivered_total: int
-    resent_total: int
-    parked_total: int
-    failing_topics: dict[str, str]
-    lanes: tuple[LaneStatus, ...] = ()
 
 
 class Forwarder:
@@ -122,7 +70,7 @@ class Forwarder:
         *,
         max_in_flight: int,
         max_backoff_s: float,
-        on_delivered: Callable[[list[Delivered]], None] = lambda _: None,
+        on_delivered: Callable[[list[DeliveredEvent]], None] = lambda _: None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -143,12 +91,11 @@ class Forwarder:
         self._in_flight = 0
         self._generation = 0
         self._fatal: Any = None
-        self._delivered: list[Delivered] = []
-        self._delivered_ids: list[tuple[str, KafkaPosition]] = []  # client ids among them
+        self._delivered: list[DeliveredEvent] = []
+        self._delivered_ids: list[DeliveredEvent] = []  # client ids among them
         self._parked: list[Parked] = []
         self._retiring: list[concurrent.futures.Future[None]] = []
-        self._kafka_reachable: bool | None = None  # None: not known yet
-        self._last_delivery = 0.0  # clock() of the last successful delivery report
+        self._reachability = KafkaReachability(clock)
         self.delivered_total = 0
         self.resent_total = 0
         self.parked_total = 0
@@ -158,7 +105,7 @@ class Forwarder:
             target=supervised("forwarder", self._run), name="forwarder", daemon=True
         )
         self._prober = threading.Thread(
-            target=supervised("kafka-probe", self._probe_loop), name="kafka-probe", daemon=True
+            target=supervised("kafka-probe", self._probe), name="kafka-probe", daemon=True
         )
 
     # -- called from other threads ---------------------------------------------------------
@@ -180,7 +127,7 @@ class Forwarder:
     def status(self) -> ForwarderStatus:
         lanes = list(self._lanes.values())
         return ForwarderStatus(
-            kafka_reachable=bool(self._kafka_reachable),
+            kafka_reachable=bool(self._reachability.reachable),
             in_flight=self._in_flight,
             delivered_total=self.delivered_total,
             resent_total=self.resent_total,
@@ -333,10 +280,10 @@ class Forwarder:
             if err is None:  # the per-event path: keep it short (reachability: _settle_deliveries)
                 lane.failures = 0
                 lane.single = False
-                position = KafkaPosition(msg.partition(), msg.offset())
-                self._delivered.append(Delivered(row.sequence, row.event_id, position))
+                delivered = (row.event_id, msg.partition(), msg.offset())
+                self._delivered.append(delivered)
                 if not row.assigned_id:
-                    self._delivered_ids.append((row.event_id, position))
+                    self._delivered_ids.append(delivered)
                 lane.settle(row.sequence)
             elif not refused_for_good(err):
                 self._fail_lane(lane, str(err))
@@ -412,8 +359,7 @@ class Forwarder:
         delivered, self._delivered = self._delivered, []
         if delivered:
             failpoints.hit("forwarder.after_ack")
-            self._set_reachable(True)
-            self._last_delivery = self._clock()
+            self._reachability.delivered()
             self.delivered_total += len(delivered)
         settlement = Settlement(marks, self._delivered_ids, self._parked)
         self._delivered_ids, self._parked = [], []
@@ -423,35 +369,8 @@ class Forwarder:
         if delivered:
             self._on_delivered(delivered)
 
-    # -- Kafka reachability ------------------------------------------------------------------
-
-    def _probe_loop(self) -> None:
-        """Ask Kafka for metadata whenever no delivery was reported for a while.
-
-        Sends never time out, so a Kafka that went away shows up as silence, not as failed
-        deliveries; an idle producer reports nothing at all. On its own thread, so that a
-        slow answer never holds up sending.
-        """
-        while not self._stopping.wait(PROBE_EVERY_S / 5):
-            producer = self._producer
-            if producer is None or self._clock() - self._last_delivery < PROBE_EVERY_S:
-                continue
-            try:
-                producer.list_topics(timeout=PROBE_TIMEOUT_S if self._kafka_reachable else 0.5)
-            except Exception as exc:
-                self._set_reachable(False, str(exc))
-            else:
-                self._set_reachable(True)
-            self._stopping.wait(PROBE_EVERY_S)
-
-    def _set_reachable(self, reachable: bool, reason: str = "") -> None:
-        if reachable == self._kafka_reachable:
-            return
-        self._kafka_reachable = reachable
-        if reachable:
-            log.info("kafka_reachable")
-        else:
-            log.warning("kafka_unreachable", reason=reason, in_flight=self._in_flight)
+    def _probe(self) -> None:
+        self._reachability.probe_until(self._stopping, lambda: self._producer)
 
     def _new_producer(self) -> ProducerPort:
         self._fatal = None
@@ -461,14 +380,7 @@ class Forwarder:
     def _on_error(self, err: Any) -> None:
         if err.fatal():
             self._fatal = err
-        name = err.name() if hasattr(err, "name") else str(err)
-        refused = auth_failure(err)
-        if refused is not None:
-            # Kafka refuses Ferry's credentials or certificates: down until fixed and restarted,
-            # while a probe or delivery cannot succeed (kafka_auth_failed is logged with it).
-            self._set_reachable(False, f"{refused.kind} refused ({refused.code})")
-        elif name in {"_ALL_BROKERS_DOWN", "_TRANSPORT", "_RESOLVE"}:
-            self._set_reachable(False, name)
+        self._reachability.producer_error(err)
 
     def _replace_producer(self, old: ProducerPort) -> ProducerPort:
         log.error("producer_fatal_error", error=str(self._fatal))

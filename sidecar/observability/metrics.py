@@ -157,6 +157,10 @@ SNAPSHOT_METRICS = {
     "retries": _counter(
         "ferry_forwarder_retries", "Lanes started again after a failure and its backoff"
     ),
+    "process_restarts": _counter(
+        "ferry_forwarder_process_restarts",
+        "Forwarder processes started again after one died (sidecar/forward/restarts.py)",
+    ),
     "errors": _counter(
         "ferry_forwarder_errors",
         "Forwarding failures by kind (the Kafka error code, or other)",
@@ -259,6 +263,7 @@ def snapshot_metrics(snap: FerrySnapshot) -> list[Metric]:
     f["delivered"].add_metric([], fwd.delivered_events)
     f["resent"].add_metric([], fwd.resent_events)
     f["retries"].add_metric([], fwd.lane_restarts)
+    f["process_restarts"].add_metric([], fwd.process_restarts)
     for kind, count in sorted(fwd.errors.items()):
         f["errors"].add_metric([kind], count)
     f["parked_total"].add_metric([], fwd.parked_events)

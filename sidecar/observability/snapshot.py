@@ -25,8 +25,7 @@ import grpc
 import structlog
 
 from sidecar import __version__
-from sidecar.forward.counters import ForwarderCounters
-from sidecar.forward.forwarder import ForwarderStatus
+from sidecar.forward.counters import ForwarderCounters, ForwarderStatus
 from sidecar.subscribe.subscription import Subscription
 from sidecar.wal.admission import Usage
 from sidecar.wal.peek import oldest_pending_ms
@@ -59,6 +58,7 @@ class ForwarderSnapshot:
     resent_events: int
     parked_events: int
     lane_restarts: int
+    process_restarts: int
     errors: dict[str, int]
 
 
@@ -140,7 +140,8 @@ class LogView(Protocol):
 
 
 class ForwarderView(Protocol):
-    counters: ForwarderCounters
+    @property
+    def counters(self) -> ForwarderCounters: ...
 
     def status(self) -> ForwarderStatus: ...
 
@@ -188,6 +189,7 @@ def forwarder_snapshot(status: ForwarderStatus, counters: ForwarderCounters) -> 
         resent_events=status.resent_total,
         parked_events=status.parked_total,
         lane_restarts=counters.lane_restarts,
+        process_restarts=counters.process_restarts,
         errors=dict(counters.errors),
     )
 

@@ -1,15 +1,15 @@
 """Publishers waiting for Kafka's acknowledgement (ACK_LEVEL_KAFKA), keyed by event id.
 
 Waiters are registered before the append, so a delivery can never slip by
-unseen. The forwarder thread reports deliveries; one hop per batch moves
-them onto the event loop.
+unseen. The forwarder reports every delivery; one hop per batch moves them
+onto the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from sidecar.model import Delivered, KafkaPosition
+from sidecar.model import DeliveredEvent, KafkaPosition
 
 
 class KafkaAckWaiters:
@@ -44,14 +44,18 @@ class KafkaAckWaiters:
             if not waiting:
                 del self._waiting[event_id]
 
-    def delivered(self, delivered: list[Delivered]) -> None:
-        """Called from the forwarder thread."""
+    def delivered(self, delivered: list[DeliveredEvent]) -> None:
+        """Called from the thread that hears the forwarder's reports."""
         if not self._waiting:  # the common case: nobody asked for ACK_LEVEL_KAFKA
             return
         self._loop.call_soon_threadsafe(self._resolve, delivered)
 
-    def _resolve(self, delivered: list[Delivered]) -> None:
-        for d in delivered:
-            for future in self._waiting.pop(d.event_id, []):
+    def _resolve(self, delivered: list[DeliveredEvent]) -> None:
+        waiting = self._waiting
+        for event_id, partition, offset in delivered:
+            futures = waiting.pop(event_id, None)
+            if futures is None:
+                continue
+            for future in futures:
                 if not future.done():
-                    future.set_result(d.position)
+                    future.set_result(KafkaPosition(partition, offset))

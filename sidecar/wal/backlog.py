@@ -13,7 +13,7 @@ import concurrent.futures
 from collections import deque
 from dataclasses import dataclass, field
 
-from sidecar.model import KafkaPosition, Parked, Settlement
+from sidecar.model import DeliveredEvent, Parked, Settlement
 
 
 @dataclass(slots=True)
@@ -30,7 +30,7 @@ class RetireSlice:
 
     requests: list[RetireRequest]
     settled_to: dict[str, int]
-    delivered_ids: list[tuple[str, KafkaPosition]]
+    delivered_ids: list[DeliveredEvent]
     parked: list[Parked]
 
     @property
@@ -56,7 +56,7 @@ class RetireBacklog:
         """The oldest whole settlements: at least one, more while within `budget` rows."""
         taken: list[RetireRequest] = []
         settled_to: dict[str, int] = {}
-        delivered: list[tuple[str, KafkaPosition]] = []
+        delivered: list[DeliveredEvent] = []
         parked: list[Parked] = []
         cost = 0
         for request in self._requests:

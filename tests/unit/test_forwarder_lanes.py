@@ -19,7 +19,7 @@ import pytest
 from confluent_kafka import KafkaError, KafkaException
 
 from sidecar.clock import ManualClock
-from sidecar.forward import forwarder as forwarder_module
+from sidecar.forward import reachability
 from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
 from sidecar.kafka.ports import DeliveryCallback, ProducerPort
@@ -27,7 +27,7 @@ from sidecar.model import (
     EVENT_ID_HEADER,
     PUBLISH_TIME_HEADER,
     Accepted,
-    Delivered,
+    DeliveredEvent,
     KafkaPosition,
     OutgoingEvent,
 )
@@ -218,7 +218,7 @@ class Rig:
     broker: FakeBroker
     forwarder: Forwarder
     clock: ManualClock | None
-    delivered: list[Delivered]
+    delivered: list[DeliveredEvent]
 
     async def publish(self, topic: str, count: int, start: int = 0) -> list[Accepted]:
         events = [
@@ -272,7 +272,7 @@ async def make_rig(data_dir: Path) -> AsyncIterator[RigFactory]:
         writer = WalWriter(data_dir, LIMITS, on_commit=on_commit)
         broker = FakeBroker()
         clock = ManualClock(1000.0) if manual_clock else None
-        delivered: list[Delivered] = []
+        delivered: list[DeliveredEvent] = []
         forwarder = Forwarder(
             data_dir,
             committed,
@@ -338,9 +338,7 @@ async def test_delivered_positions_reach_the_callback_and_the_log(make_rig: RigF
     accepted = await rig.publish("alpha", 3)
     await wait_for(lambda: rig.writer.pending_rows == 0, "retired")
     await wait_for(lambda: len(rig.delivered) == 3, "on_delivered called")
-    assert [(d.sequence, d.event_id, d.position) for d in rig.delivered] == [
-        (a.sequence, a.event_id, KafkaPosition(0, n)) for n, a in enumerate(accepted)
-    ]
+    assert rig.delivered == [(a.event_id, 0, n) for n, a in enumerate(accepted)]
     # The log remembers where Kafka put it: a retry of the publish gets the position.
     [again] = await rig.writer.append(
         [OutgoingEvent("alpha-1", "alpha", b"k1", b"payload 1", (("h", b"v"),))]
@@ -529,7 +527,7 @@ async def test_a_refused_login_makes_kafka_unreachable_and_keeps_the_rows(
 ) -> None:
     """A wrong password or an untrusted certificate: librdkafka retries without end and
     reports it through error_cb, which alone turns Kafka unreachable here (no probe runs)."""
-    monkeypatch.setattr(forwarder_module, "PROBE_EVERY_S", 3600.0)
+    monkeypatch.setattr(reachability, "PROBE_EVERY_S", 3600.0)
     rig = make_rig()
     await rig.publish("alpha", 1)
     await wait_for(lambda: rig.forwarder.status().kafka_reachable, "reachable after delivery")
@@ -633,7 +631,7 @@ async def test_a_row_refused_for_good_is_found_alone_and_parked(make_rig: RigFac
     )
     await rig.publish("alpha", 10)
     await wait_for(lambda: rig.writer.pending_rows == 0, "every row delivered or parked")
-    delivered = {d.event_id for d in rig.delivered}
+    delivered = {event_id for event_id, _, _ in rig.delivered}
     assert delivered == set(ids("alpha", range(10))) - {"alpha-5"}
     assert rig.writer.parked_rows == 1
     assert rig.forwarder.parked_total == 1
@@ -653,7 +651,7 @@ async def test_a_wave_refused_only_for_its_size_parks_nothing(make_rig: RigFacto
     rig.broker.policy = lambda sent: refused if len(rig.broker.producers[-1].queue) > 3 else None
     await rig.publish("alpha", 20)
     await wait_for(lambda: rig.writer.pending_rows == 0, "every row delivered")
-    assert {d.event_id for d in rig.delivered} == set(ids("alpha", range(20)))
+    assert {event_id for event_id, _, _ in rig.delivered} == set(ids("alpha", range(20)))
     assert rig.writer.parked_rows == 0
 
 
@@ -669,5 +667,7 @@ async def test_a_row_produce_refuses_for_good_is_parked_at_once(make_rig: RigFac
     rig.broker.produce_raises = raises
     await rig.publish("alpha", 6)
     await wait_for(lambda: rig.writer.pending_rows == 0, "every row delivered or parked")
-    assert {d.event_id for d in rig.delivered} == set(ids("alpha", range(6))) - {"alpha-2"}
+    assert {event_id for event_id, _, _ in rig.delivered} == set(ids("alpha", range(6))) - {
+        "alpha-2"
+    }
     assert rig.writer.parked_rows == 1

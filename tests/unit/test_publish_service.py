@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 
@@ -21,7 +22,7 @@ from sidecar.errors import (
 from sidecar.model import (
     Accepted,
     AckLevel,
-    Delivered,
+    DeliveredEvent,
     KafkaPosition,
     OutgoingEvent,
     Rejected,
@@ -40,6 +41,17 @@ def ev(event_id: str, payload: bytes = b"p", topic: str = "orders") -> OutgoingE
     return OutgoingEvent(event_id, topic, None, payload, ())
 
 
+class Delivered(NamedTuple):
+    """A delivery as a test tells it: the event's log sequence and where Kafka stored it."""
+
+    sequence: int
+    event_id: str
+    position: KafkaPosition
+
+    def reported(self) -> DeliveredEvent:
+        return (self.event_id, *self.position)
+
+
 @dataclass
 class Rig:
     writer: WalWriter
@@ -51,7 +63,8 @@ class Rig:
 
     def deliver_from_another_thread(self, *delivered: Delivered) -> None:
         """As the forwarder thread does."""
-        thread = threading.Thread(target=self.waiters.delivered, args=(list(delivered),))
+        reported = [d.reported() for d in delivered]
+        thread = threading.Thread(target=self.waiters.delivered, args=(reported,))
         thread.start()
         thread.join()
 
@@ -59,7 +72,7 @@ class Rig:
         """Settle `topic` up to the highest of `delivered`, as the forwarder reports it."""
         settlement = Settlement(
             {topic: max(d.sequence for d in delivered)},
-            [(d.event_id, d.position) for d in delivered],
+            [d.reported() for d in delivered],
             [],
         )
         await asyncio.wrap_future(self.writer.retire(settlement))
@@ -163,9 +176,7 @@ async def test_partial_delivery_still_times_out_naming_what_is_missing(rig: Rig)
 async def test_a_delivery_right_after_commit_is_not_missed(rig: Rig) -> None:
     # The forwarder may report the delivery before publish() even resumes after the append:
     # the waiter must already be registered by then.
-    rig.hooks.append(
-        lambda topics: rig.waiters.delivered([Delivered(1, "fast", KafkaPosition(2, 9))])
-    )
+    rig.hooks.append(lambda topics: rig.waiters.delivered([("fast", 2, 9)]))
     outcomes = await rig.publish.publish([ev("fast")], AckLevel.KAFKA, 1.0)
     assert outcomes == [Accepted("fast", 1, False, T, KafkaPosition(2, 9))]
 

@@ -8,8 +8,7 @@ from pathlib import Path
 
 from sidecar.api.admin import status_response
 from sidecar.clock import ManualClock
-from sidecar.forward.counters import ForwarderCounters, LaneStatus, error_kind
-from sidecar.forward.forwarder import ForwarderStatus
+from sidecar.forward.counters import ForwarderCounters, ForwarderStatus, LaneStatus, error_kind
 from sidecar.kafka.lag import committed_lag
 from sidecar.kafka.ports import AssignedPartition, fetched_record
 from sidecar.observability.snapshot import (
@@ -162,7 +161,7 @@ def status_response_of_subscription(snap: object) -> object:
 
     whole = FerrySnapshot(
         "0.1.0", "b", 1.0, 0.0, False, LogSnapshot(0, 0, None, 1, 1, 0),
-        ForwarderSnapshot(True, 0, 0, 0, 0, 0, 0, {}), (), (snap,),  # type: ignore[arg-type]
+        ForwarderSnapshot(True, 0, 0, 0, 0, 0, 0, 0, {}), (), (snap,),  # type: ignore[arg-type]
         DiskSnapshot(1, 0, False),
     )  # fmt: skip
     [sub] = status_response(whole).subscriptions

@@ -20,7 +20,14 @@ from sidecar.errors import (
     StorageFailure,
     WalFull,
 )
-from sidecar.model import Accepted, Delivered, KafkaPosition, OutgoingEvent, Rejected, Settlement
+from sidecar.model import (
+    Accepted,
+    DeliveredEvent,
+    KafkaPosition,
+    OutgoingEvent,
+    Rejected,
+    Settlement,
+)
 from sidecar.wal import peek, store
 from sidecar.wal.full_disk import SQLITE_FULL, storage_error
 from sidecar.wal.store import DB_NAME, LOCK_NAME, Statements, connect
@@ -79,11 +86,12 @@ def delivered_in(data_dir: Path) -> dict[str, tuple[int, int, int]]:
         conn.close()
 
 
-async def retire(writer: WalWriter, settled_to: dict[str, int], *delivered: Delivered) -> None:
+async def retire(writer: WalWriter, settled_to: dict[str, int], *delivered: DeliveredEvent) -> None:
     """Report what the forwarder would: each topic settled up to a sequence, and the
     (client-supplied) ids Kafka acknowledged."""
-    ids = [(d.event_id, d.position) for d in delivered]
-    await asyncio.wait_for(asyncio.wrap_future(writer.retire(Settlement(settled_to, ids, []))), 5)
+    await asyncio.wait_for(
+        asyncio.wrap_future(writer.retire(Settlement(settled_to, list(delivered), []))), 5
+    )
 
 
 def accepted(outcome: object) -> Accepted:
@@ -298,10 +306,10 @@ async def test_row_cap_refuses_the_whole_request(make_writer: MakeWriter, data_d
     with pytest.raises(WalFull):
         await writer.append([ev("d")])
     # A slice leaves the log whole: "a" and "b" came in one commit.
-    await retire(writer, {"orders": 1}, Delivered(1, "a", KafkaPosition(0, 0)))
+    await retire(writer, {"orders": 1}, ("a", 0, 0))
     with pytest.raises(WalFull):
         await writer.append([ev("d")])
-    await retire(writer, {"orders": 2}, Delivered(2, "b", KafkaPosition(0, 1)))
+    await retire(writer, {"orders": 2}, ("b", 0, 1))
     assert accepted((await writer.append([ev("d")]))[0]).sequence == 4  # room again
 
 
@@ -333,8 +341,8 @@ async def test_retire_removes_rows_and_remembers_positions(
     await retire(
         writer,
         {"orders": 1, "t2": 3},
-        Delivered(1, "a", KafkaPosition(2, 40)),
-        Delivered(3, "c", KafkaPosition(0, 7)),
+        ("a", 2, 40),
+        ("c", 0, 7),
     )
     assert rows_in(data_dir) == [(2, "b")]
     # "a" and "b" share a slice, which retires whole once "b" is settled too.
@@ -352,16 +360,16 @@ async def test_retire_removes_rows_and_remembers_positions(
     assert isinstance(conflict.error, EventIdConflict)
 
     # A repeated delivery report of a retired row changes nothing.
-    await retire(writer, {"t2": 3}, Delivered(3, "c", KafkaPosition(0, 7)))
+    await retire(writer, {"t2": 3}, ("c", 0, 7))
     assert (writer.pending_rows, writer.pending_bytes) == (2, events[0].size + events[1].size)
-    await retire(writer, {"orders": 2}, Delivered(2, "b", KafkaPosition(2, 41)))
+    await retire(writer, {"orders": 2}, ("b", 2, 41))
     assert (writer.pending_rows, writer.pending_bytes, rows_in(data_dir)) == (0, 0, [])
 
 
 async def test_zero_dedupe_window_keeps_no_ids(make_writer: MakeWriter, data_dir: Path) -> None:
     writer = make_writer(WalLimits(max_rows=100, max_bytes=1 << 20, dedupe_window_s=0))
     await writer.append([ev("a")])
-    await retire(writer, {"orders": 1}, Delivered(1, "a", KafkaPosition(0, 1)))
+    await retire(writer, {"orders": 1}, ("a", 0, 1))
     assert delivered_in(data_dir) == {}
     [again] = await writer.append([ev("a")])
     assert accepted(again) == Accepted("a", 2, False, T)
@@ -373,7 +381,7 @@ async def test_old_delivered_ids_are_pruned(make_writer: MakeWriter, data_dir: P
         WalLimits(max_rows=100, max_bytes=1 << 20, dedupe_window_s=100), wall_clock=lambda: now[0]
     )
     await writer.append([ev("a")])
-    await retire(writer, {"orders": 1}, Delivered(1, "a", KafkaPosition(0, 5)))
+    await retire(writer, {"orders": 1}, ("a", 0, 5))
     now[0] = 1_090.0  # inside the window, and a prune runs (last one was 90 s ago)
     await writer.append([ev("x1")])
     assert "a" in delivered_in(data_dir)
@@ -402,7 +410,7 @@ async def test_retire_after_close_fails_fast(make_writer: MakeWriter) -> None:
     writer = make_writer()
     await writer.append([ev("a")])
     writer.close()
-    future = writer.retire(Settlement({"orders": 1}, [("a", KafkaPosition(0, 0))], []))
+    future = writer.retire(Settlement({"orders": 1}, [("a", 0, 0)], []))
     with pytest.raises(ShuttingDown):
         future.result(timeout=0.5)
 
@@ -440,7 +448,7 @@ async def test_reopen_keeps_pending_rows_and_never_reuses_sequences(
     await writer.append([ev("a"), ev("b", payload=b"bb")])
     await writer.append([ev("c")])
     await writer.append([ev("x", topic="t2", payload=b"xx")])
-    delivered = [Delivered(n + 1, i, KafkaPosition(0, n)) for n, i in enumerate("abc")]
+    delivered = [(i, 0, n) for n, i in enumerate("abc")]
     await retire(writer, {"orders": 3}, *delivered)  # up to the highest "orders" sequence
     writer.close()
 
@@ -466,7 +474,7 @@ async def test_on_commit_gets_the_highest_sequence_per_topic(make_writer: MakeWr
     # One slice per topic, its sequences consecutive: t1's two events come first.
     assert calls == [{"t1": 2, "t2": 3, "t3": 4}]
     await writer.append([ev("a1", topic="t1")])  # only a duplicate: nothing new to forward
-    await retire(writer, {"t1": 1}, Delivered(1, "a1", KafkaPosition(0, 0)))
+    await retire(writer, {"t1": 1}, ("a1", 0, 0))
     assert len(calls) == 1
     await writer.append([ev("b2", topic="t2")])
     assert calls[-1] == {"t2": 5}

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from sidecar.model import KafkaPosition, Parked, PendingEvent, Settlement
+from sidecar.model import Parked, PendingEvent, Settlement
 from sidecar.wal.backlog import RetireBacklog, RetireRequest
 
 
 def settlement(marks: dict[str, int], *client_ids: int, parked: int = 0) -> RetireRequest:
-    ids = [(f"e{s}", KafkaPosition(0, s)) for s in client_ids]
+    ids = [(f"e{s}", 0, s) for s in client_ids]
     refused = [
         Parked(PendingEvent(s, f"p{s}", "t", None, b"x", (), 0), "too large") for s in range(parked)
     ]
@@ -25,7 +25,7 @@ def test_whole_settlements_are_taken_within_the_budget_in_order() -> None:
     # The oldest settlement goes whole even past the budget: it cannot be split.
     assert first.requests == [big]
     assert first.settled_to == {"a": 7}
-    assert [i for i, _ in first.delivered_ids] == [f"e{s}" for s in range(1, 8)]
+    assert [i for i, _, _ in first.delivered_ids] == [f"e{s}" for s in range(1, 8)]
     assert backlog.committed(first) == [big]
     assert backlog.rows == 3
     second = backlog.take(5)

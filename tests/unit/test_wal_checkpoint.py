@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sidecar.model import Accepted, KafkaPosition, OutgoingEvent, Settlement
+from sidecar.model import Accepted, OutgoingEvent, Settlement
 from sidecar.wal import peek
 from sidecar.wal import writer as writer_module
 from sidecar.wal.checkpoint import MIN_HARD_BOUND, Checkpointer
@@ -99,7 +99,7 @@ async def test_a_huge_backlog_of_settlements_is_spread_and_publishes_go_first(
         writer.retire(
             Settlement(
                 {"t": seqs[min(i + page, count) - 1]},
-                [(f"e{j}", KafkaPosition(0, j)) for j in range(i, min(i + page, count))],
+                [(f"e{j}", 0, j) for j in range(i, min(i + page, count))],
                 [],
             )
         )
@@ -118,7 +118,7 @@ async def test_retiring_one_of_interleaved_topics_removes_exactly_its_events(
 ) -> None:
     outcomes = await writer.append([event(i, topic="ab"[i % 2]) for i in range(10)])
     seqs = [o.sequence for o in outcomes if isinstance(o, Accepted)]
-    delivered = [(f"e{i}", KafkaPosition(0, i)) for i in range(1, 10, 2)]
+    delivered = [(f"e{i}", 0, i) for i in range(1, 10, 2)]
     b_settled = max(s for i, s in enumerate(seqs) if i % 2)
     # Reported twice over (a repeated report changes nothing).
     settlement = Settlement({"b": b_settled}, delivered + delivered[:2], [])

@@ -94,7 +94,7 @@ async def test_after_migration_dedupe_holds_and_sequences_go_on(data_dir: Path) 
         assert old == Accepted("old", 3, True, 0, KafkaPosition(1, 41), delivered=True)
         assert isinstance(fresh, Accepted)
         assert fresh.sequence == 13
-        settled = Settlement({"orders": 5}, [("a", KafkaPosition(0, 1))], [])
+        settled = Settlement({"orders": 5}, [("a", 0, 1)], [])
         await asyncio.wrap_future(writer.retire(settled))
         assert writer.pending_rows == 3
     finally:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sidecar.ids import COUNTER_BITS, EventIds, format_id, parse_id
-from sidecar.model import Accepted, KafkaPosition, OutgoingEvent, Settlement
+from sidecar.model import Accepted, OutgoingEvent, Settlement
 from sidecar.wal import peek
 from sidecar.wal.slices import SliceBuilder, StoredSlice, decode_runs, decode_slice
 from sidecar.wal.store import DB_NAME, Statements, connect
@@ -160,7 +160,7 @@ async def test_a_slice_settled_halfway_stays_and_is_read_from_its_watermark(
     writer: WalWriter, data_dir: Path
 ) -> None:
     await writer.append([client(f"e{i}") for i in range(4)])
-    ids = [("e0", KafkaPosition(0, 0)), ("e1", KafkaPosition(0, 1))]
+    ids = [("e0", 0, 0), ("e1", 0, 1)]
     await asyncio.wait_for(asyncio.wrap_future(writer.retire(Settlement({"t": 2}, ids, []))), 5)
     assert writer.pending_rows == 4  # the slice counts whole until it retires whole
     assert peek.pending_event_ids(data_dir) == ["e2", "e3"]
