@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar.errors import InvalidArgument
-from sidecar.ids import EventIds
+from sidecar.ids import COUNTER_BITS, EventIds, IdBlock, format_id, parse_id
 from sidecar.model import OutgoingEvent
 from sidecar.validation import (
     MAX_HEADER_NAME,
@@ -281,3 +281,17 @@ def test_ids_stay_ordered_when_the_clock_steps_back() -> None:
 def test_every_process_draws_its_own_random_tail() -> None:
     tails = {uuid7_parts(EventIds(clock_ns=lambda: 0).next())[2] for _ in range(50)}
     assert len(tails) == 50
+
+
+@pytest.mark.parametrize(
+    ("counter", "size"),
+    [(0, 1), (0x0AB, 300), (4090, 100), (4095, 1), (4095, 2), (17, 3 * 4096 + 5)],
+)
+def test_a_blocks_ids_are_its_stamps_formatted_in_order(counter: int, size: int) -> None:
+    # Blocks that start anywhere in a millisecond and run into the next ones.
+    tail = EventIds(clock_ns=lambda: 0).block(1).tail
+    block = IdBlock((1_700_000_000_123 << COUNTER_BITS) + counter, size, tail)
+    stamps = range(block.first, block.first + size)
+    ids = block.ids()
+    assert ids == [format_id(stamp, tail) for stamp in stamps]
+    assert [parse_id(i) for i in ids] == [(stamp, tail) for stamp in stamps]
