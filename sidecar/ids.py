@@ -99,5 +99,4 @@ def parse_id(event_id: str) -> tuple[int, str] | None:
 
 _ids = EventIds()
 os.register_at_fork(after_in_child=_ids.reseed)  # a forked child must not repeat the parent's ids
-new_event_id = _ids.next
 new_id_block = _ids.block
