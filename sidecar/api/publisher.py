@@ -33,8 +33,8 @@ from sidecar.validation import (
     duration_seconds,
 )
 
-#: A stream request's events, ack level and Kafka wait.
-StreamRequest = tuple[list[OutgoingEvent], AckLevel, float]
+#: A stream request's events, their bytes (`CheckedEvents.size`), ack level and Kafka wait.
+StreamRequest = tuple[list[OutgoingEvent], int, AckLevel, float]
 MAX_KAFKA_WAIT_S = 600.0
 DEADLINE_MARGIN_S = 0.05
 _LEVELS = {
@@ -164,9 +164,9 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     def _stream_request(
         self, request: pb.PublishStreamRequest, caller: Caller = ANYONE, trace: TraceContext = ()
     ) -> StreamRequest:
-        events = self._events(request.events, trace).events
+        events, size = self._events(request.events, trace)
         caller.check_publish(e.topic for e in events)
-        return events, self._level(request.ack_level), self._wait(request, None)
+        return events, size, self._level(request.ack_level), self._wait(request, None)
 
     def _events(self, messages: Sequence[pb.Event], trace: TraceContext = ()) -> CheckedEvents:
         if not messages:
