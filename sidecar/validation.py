@@ -8,13 +8,16 @@ internal topics. Headers starting with "ferry-" are Ferry's own.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 from google.protobuf import duration_pb2
 
+from sidecar._gen.ferry.v1 import publisher_pb2, record_pb2
 from sidecar.errors import InvalidArgument, TopicNotAllowed
-from sidecar.ids import new_event_id
+from sidecar.ids import new_id_block
 from sidecar.model import Headers, OutgoingEvent
 
 TOPIC_RE = re.compile(r"[a-zA-Z0-9._-]{1,249}")
@@ -62,59 +65,124 @@ def check_subscription(name: str, field: str) -> str:
     return name
 
 
-def check_event(
-    *,
-    topic: str,
-    key: bytes | None,
-    payload: bytes | None,
-    headers: Headers,
-    event_id: str,
-    limits: EventLimits,
-    field: str = "event",
-    new_id: str = "",
-    encoded: bytes = b"",
-) -> OutgoingEvent:
-    """Validate one event and give it an id if the client sent none: `new_id` (one of the
-    request's block, sidecar/ids.py), else a fresh UUIDv7."""
-    try:
-        _accepted_topic(topic, limits.topic_allowlist)
-    except InvalidArgument:
-        check_topic(topic, f"{field}.topic", limits.topic_allowlist)  # raises, naming the field
-    if event_id and not EVENT_ID_RE.fullmatch(event_id):
-        raise InvalidArgument(f"{field}.event_id", "must be 1-128 printable ASCII characters")
-    if headers:
-        _check_headers(headers, limits, field)
-    event = OutgoingEvent(
-        event_id=event_id or new_id or new_event_id(),
-        topic=topic,
-        key=key,
-        payload=payload,
-        headers=headers,
-        assigned_id=not event_id,
-        encoded=encoded,
-    )
-    if event.size > limits.max_event_bytes:
-        raise InvalidArgument(
-            field,
-            f"payload + key + headers is {event.size} bytes; the limit is {limits.max_event_bytes}",
+class CheckedEvents(NamedTuple):
+    """A request's events, validated and with their ids, and their bytes (payload + key +
+    headers, as `OutgoingEvent.size` counts them) all together."""
+
+    events: list[OutgoingEvent]
+    size: int
+
+
+def check_event(message: publisher_pb2.Event, limits: EventLimits) -> OutgoingEvent:
+    """Validate a Publish's event (field `event`); see `check_events`."""
+    return _checked((message,), limits, _publish_field).events[0]
+
+
+def check_events(messages: Sequence[publisher_pb2.Event], limits: EventLimits) -> CheckedEvents:
+    """Validate a batch's events (fields `events[i]`), giving each without an id one of a
+    block of ids drawn for the request (sidecar/ids.py). Raises on the first bad event.
+
+    An event keeps its client's encoding (`OutgoingEvent.encoded`), which the log stores as it
+    is (wal/slices.py).
+    """
+    return _checked(messages, limits, _batch_field)
+
+
+def _publish_field(_index: int) -> str:
+    return "event"
+
+
+def _batch_field(index: int) -> str:
+    return f"events[{index}]"
+
+
+def _checked(
+    messages: Sequence[publisher_pb2.Event], limits: EventLimits, field: Callable[[int], str]
+) -> CheckedEvents:
+    """The checks run on the parsed messages, once per event; `field` names an event's field
+    path only when one of them fails."""
+    allowlist, max_bytes = limits.topic_allowlist, limits.max_event_bytes
+    accepted_topic, valid_id = _accepted_topic, EVENT_ID_RE.fullmatch
+    # One block of ids per request (event i may take the block's i-th), drawn when the first
+    # event without an id of its own comes.
+    ids: list[str] = []
+    events: list[OutgoingEvent] = []
+    append = events.append
+    total = 0
+    for index, message in enumerate(messages):
+        topic = message.topic
+        try:
+            accepted_topic(topic, allowlist)
+        except InvalidArgument:
+            check_topic(topic, f"{field(index)}.topic", allowlist)  # raises, naming the field
+        event_id = message.event_id
+        if not event_id:
+            if not ids:
+                ids = new_id_block(len(messages)).ids()
+        elif not valid_id(event_id):
+            raise InvalidArgument(
+                f"{field(index)}.event_id", "must be 1-128 printable ASCII characters"
+            )
+        # An unset key or payload reads as b"": presence tells null from empty.
+        key_bytes, payload_bytes = message.key, message.payload
+        size = len(key_bytes) + len(payload_bytes)
+        key = key_bytes if key_bytes or message.HasField("key") else None
+        payload = payload_bytes if payload_bytes or message.HasField("payload") else None
+        headers: Headers = ()
+        if message_headers := message.headers:
+            headers, header_bytes = _headers(message_headers, limits, field, index)
+            size += header_bytes
+        if size > max_bytes:
+            raise InvalidArgument(
+                field(index), f"payload + key + headers is {size} bytes; the limit is {max_bytes}"
+            )
+        total += size
+        append(
+            OutgoingEvent(
+                event_id or ids[index],
+                topic,
+                key,
+                payload,
+                headers,
+                not event_id,
+                message.SerializeToString(),
+            )
         )
-    return event
+    return CheckedEvents(events, total)
 
 
-def _check_headers(headers: Headers, limits: EventLimits, field: str) -> None:
-    if len(headers) > limits.max_headers:
-        raise InvalidArgument(f"{field}.headers", f"at most {limits.max_headers} headers")
-    for name, _ in headers:
+def _headers(
+    messages: Sequence[record_pb2.Header],
+    limits: EventLimits,
+    field: Callable[[int], str],
+    index: int,
+) -> tuple[Headers, int]:
+    """An event's headers as Kafka takes them, checked, and their bytes."""
+    if len(messages) > limits.max_headers:
+        raise InvalidArgument(f"{field(index)}.headers", f"at most {limits.max_headers} headers")
+    headers: list[tuple[str, bytes | None]] = []
+    size = 0
+    for message in messages:
+        name = message.key
         if not name:
-            raise InvalidArgument(f"{field}.headers", "header names must not be empty")
+            raise InvalidArgument(f"{field(index)}.headers", "header names must not be empty")
         if len(name) > MAX_HEADER_NAME:
             raise InvalidArgument(
-                f"{field}.headers", f"header names are at most {MAX_HEADER_NAME} characters"
+                f"{field(index)}.headers",
+                f"header names are at most {MAX_HEADER_NAME} characters",
             )
         if name.lower().startswith(RESERVED_HEADER_PREFIX):
             raise InvalidArgument(
-                f"{field}.headers", f"header {name!r}: the 'ferry-' prefix is reserved"
+                f"{field(index)}.headers", f"header {name!r}: the 'ferry-' prefix is reserved"
             )
+        value: bytes | None = message.value
+        if value:
+            size += len(value)
+        elif not message.HasField("value"):
+            value = None
+        size += len(name.encode())
+        headers.append((name, value))
+    return tuple(headers), size
 
 
 #: google.protobuf.Duration's own range: +-10,000 years.

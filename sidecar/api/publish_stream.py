@@ -35,8 +35,9 @@ MAX_UNANSWERED_BYTES = 64 * 1024 * 1024
 #: The metrics' ack_level label of a stream request's level.
 LEVEL_LABELS = {AckLevel.DURABLE: "durable", AckLevel.KAFKA: "kafka"}
 
-#: A stream request's events, ack level and Kafka wait, validated (raises InvalidArgument).
-Translate = Callable[[pb.PublishStreamRequest], tuple[list[OutgoingEvent], AckLevel, float]]
+#: A stream request's events, their bytes, ack level and Kafka wait, validated (raises
+#: InvalidArgument).
+Translate = Callable[[pb.PublishStreamRequest], tuple[list[OutgoingEvent], int, AckLevel, float]]
 
 
 class UnansweredWindow:
@@ -158,7 +159,7 @@ class PublishStreamCall:
             self._answers.put_nowait(_refused(0, request))
             return True
         try:
-            events, level, kafka_wait_s = self._translate(request)
+            events, size, level, kafka_wait_s = self._translate(request)
             answer = self._service.submit(events, level, kafka_wait_s)
         except ShuttingDown:
             self._draining = True
@@ -168,7 +169,6 @@ class PublishStreamCall:
             self._metrics.refused(label, len(request.events), code_name(error), started)
             self._answers.put_nowait(_refused(request.request_id, error))
             return True
-        size = sum(event.size for event in events)
         self._window.take(size)
         timing = (LEVEL_LABELS[level], len(events), started)
         task = asyncio.create_task(self._answer(request.request_id, answer, size, timing))

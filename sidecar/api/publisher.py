@@ -8,28 +8,33 @@ its events as Kafka record headers (sidecar/observability/tracing.py).
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
 import grpc
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
-from sidecar._gen.ferry.v1 import publisher_pb2_grpc, record_pb2
+from sidecar._gen.ferry.v1 import publisher_pb2_grpc
 from sidecar.api.access import ANYONE, AccessControl, Caller, OpenAccess
 from sidecar.api.publish_results import fill_entries, fill_result
 from sidecar.api.publish_stream import PublishStreamCall
 from sidecar.api.status import code_name
 from sidecar.errors import InvalidArgument
-from sidecar.ids import new_id_block
-from sidecar.model import Accepted, AckLevel, Headers, OutgoingEvent
+from sidecar.model import Accepted, AckLevel, OutgoingEvent
 from sidecar.observability.metrics import PublishMetrics
 from sidecar.observability.spans import CallTrace, Tracing
 from sidecar.observability.tracing import TraceContext, trace_context, with_trace
 from sidecar.publish.service import PublishService
-from sidecar.validation import EventLimits, check_event, duration_seconds
+from sidecar.validation import (
+    CheckedEvents,
+    EventLimits,
+    check_event,
+    check_events,
+    duration_seconds,
+)
 
-#: A stream request's events, ack level and Kafka wait.
-StreamRequest = tuple[list[OutgoingEvent], AckLevel, float]
+#: A stream request's events, their bytes (`CheckedEvents.size`), ack level and Kafka wait.
+StreamRequest = tuple[list[OutgoingEvent], int, AckLevel, float]
 MAX_KAFKA_WAIT_S = 600.0
 DEADLINE_MARGIN_S = 0.05
 _LEVELS = {
@@ -94,7 +99,9 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     ) -> pb.PublishResponse:
         if not request.HasField("event"):
             raise InvalidArgument("event", "is required")
-        event = self._event(request.event, "event", trace=trace)
+        event = check_event(request.event, self._limits)
+        if trace:
+            event = with_trace(event, trace)
         self._access.caller(context).check_publish([event.topic])
         level = self._level(request.ack_level)
         wait = self._wait(request, _commit_wait(context))
@@ -112,7 +119,7 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
         label = LEVEL_LABELS.get(request.ack_level, "unknown")
         trace = self._trace(PUBLISH_BATCH, context, request.events)
         try:
-            events = self._events(request.events, trace.headers)
+            events = self._events(request.events, trace.headers).events
             self._access.caller(context).check_publish(e.topic for e in events)
             level = self._level(request.ack_level)
             wait = self._wait(request, _commit_wait(context))
@@ -157,38 +164,19 @@ class PublisherServicer(publisher_pb2_grpc.PublisherServicer):
     def _stream_request(
         self, request: pb.PublishStreamRequest, caller: Caller = ANYONE, trace: TraceContext = ()
     ) -> StreamRequest:
-        events = self._events(request.events, trace)
+        events, size = self._events(request.events, trace)
         caller.check_publish(e.topic for e in events)
-        return events, self._level(request.ack_level), self._wait(request, None)
+        return events, size, self._level(request.ack_level), self._wait(request, None)
 
-    def _events(
-        self, messages: Sequence[pb.Event], trace: TraceContext = ()
-    ) -> list[OutgoingEvent]:
+    def _events(self, messages: Sequence[pb.Event], trace: TraceContext = ()) -> CheckedEvents:
         if not messages:
             raise InvalidArgument("events", "must hold at least one event")
         if len(messages) > self._max_batch:
             raise InvalidArgument("events", f"at most {self._max_batch} events per batch")
-        # One block of ids per request: consecutive, so the log stores them as a range.
-        ids = new_id_block(len(messages)).ids()
-        return [self._event(e, f"events[{i}]", ids[i], trace) for i, e in enumerate(messages)]
-
-    def _event(
-        self, message: pb.Event, field: str, new_id: str = "", trace: TraceContext = ()
-    ) -> OutgoingEvent:
-        has = message.HasField
-        # The log stores the event as the client encoded it (slices.py).
-        event = check_event(
-            topic=message.topic,
-            key=message.key if has("key") else None,
-            payload=message.payload if has("payload") else None,
-            headers=_headers(message.headers) if message.headers else (),
-            event_id=message.event_id,
-            limits=self._limits,
-            field=field,
-            new_id=new_id,
-            encoded=message.SerializeToString(),
-        )
-        return with_trace(event, trace) if trace else event
+        checked = check_events(messages, self._limits)
+        if trace:
+            return checked._replace(events=[with_trace(e, trace) for e in checked.events])
+        return checked
 
     @staticmethod
     def _level(value: int) -> AckLevel:
@@ -218,7 +206,3 @@ def _commit_wait(context: grpc.aio.ServicerContext[Any, Any]) -> float | None:
     a little less than the call's deadline, so that the answer still reaches the client."""
     remaining = context.time_remaining()
     return None if remaining is None else max(0.0, remaining - DEADLINE_MARGIN_S)
-
-
-def _headers(headers: Iterable[record_pb2.Header]) -> Headers:
-    return tuple((h.key, h.value if h.HasField("value") else None) for h in headers)

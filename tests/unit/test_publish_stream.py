@@ -12,6 +12,7 @@ from google.protobuf import duration_pb2
 from google.rpc import code_pb2
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from sidecar._gen.ferry.v1 import record_pb2
 from sidecar.api.publish_stream import PublishStreamCall, UnansweredWindow
 from sidecar.api.publisher import PublisherServicer
 from sidecar.errors import ShuttingDown, UndecodableRequest
@@ -200,6 +201,31 @@ def test_the_window_counts_requests_and_bytes() -> None:
             await asyncio.wait_for(window.room(), 0.05)
 
     asyncio.run(scenario())
+
+
+class RecordingWindow(UnansweredWindow):
+    def __init__(self) -> None:
+        super().__init__(max_requests=100, max_bytes=1 << 20)
+        self.taken: list[int] = []
+
+    def take(self, size: int) -> None:
+        self.taken.append(size)
+        super().take(size)
+
+
+async def test_the_window_holds_each_request_by_its_events_bytes(rig: Rig) -> None:
+    window = RecordingWindow()
+    headers = [record_pb2.Header(key="héad", value=b"12"), record_pb2.Header(key="null")]
+    sent = [
+        request(1, "a", "b"),  # payload b"p" each
+        pb.PublishStreamRequest(
+            request_id=2, events=[pb.Event(topic="orders", key=b"kk", headers=headers)]
+        ),
+    ]
+    responses = await asyncio.wait_for(collect(rig.call(window), messages(sent)), 10)
+    assert [r.request_id for r in responses] == [1, 2]
+    # 2 x 1; then key 2 + "héad" 5 (UTF-8) + value 2 + "null" 4 (its value unset)
+    assert window.taken == [2, 13]
 
 
 async def test_draining_answers_what_was_read_then_ends_shutting_down(rig: Rig) -> None:

@@ -11,13 +11,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sidecar._gen.ferry.v1 import publisher_pb2 as pb
+from sidecar._gen.ferry.v1 import record_pb2
 from sidecar.errors import InvalidArgument
-from sidecar.ids import EventIds
-from sidecar.model import OutgoingEvent
+from sidecar.ids import COUNTER_BITS, EventIds, IdBlock, format_id, parse_id
+from sidecar.model import Headers, OutgoingEvent
 from sidecar.validation import (
     MAX_HEADER_NAME,
     EventLimits,
     check_event,
+    check_events,
     check_subscription,
     check_topic,
 )
@@ -26,17 +29,28 @@ LIMITS = EventLimits(max_event_bytes=1000, max_headers=4)
 KAFKA_TOPIC_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
 
 
-def event(**overrides: Any) -> OutgoingEvent:
-    args: dict[str, Any] = {
-        "topic": "orders",
-        "key": b"k",
-        "payload": b"p",
-        "headers": (),
-        "event_id": "id-1",
-        "limits": LIMITS,
-    }
-    args.update(overrides)
-    return check_event(**args)
+def message(
+    *,
+    topic: str = "orders",
+    key: bytes | None = b"k",
+    payload: bytes | None = b"p",
+    headers: Headers = (),
+    event_id: str = "id-1",
+) -> pb.Event:
+    """A ferry.v1.Event as a client sends it: None leaves key, payload or a header value unset."""
+    event = pb.Event(topic=topic, key=key, payload=payload, event_id=event_id)
+    event.headers.extend(record_pb2.Header(key=k, value=v) for k, v in headers)
+    return event
+
+
+def event(field: str = "event", limits: EventLimits = LIMITS, **fields: Any) -> OutgoingEvent:
+    """The event checked as a Publish's (`field` "event") or at index i of a batch
+    ("events[i]", after i good events)."""
+    sent = message(**fields)
+    if field == "event":
+        return check_event(sent, limits)
+    index = int(field.removeprefix("events[").removesuffix("]"))
+    return check_events([message(event_id="")] * index + [sent], limits).events[index]
 
 
 def rejected(expect: str, /, **overrides: Any) -> InvalidArgument:
@@ -281,3 +295,17 @@ def test_ids_stay_ordered_when_the_clock_steps_back() -> None:
 def test_every_process_draws_its_own_random_tail() -> None:
     tails = {uuid7_parts(EventIds(clock_ns=lambda: 0).next())[2] for _ in range(50)}
     assert len(tails) == 50
+
+
+@pytest.mark.parametrize(
+    ("counter", "size"),
+    [(0, 1), (0x0AB, 300), (4090, 100), (4095, 1), (4095, 2), (17, 3 * 4096 + 5)],
+)
+def test_a_blocks_ids_are_its_stamps_formatted_in_order(counter: int, size: int) -> None:
+    # Blocks that start anywhere in a millisecond and run into the next ones.
+    tail = EventIds(clock_ns=lambda: 0).block(1).tail
+    block = IdBlock((1_700_000_000_123 << COUNTER_BITS) + counter, size, tail)
+    stamps = range(block.first, block.first + size)
+    ids = block.ids()
+    assert ids == [format_id(stamp, tail) for stamp in stamps]
+    assert [parse_id(i) for i in ids] == [(stamp, tail) for stamp in stamps]
