@@ -3,6 +3,9 @@
 A background thread samples every watched process at 10 Hz (wall time, user+sys CPU
 seconds, RSS). Any window can then be asked for after the fact: CPU as cores
 (CPU seconds / wall seconds) and the peak RSS within it.
+
+A watched process counts with its live child processes (Ferry's forwarder process), whose
+share is also kept apart as the series `<name>/children`.
 """
 
 from __future__ import annotations
@@ -19,6 +22,12 @@ import psutil
 INTERVAL_S = 0.1
 #: The series of the whole machine's busy CPU (every process, ours included).
 MACHINE = "machine"
+#: The series of a watched process's children: `children_of(name)`.
+CHILDREN = "/children"
+
+
+def children_of(name: str) -> str:
+    return name + CHILDREN
 
 
 @dataclass
@@ -57,6 +66,7 @@ class Sampler:
         with self._lock:
             self._procs[name] = psutil.Process(pid)
             self._series[name] = Series()
+            self._series[children_of(name)] = Series()
         self._sample_one(name)
 
     def unwatch(self, name: str) -> None:
@@ -88,19 +98,31 @@ class Sampler:
     def _sample_one(self, name: str) -> None:
         with self._lock:
             proc, series = self._procs.get(name), self._series.get(name)
-        if proc is None or series is None:
+            kids = self._series.get(children_of(name))
+        if proc is None or series is None or kids is None:
             return
         try:
             with proc.oneshot():
                 cpu = proc.cpu_times()
                 rss = proc.memory_info().rss
+            children = proc.children(recursive=True)
         except psutil.Error:
             self.unwatch(name)
             return
+        kids_cpu, kids_rss = 0.0, 0
+        for child in children:
+            with contextlib.suppress(psutil.Error), child.oneshot():
+                times = child.cpu_times()
+                kids_cpu += times.user + times.system
+                kids_rss += child.memory_info().rss
+        now = time.time()
         with self._lock:
-            series.times.append(time.time())
-            series.cpu.append(cpu.user + cpu.system)
-            series.rss.append(rss)
+            series.times.append(now)
+            series.cpu.append(cpu.user + cpu.system + kids_cpu)
+            series.rss.append(rss + kids_rss)
+            kids.times.append(now)
+            kids.cpu.append(kids_cpu)
+            kids.rss.append(kids_rss)
 
     def usage(self, name: str, t0: float, t1: float) -> Usage:
         """Cores and peak RSS of `name` between wall times t0 and t1 (nearest samples)."""
@@ -121,7 +143,7 @@ class Sampler:
     def others(self, t0: float, t1: float) -> float:
         """Cores used by processes this run did not start (the machine minus every series)."""
         with self._lock:
-            names = [n for n in self._series if n != MACHINE]
+            names = [n for n in self._series if n != MACHINE and not n.endswith(CHILDREN)]
         ours = sum(self.usage(n, t0, t1).cpu_cores for n in names if self._covers(n, t0, t1))
         return max(0.0, self.usage(MACHINE, t0, t1).cpu_cores - ours)
 

@@ -17,7 +17,7 @@ from bench.harness import EchoServer, create_topic, start_ferry
 from bench.plan import Plan
 from bench.profiling import Profile
 from bench.rawkafka import Watermarks
-from bench.sampler import MACHINE, Sampler
+from bench.sampler import MACHINE, Sampler, children_of
 from bench.stats import run_record, summarize
 from bench.workers import Pool
 from testkit.ferry_process import FerryProcess
@@ -135,6 +135,8 @@ def usage(ctx: Ctx, server: str, t0: float, t1: float) -> dict[str, Any]:
     """CPU/RSS of the server under test over [t0, t1], with Kafka's and the machine's CPU."""
     return {
         "server": ctx.sampler.usage(server, t0, t1).as_dict(),
+        # Ferry's forwarder process (included in "server" above).
+        "server_children_cpu": round(ctx.sampler.usage(children_of(server), t0, t1).cpu_cores, 3),
         "kafka_cpu": round(ctx.sampler.usage("kafka", t0, t1).cpu_cores, 3),
         "machine_cpu": round(ctx.sampler.usage(MACHINE, t0, t1).cpu_cores, 3),
         "others_cpu": round(ctx.sampler.others(t0, t1), 3),

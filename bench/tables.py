@@ -50,6 +50,10 @@ def table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines)
 
 
+#: Cores of Ferry's forwarder process, which "server.cpu_cores" includes.
+FORWARDER_CPU = "server_children_cpu"
+
+
 def cpu_us(
     summary: Summary | None, rate_path: str = "rate", cpu_path: str = "server.cpu_cores"
 ) -> str:
@@ -69,6 +73,7 @@ def _load_row(label: str, s: Summary | None, rate_path: str = "rate", ops: str =
         cell(s, "lat.p99", 2),
         cell(s, "server.cpu_cores", 2),
         cpu_us(s, rate_path),
+        cpu_us(s, rate_path, FORWARDER_CPU),
         cell(s, "server.peak_rss_mb", 0),
         cell(s, "client_cpu", 2),
         cell(s, "machine_cpu", 2),
@@ -83,6 +88,7 @@ LOAD_HEADER = [
     "p99 ms",
     "server CPU (cores)",
     "server CPU µs/op",
+    "of which forwarder process µs/op",
     "server peak RSS MB",
     "load gen CPU",
     "machine busy (of 2 cores)",
@@ -144,6 +150,7 @@ def end_to_end(data: Mapping[str, Any]) -> str:
         "WAL growth rows/s",
         "CPU (cores)",
         "CPU µs/event",
+        "of which forwarder process",
         "peak RSS MB",
     ]
     rows = [
@@ -157,6 +164,7 @@ def end_to_end(data: Mapping[str, Any]) -> str:
             probe_cell(f, "pending_growth_per_s"),
             cell(f, "server.cpu_cores", 2),
             cpu_us(f, "events_rate"),
+            cpu_us(f, "events_rate", FORWARDER_CPU),
             cell(f, "server.peak_rss_mb"),
         ],
         [
@@ -169,6 +177,7 @@ def end_to_end(data: Mapping[str, Any]) -> str:
             NA,
             cell(raw, "client_cpu", 2),
             cpu_us(raw, cpu_path="client_cpu"),
+            NA,
             cell(raw, "server.peak_rss_mb"),
         ],
     ]

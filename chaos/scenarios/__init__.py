@@ -32,6 +32,8 @@ SCENARIOS = [
     Scenario("kill9", process.kill9, "kill -9 of Ferry at random moments, restart on same dir"),
     Scenario("kill-points", killpoints.kill_points,
              "kill -9 after the log commit, after Kafka's ack, during a redelivery"),
+    Scenario("forwarder-kill", process.forwarder_kill,
+             "kill -9 of the forwarder process alone; Ferry starts another"),
     Scenario("sigterm", process.sigterm, "SIGTERM drain under load, then restart"),
     Scenario("kafka-kill", kafka.broker_kill, "the broker killed (-9) and restarted"),
     Scenario("kafka-pause", kafka.broker_pause, "the broker SIGSTOPped for seconds under load"),

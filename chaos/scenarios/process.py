@@ -1,11 +1,15 @@
-"""Faults of the Ferry process itself: none (the control), kill -9, SIGTERM drain."""
+"""Faults of Ferry's processes: none (the control), kill -9 of Ferry, kill -9 of its forwarder
+process alone, SIGTERM drain."""
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 
 from chaos.harness import Env, Run, ScenarioResult, log
+from testkit.ferry_log import json_entries
 
 CALM_FLAGS = ("--consumer-session-timeout-ms", "20000")
 
@@ -44,6 +48,28 @@ def kill9(env: Env) -> ScenarioResult:
         if i % 20 == 19:
             log(f"kill9: {i + 1}/{kills} kills, {dict(run.history.outcome_counts())}")
     time.sleep(2)
+    return run.finish()
+
+
+def forwarder_kill(env: Env) -> ScenarioResult:
+    """kill -9 of the forwarder process alone, at random moments under load: Ferry keeps
+    serving and starts another one. Recovery is the time until a publish at ACK_LEVEL_KAFKA
+    is answered; Ferry itself must never exit."""
+    kills = 30 if env.full else 4
+    rng = random.Random()
+    run = Run(env, "forwarder-kill").start()
+    for i in range(kills):
+        time.sleep(rng.uniform(1.0, 8.0 if env.full else 2.0))
+        fault = run.history.fault("kill -9 of the forwarder process", f"#{i + 1}")
+        os.kill(run.ferry.forwarder_pid(), signal.SIGKILL)
+        run.heal(fault, kafka=True, at=time.monotonic())
+        if i % 10 == 9:
+            log(f"forwarder-kill: {i + 1}/{kills} kills, {dict(run.history.outcome_counts())}")
+    time.sleep(2)
+    deaths = list(json_entries(run.ferry.log_path, "forwarder_process_died"))
+    run.extra["forwarder_restarts"] = len(deaths)
+    if len(deaths) != kills or not all(d.get("killed_by_signal") for d in deaths):
+        run.problems.append(f"{kills} kills, but the log tells of these deaths: {deaths}")
     return run.finish()
 
 
