@@ -84,6 +84,7 @@ RUN_PATHS = (
     "lat.p999",
     "server.cpu_cores",
     "server.peak_rss_mb",
+    "server_children_cpu",
     "kafka_cpu",
     "machine_cpu",
     "others_cpu",

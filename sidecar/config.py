@@ -21,11 +21,10 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sidecar.config_kafka import KafkaSecuritySettings, kafka_security_problems
 from sidecar.config_observability import ObservabilitySettings
 from sidecar.errors import ConfigError
+from sidecar.kafka.ports import PRODUCER_MESSAGE_MAX_BYTES
 
 KIB = 1024
 MIB = 1024 * KIB
-#: librdkafka's default message.max.bytes; events must fit into one produce request.
-PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
 #: A topic (249), an event id (128) and the framing of every field and header of one event.
 REQUEST_OVERHEAD_PER_EVENT = 2 * KIB
 #: The request's own fields (ack level, kafka_wait).

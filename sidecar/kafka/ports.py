@@ -12,6 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol
 
+#: librdkafka's default message.max.bytes; events must fit into one produce request.
+PRODUCER_MESSAGE_MAX_BYTES = 1_000_000
+
 RecordHeaders = tuple[tuple[str, bytes | None], ...]
 TopicPartitionKey = tuple[str, int]
 #: Kafka's timestamp types, numbered as librdkafka and ferry.v1.TimestampType number them.

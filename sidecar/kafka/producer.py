@@ -18,9 +18,8 @@ from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
-from sidecar.config import PRODUCER_MESSAGE_MAX_BYTES
 from sidecar.errors import ConfigError
-from sidecar.kafka.ports import ProducerPort
+from sidecar.kafka.ports import PRODUCER_MESSAGE_MAX_BYTES, ProducerPort
 from sidecar.observability.kafka_logs import KafkaClientLog
 
 REQUIRED = {"enable.idempotence": "true", "acks": "all", "message.timeout.ms": "0"}

@@ -13,12 +13,12 @@ from sidecar.cli import main
 from sidecar.config import (
     KIB,
     MIB,
-    PRODUCER_MESSAGE_MAX_BYTES,
     Settings,
     is_env_only,
     load_settings,
 )
 from sidecar.errors import ConfigError
+from sidecar.kafka.ports import PRODUCER_MESSAGE_MAX_BYTES
 
 SECRET = "hunter2-Zq9"  # a value that must never appear in any rendering of the settings
 

@@ -9,9 +9,9 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
-from sidecar.config import PRODUCER_MESSAGE_MAX_BYTES
 from sidecar.errors import ConfigError
 from sidecar.kafka import producer as producer_module
+from sidecar.kafka.ports import PRODUCER_MESSAGE_MAX_BYTES
 from sidecar.kafka.producer import producer_config, producer_factory
 
 
