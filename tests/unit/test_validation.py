@@ -30,8 +30,8 @@ KAFKA_TOPIC_CHARS = frozenset(string.ascii_letters + string.digits + "._-")
 
 
 def message(
-    *,
     topic: str = "orders",
+    *,
     key: bytes | None = b"k",
     payload: bytes | None = b"p",
     headers: Headers = (),

@@ -4,31 +4,25 @@ themselves)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
-from sidecar._gen.ferry.v1 import record_pb2
 from sidecar.errors import InvalidArgument, TopicNotAllowed
 from sidecar.ids import parse_id
-from sidecar.model import Headers, OutgoingEvent
+from sidecar.model import OutgoingEvent
 from sidecar.validation import EventLimits, check_event, check_events
+from tests.unit.test_validation import message as client_event
 
 LIMITS = EventLimits(max_event_bytes=1000, max_headers=8)
 
 
-def message(
-    topic: str = "orders",
-    *,
-    key: bytes | None = b"k",
-    payload: bytes | None = b"p",
-    headers: Headers = (),
-    event_id: str = "",
-) -> pb.Event:
-    event = pb.Event(topic=topic, key=key, payload=payload, event_id=event_id)
-    event.headers.extend(record_pb2.Header(key=k, value=v) for k, v in headers)
-    return event
+def message(topic: str = "orders", **fields: Any) -> pb.Event:
+    """A client's event (tests.unit.test_validation), with no event id unless given."""
+    return client_event(topic, **{"event_id": "", **fields})
 
 
 def refusal(messages: list[pb.Event], limits: EventLimits = LIMITS) -> InvalidArgument:
