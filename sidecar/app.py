@@ -1,7 +1,7 @@
 """Assembly and lifecycle of Ferry: log, forwarder process, subscriptions, services, drain.
 
 Start order: lock + open the log, start the forwarder process, serve (health goes
-SERVING once the log is open).
+SERVING once the log is open; `ferry.kafka` once the forwarder reports Kafka reachable).
 
 Ferry is two processes: this one, and the forwarder process it starts and supervises
 (sidecar/forward/supervisor.py), which reads the log and sends it to Kafka under an
@@ -219,6 +219,9 @@ class FerryApp:
             writer,
             on_delivered=waiters.delivered,
         )
+        # At once: the process takes a moment to start, which overlaps with the rest of the
+        # start here; the log it reads is open already.
+        forwarder.start()
         publish = PublishService(writer, waiters)
 
         async def dead_letters(events: list[OutgoingEvent]) -> list[Outcome]:
@@ -287,7 +290,6 @@ class FerryApp:
         metrics_server = None
         if settings.metrics_listen:
             metrics_server = serve_metrics(registry, settings.metrics_listen)
-        forwarder.start()
         await server.start()
         await health.set(True, SERVICES)
         app = cls(

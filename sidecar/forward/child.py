@@ -1,9 +1,11 @@
 """The forwarder process: a `Forwarder` fed by Ferry over a pipe, reporting back over it.
 
-Started by Ferry (sidecar/forward/supervisor.py) with `multiprocessing`'s spawn method: a fresh
-interpreter, so that no gRPC or librdkafka state of the parent is copied into it. It has its
-own interpreter lock, which is the point: sending to Kafka no longer competes with the gRPC
-servicers and the log writer for one core.
+Started by Ferry (sidecar/forward/supervisor.py) as `python -m sidecar.forward.child FD`: a
+fresh interpreter that imports only the forwarder (no gRPC, no settings), so that no state
+of the parent is copied into it and it starts in a fraction of a second. FD is its end of a
+socket pair; the first message on it is its `ForwarderConfig`. It has its own interpreter
+lock, which is the point: sending to Kafka does not compete with the gRPC servicers and the
+log writer for one core.
 
 Its threads: the main thread reads the pipe (committed rows, the order to stop); `forwarder`
 and `kafka-probe` (sidecar/forward/forwarder.py); `forwarder-report`, which sends the
@@ -21,6 +23,7 @@ from __future__ import annotations
 import concurrent.futures
 import os
 import signal
+import sys
 import threading
 from multiprocessing.connection import Connection
 from typing import NoReturn
@@ -82,10 +85,14 @@ class FerryLink:
         self.send(Deliveries(events))
 
 
-def main(conn: Connection, config: ForwarderConfig) -> None:
-    """The process's entry point (its `multiprocessing` target)."""
+def main(conn: Connection) -> None:
+    """Run the forwarder as Ferry configures it over `conn`, until Ferry says stop."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        config: ForwarderConfig = conn.recv()
+    except (EOFError, OSError):
+        os._exit(0)
     configure_logging(config.log_level)
     register_secrets(sensitive_values(config.kafka_options))
     if config.arm_failpoints:
@@ -140,3 +147,7 @@ def _read_until_stop(conn: Connection, committed: CommittedRows) -> float:
 def _ferry_gone() -> NoReturn:
     log.warning("forwarder_process_orphaned", hint="Ferry is gone; its next start forwards")
     os._exit(0)
+
+
+if __name__ == "__main__":
+    main(Connection(int(sys.argv[1])))

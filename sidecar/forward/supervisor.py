@@ -19,16 +19,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import multiprocessing
+import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from multiprocessing.process import BaseProcess
 
 import structlog
 
-from sidecar.forward import child
 from sidecar.forward.channels import CommittedRows, Retirements
 from sidecar.forward.counters import ForwarderCounters, ForwarderStatus
 from sidecar.forward.messages import (
@@ -48,6 +48,7 @@ from sidecar.model import DeliveredEvent
 
 log = structlog.get_logger(__name__)
 
+CHILD_MODULE = "sidecar.forward.child"
 FEED_WAIT_S = 0.5
 #: After its drain grace, how long a stopping forwarder process may take to report and exit.
 EXIT_WAIT_S = 2.0
@@ -74,11 +75,10 @@ class ForwarderProcess:
         self._committed = committed
         self._retirements = retirements
         self._on_delivered = on_delivered
-        self._context = multiprocessing.get_context("spawn")
         self._policy = RestartPolicy()
         self._send_lock = threading.Lock()
         self._stopping = threading.Event()
-        self._process: BaseProcess | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._conn: Connection | None = None
         self._started_at = 0.0
         self._retiring: list[concurrent.futures.Future[None]] = []
@@ -110,11 +110,12 @@ class ForwarderProcess:
         self._send(Stop(grace_s))
         process = self._process
         if process is not None:
-            process.join(grace_s + EXIT_WAIT_S)
-            if process.is_alive():
+            try:
+                process.wait(grace_s + EXIT_WAIT_S)
+            except subprocess.TimeoutExpired:
                 log.warning("forwarder_process_killed", pid=process.pid, after_s=grace_s)
                 process.kill()
-                process.join()
+                process.wait()
         self._link.join()
         self._feed.join()
         if self._retiring:
@@ -137,17 +138,22 @@ class ForwarderProcess:
     # -- the process -------------------------------------------------------------------------
 
     def _spawn(self, *, arm_failpoints: bool) -> None:
-        ours, theirs = self._context.Pipe()
-        config = dataclasses.replace(self._config, arm_failpoints=arm_failpoints)
-        process = self._context.Process(
-            target=child.main, args=(theirs, config), name="ferry-forwarder"
-        )
-        process.start()
-        theirs.close()  # only the child holds its end: its death is our end's EOF
+        """Start a forwarder process: a fresh interpreter that imports only the forwarder
+        (sidecar/forward/child.py), given its end of a socket pair and then its settings over
+        it (they hold Kafka's secrets, kept off its command line and environment)."""
+        ours, theirs = socket.socketpair()
+        with ours, theirs:
+            process = subprocess.Popen(
+                [sys.executable, "-m", CHILD_MODULE, str(theirs.fileno())],
+                pass_fds=[theirs.fileno()],
+            )
+            conn = Connection(ours.detach())
+        # Only the child holds its end now: its death is our end's EOF.
+        conn.send(dataclasses.replace(self._config, arm_failpoints=arm_failpoints))
         with self._send_lock:
-            self._process, self._conn = process, ours
+            self._process, self._conn = process, conn
             if self._stopping.is_set():  # stop() came while this one was starting
-                ours.send(Stop(0.0))
+                conn.send(Stop(0.0))
         self._started_at = time.monotonic()
 
     def _send(self, message: Down) -> None:
@@ -178,11 +184,13 @@ class ForwarderProcess:
             assert process is not None
             self._hear(conn)
             conn.close()
-            process.join()
+            process.wait()
             self._end_of(process)
             if self._stopping.is_set():
                 return
-            delay = self._policy.after_death(process.exitcode, time.monotonic() - self._started_at)
+            delay = self._policy.after_death(
+                process.returncode, time.monotonic() - self._started_at
+            )
             if delay is None:
                 raise ForwarderGaveUp(
                     f"the forwarder process crashed {self._policy.crashes} times in a row"
@@ -211,14 +219,14 @@ class ForwarderProcess:
             elif isinstance(message, Stopped):
                 return
 
-    def _end_of(self, process: BaseProcess) -> None:
+    def _end_of(self, process: subprocess.Popen[bytes]) -> None:
         """Fold the ended process's totals into the past ones and say how it ended."""
         with self._send_lock:
             self._conn = None
         self._past = self.status()
         self._past_counters = _added(self._past_counters, self._counters, 0)
         self._status, self._counters = NOT_RUNNING, ForwarderCounters()
-        code = process.exitcode
+        code = process.returncode
         if self._stopping.is_set() and code == 0:
             return
         log.error(
