@@ -108,15 +108,15 @@ class ForwarderProcess:
         self._stopping.set()
         self._committed.wake.set()
         self._send(Stop(grace_s))
-        process = self._process
-        if process is not None:
-            try:
-                process.wait(grace_s + EXIT_WAIT_S)
-            except subprocess.TimeoutExpired:
+        # The link thread returns once the process ended (it waits for it without a timeout:
+        # Popen.wait's timeout polls with time.sleep, which fails under a faked wall clock).
+        self._link.join(grace_s + EXIT_WAIT_S)
+        if self._link.is_alive():
+            process = self._process
+            if process is not None:
                 log.warning("forwarder_process_killed", pid=process.pid, after_s=grace_s)
                 process.kill()
-                process.wait()
-        self._link.join()
+            self._link.join()
         self._feed.join()
         if self._retiring:
             self._retirements.retire_now()
