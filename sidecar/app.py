@@ -212,7 +212,6 @@ class FerryApp:
                 max_in_flight=settings.forwarder_max_in_flight,
                 max_backoff_s=settings.retry_max_backoff_s,
                 log_level=settings.log_level,
-                arm_failpoints=True,
                 parent_pid=os.getpid(),
             ),
             committed,

@@ -82,7 +82,8 @@ class ForwarderConfig:
     max_in_flight: int
     max_backoff_s: float
     log_level: str
-    #: Arm $FERRY_FAILPOINTS in this process (its first start only: sidecar/failpoints.py).
-    arm_failpoints: bool
     #: The Ferry process: a kill point hit here kills it too (sidecar/failpoints.py).
     parent_pid: int
+    #: Arm $FERRY_FAILPOINTS in this process: set by the supervisor for the first start only
+    #: (sidecar/failpoints.py).
+    arm_failpoints: bool = False

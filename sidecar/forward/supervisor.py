@@ -17,6 +17,7 @@ adds up those of the dead ones.
 
 from __future__ import annotations
 
+import collections
 import concurrent.futures
 import dataclasses
 import socket
@@ -25,6 +26,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 
 import structlog
@@ -84,9 +86,10 @@ class ForwarderProcess:
         self._retiring: list[concurrent.futures.Future[None]] = []
         self._status = NOT_RUNNING
         self._counters = ForwarderCounters()
-        #: Totals of the processes that ended.
-        self._past = ForwarderStatus(False, 0, 0, 0, 0, {})
-        self._past_counters = ForwarderCounters()
+        self._ended = _EndedTotals()
+        #: Makes folding an ended process's totals into `_ended` one step for readers, whose
+        #: sums would otherwise count them twice or not at all for a moment.
+        self._totals_lock = threading.Lock()
         self.restarts = 0
         self._feed = threading.Thread(
             target=supervised("forwarder-feed", self._run_feed), name="forwarder-feed", daemon=True
@@ -123,17 +126,25 @@ class ForwarderProcess:
             concurrent.futures.wait(self._retiring, timeout=EXIT_WAIT_S)
 
     def status(self) -> ForwarderStatus:
-        now, past = self._status, self._past
-        return dataclasses.replace(
-            now,
-            delivered_total=past.delivered_total + now.delivered_total,
-            resent_total=past.resent_total + now.resent_total,
-            parked_total=past.parked_total + now.parked_total,
-        )
+        with self._totals_lock:
+            now, ended = self._status, self._ended
+            return dataclasses.replace(
+                now,
+                delivered_total=ended.delivered + now.delivered_total,
+                resent_total=ended.resent + now.resent_total,
+                parked_total=ended.parked + now.parked_total,
+            )
 
     @property
     def counters(self) -> ForwarderCounters:
-        return _added(self._past_counters, self._counters, self.restarts)
+        with self._totals_lock:
+            now, ended = self._counters, self._ended
+            return ForwarderCounters(
+                ended.sent_events + now.sent_events,
+                ended.lane_restarts + now.lane_restarts,
+                dict(ended.errors + collections.Counter(now.errors)),
+                self.restarts,
+            )
 
     # -- the process -------------------------------------------------------------------------
 
@@ -223,9 +234,9 @@ class ForwarderProcess:
         """Fold the ended process's totals into the past ones and say how it ended."""
         with self._send_lock:
             self._conn = None
-        self._past = self.status()
-        self._past_counters = _added(self._past_counters, self._counters, 0)
-        self._status, self._counters = NOT_RUNNING, ForwarderCounters()
+        with self._totals_lock:
+            self._ended.add(self._status, self._counters)
+            self._status, self._counters = NOT_RUNNING, ForwarderCounters()
         code = process.returncode
         if self._stopping.is_set() and code == 0:
             return
@@ -239,10 +250,21 @@ class ForwarderProcess:
         )
 
 
-def _added(a: ForwarderCounters, b: ForwarderCounters, restarts: int) -> ForwarderCounters:
-    errors = dict(a.errors)
-    for kind, count in b.errors.items():
-        errors[kind] = errors.get(kind, 0) + count
-    return ForwarderCounters(
-        a.sent_events + b.sent_events, a.lane_restarts + b.lane_restarts, errors, restarts
-    )
+@dataclass(slots=True)
+class _EndedTotals:
+    """The running totals of the forwarder processes that ended, added up."""
+
+    delivered: int = 0
+    resent: int = 0
+    parked: int = 0
+    sent_events: int = 0
+    lane_restarts: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)
+
+    def add(self, status: ForwarderStatus, counters: ForwarderCounters) -> None:
+        self.delivered += status.delivered_total
+        self.resent += status.resent_total
+        self.parked += status.parked_total
+        self.sent_events += counters.sent_events
+        self.lane_restarts += counters.lane_restarts
+        self.errors.update(counters.errors)

@@ -117,3 +117,34 @@ def test_the_forwarder_process_exits_when_ferry_is_killed(
         assert list(json_entries(ferry.log_path, "forwarder_process_orphaned"))
     finally:
         ferry.kill()
+
+
+def test_a_kill_point_in_the_forwarder_process_kills_ferry_first(
+    kafka: KafkaHandle, data_dir: Path
+) -> None:
+    """`forwarder.after_ack` stands for the whole of Ferry dying after Kafka's ack and before
+    the rows retire: Ferry dies by SIGKILL, then the forwarder process; the next Ferry sends
+    those rows again, so every acknowledged event reaches Kafka."""
+    topic = kafka.topic("fwd-proc-killpoint", partitions=3)
+    ferry = FerryProcess(data_dir, kafka.bootstrap, env={FAILPOINTS_ENV: "forwarder.after_ack=1"})
+    ferry.start()
+    try:
+        forwarder = ferry.forwarder_pid()
+        assert ferry.proc is not None
+        ids = _publish(ferry, topic, "before", 40)
+        assert ferry.proc.wait(30) == -signal.SIGKILL, ferry.log_tail()
+        assert wait_until(lambda: not _alive(forwarder), 10), "the forwarder outlived Ferry"
+        [hit] = list(json_entries(ferry.log_path, "failpoint_hit"))
+        assert hit["point"] == "forwarder.after_ack", hit
+        assert ferry.pending_rows() > 0, "the rows Kafka acknowledged were retired anyway"
+    finally:
+        ferry.kill()
+    ferry.env.pop(FAILPOINTS_ENV)
+    ferry.start()
+    try:
+        ferry.wait_drained(30)
+        assert ferry.terminate() == 0
+    finally:
+        ferry.kill()
+    got = {r.event_id for r in read_topic(kafka.bootstrap, topic, expect=len(ids), quiet=1)}
+    assert got == ids
