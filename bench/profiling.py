@@ -1,11 +1,13 @@
-"""Where Ferry's time goes: py-spy on the Ferry process during a load run.
+"""Where Ferry's time goes: py-spy on the Ferry process and its forwarder process during a
+load run.
 
 py-spy samples the Python threads that are not idle, with their native frames (--native)
 and thread names; the raw (collapsed) stacks are kept under the run's work dir and
 summarised into the hottest Python frames (self), the hottest Ferry functions
 (inclusive), the hottest native leaves (syscalls, SQLite, gRPC core) and CPU per thread.
 The per-thread CPU comes from /proc (psutil), so threads py-spy does not sample
-(librdkafka's `rdk:*`, gRPC's) are counted too.
+(librdkafka's `rdk:*`, gRPC's) are counted too. The forwarder process's threads carry the
+prefix `CHILD`, so that each process's share shows by itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import psutil
+
 from bench.sampler import thread_cpu
 from testkit.paths import ROOT
 from testkit.processes import Children
@@ -27,6 +31,11 @@ from testkit.processes import Children
 TOP = 12
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 _THREAD = re.compile(r"^thread \((?P<tid>\d+)\): ?(?P<name>.*)$")
+#: py-spy --subprocesses opens a stack with the process and then each child down to the one
+#: sampled: `process PID:"command line"`.
+_PROCESS = re.compile(r'^process \d+:"')
+#: Before the names of the threads of Ferry's child process (its forwarder).
+CHILD = "forwarder process: "
 
 
 def py_spy() -> str | None:
@@ -41,7 +50,7 @@ class Profile:
     ) -> None:
         self.pid, self.out, self.children = pid, out, children
         self.proc: subprocess.Popen[bytes] | None = None
-        self.threads0 = thread_cpu(pid)
+        self.threads0 = tree_thread_cpu(pid)
         self.t0 = time.time()
         exe = py_spy()
         if exe is None:
@@ -49,13 +58,13 @@ class Profile:
         out.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             exe, "record", "--pid", str(pid), "--duration", str(max(1, round(duration))),
-            "--rate", "100", "--threads", "--full-filenames", "--format", "raw",
+            "--rate", "100", "--threads", "--subprocesses", "--full-filenames", "--format", "raw",
             "--output", str(out), *(["--native"] if native else []),
         ]  # fmt: skip
         self.proc = children.spawn("py-spy", cmd, out.with_suffix(".log"), stop_timeout=10)
 
     def finish(self) -> dict[str, Any]:
-        threads1, t1 = thread_cpu(self.pid), time.time()
+        threads1, t1 = tree_thread_cpu(self.pid), time.time()
         if self.proc is None:
             return {"error": "py-spy is not installed (pip install py-spy)"}
         with contextlib.suppress(subprocess.TimeoutExpired):
@@ -114,10 +123,15 @@ def summarize(raw: str) -> dict[str, Any]:
             continue
         count = int(count_text)
         frames = stack.split(";")
-        thread = _THREAD.match(frames[0])
+        processes = 0
+        while frames and _PROCESS.match(frames[0]):
+            processes += 1
+            frames = frames[1:]
+        thread = _THREAD.match(frames[0]) if frames else None
         if thread is not None:
-            tids[thread["tid"]] = thread["name"] or "?"
-            threads[thread["name"] or "?"] += count
+            name = (CHILD if processes > 1 else "") + (thread["name"] or "?")
+            tids[thread["tid"]] = name
+            threads[name] += count
             frames = frames[1:]
         if not frames:
             continue
@@ -163,5 +177,15 @@ def per_thread(
             continue
         label = names.get(tid) or comm
         used[label] = used.get(label, 0.0) + delta
-    ranked = sorted(used.items(), key=lambda item: -item[1])[:12]
+    ranked = sorted(used.items(), key=lambda item: -item[1])[:16]
     return [[name, round(cpu / wall, 3)] for name, cpu in ranked if wall > 0]
+
+
+def tree_thread_cpu(pid: int) -> dict[int, tuple[str, float]]:
+    """`thread_cpu` of `pid` and of its children, whose kernel thread names get `CHILD`."""
+    result = thread_cpu(pid)
+    with contextlib.suppress(psutil.Error):
+        for child in psutil.Process(pid).children(recursive=True):
+            for tid, (comm, cpu) in thread_cpu(child.pid).items():
+                result[tid] = (CHILD + comm, cpu)
+    return result

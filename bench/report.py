@@ -131,11 +131,14 @@ def profiles(r: Results) -> str:
         return "Not profiled in this run (profiles are taken in full mode only).\n"
     titles = {
         "s1_unary_c128": "Scenario 1, unary Publish at c=128",
+        "s1_stream_c128": "Scenario 1, PublishStream at c=128",
+        "s2_batch": "Scenario 2, PublishBatch(100) DURABLE",
         "s3_end_to_end": "Scenario 3, end to end (PublishBatch, KAFKA ack)",
         "s5_subscribe": "Scenario 5, Subscribe + ack",
     }
     parts = [
-        "py-spy (100 Hz, idle threads left out) on the Ferry process during an "
+        "py-spy (100 Hz, idle threads left out) on the Ferry process and its forwarder "
+        "process (threads named `forwarder process: ...`) during an "
         "extra, unmeasured run of the scenario; % of all samples. *Python frame (self)*: the "
         "innermost Python frame of a sample (time in C code it called counts to it). *Thread "
         "cores* come from /proc and include threads py-spy does not sample (librdkafka "

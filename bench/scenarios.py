@@ -131,6 +131,20 @@ def measure(
     return record
 
 
+def profiled(ctx: Ctx, name: str, topic: str, c: int, **job: Any) -> None:
+    """In full mode, an extra, unmeasured publish run on Ferry with `c` callers and py-spy
+    attached: its profile goes to `ctx.profiles[name]` (bench/profiling.py)."""
+    plan = ctx.plan
+    if not plan.profile:
+        return
+    ctx.say(f"  {name}: profiling")
+    run = publish(
+        ctx.ferry.address, topic, plan, concurrency=c, duration=plan.profile_duration, **job
+    )
+    measure(ctx, ctx.ferry.name, run, plan.procs(c), profile_as=name)
+    settle(ctx)
+
+
 def usage(ctx: Ctx, server: str, t0: float, t1: float) -> dict[str, Any]:
     """CPU/RSS of the server under test over [t0, t1], with Kafka's and the machine's CPU."""
     return {
@@ -195,12 +209,7 @@ def unary(ctx: Ctx) -> dict[str, Any]:
             {"concurrency": c, "ferry": summarize(ferry_runs), "echo": summarize(echo_runs)}
         )
     stream = publish_stream(ctx, topic, max(plan.concurrencies))
-    if plan.profile:
-        c = max(plan.concurrencies)
-        ctx.say(f"  unary c={c}: profiling")
-        job = publish(ctx.ferry.address, topic, plan, concurrency=c, duration=plan.profile_duration)
-        measure(ctx, ctx.ferry.name, job, plan.procs(c), profile_as="s1_unary_c128")
-        settle(ctx)
+    profiled(ctx, "s1_unary_c128", topic, max(plan.concurrencies))
     return {"rows": rows, "stream": stream, "payload": plan.payload}
 
 
@@ -216,6 +225,7 @@ def publish_stream(ctx: Ctx, topic: str, c: int) -> dict[str, Any]:
         settle(ctx)
         job = publish(ctx.echo.address, topic, plan, concurrency=c, stream=True)
         echo_runs.append(measure(ctx, "echo", job, plan.procs(c)))
+    profiled(ctx, "s1_stream_c128", topic, c, stream=True)
     return {"concurrency": c, "ferry": summarize(ferry_runs), "echo": summarize(echo_runs)}
 
 
@@ -236,6 +246,7 @@ def batched(ctx: Ctx) -> dict[str, Any]:
         settle(ctx)
         job = publish(ctx.echo.address, topic, plan, concurrency=c, batch=plan.batch_size)
         echo_runs.append(measure(ctx, "echo", job, plan.procs(c)))
+    profiled(ctx, "s2_batch", topic, c, batch=plan.batch_size)
     return {
         "batch_size": plan.batch_size,
         "concurrency": c,
@@ -272,19 +283,7 @@ def end_to_end(ctx: Ctx) -> dict[str, Any]:
             "duration": plan.duration,
         }
         raw_runs.append(measure(ctx, ctx.pool.workers[0].name, raw_job, 1))
-    if plan.profile:
-        ctx.say("  end to end: profiling")
-        job = publish(
-            ctx.ferry.address,
-            topic,
-            plan,
-            concurrency=c,
-            batch=plan.batch_size,
-            ack="kafka",
-            duration=plan.profile_duration,
-        )
-        measure(ctx, ctx.ferry.name, job, plan.procs(c), profile_as="s3_end_to_end")
-        settle(ctx)
+    profiled(ctx, "s3_end_to_end", topic, c, batch=plan.batch_size, ack="kafka")
     return {
         "concurrency": c,
         "batch_size": plan.batch_size,
