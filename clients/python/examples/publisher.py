@@ -3,7 +3,8 @@
 PUBLISH_MODE=unary (the default) publishes one call at a time (FerryPublisher);
 PUBLISH_MODE=stream pipelines them all on one PublishStream (FerryStreamPublisher) and
 waits for every answer. Prints {"published": COUNT} and exits 0; exits 1 on an error the
-client does not retry.
+client does not retry. A secured Ferry is reached as FERRY_TLS_CA, FERRY_TLS_CLIENT_CERT,
+FERRY_TLS_CLIENT_KEY, FERRY_TLS_SERVER_NAME and FERRY_TOKEN_FILE say (Credentials.from_env).
 """
 
 from __future__ import annotations
@@ -13,17 +14,18 @@ import logging
 import os
 import sys
 
-from ferry_client import FerryError, FerryPublisher, FerryStreamPublisher
+from ferry_client import Credentials, FerryError, FerryPublisher, FerryStreamPublisher
 
 
 def publish_unary(topic: str, count: int, prefix: str) -> None:
-    with FerryPublisher() as publisher:  # FERRY_ADDR
+    with FerryPublisher(credentials=Credentials.from_env()) as publisher:  # FERRY_ADDR
         for i in range(count):
             publisher.publish(topic, f"payload-{i}", key=f"k{i % 8}", event_id=f"{prefix}-{i}")
 
 
 def publish_stream(topic: str, count: int, prefix: str) -> None:
-    with FerryStreamPublisher() as publisher:  # FERRY_ADDR; close() waits for every answer
+    # FERRY_ADDR; close() waits for every answer
+    with FerryStreamPublisher(credentials=Credentials.from_env()) as publisher:
         futures = [
             publisher.publish(topic, f"payload-{i}", key=f"k{i % 8}", event_id=f"{prefix}-{i}")
             for i in range(count)

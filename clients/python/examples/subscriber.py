@@ -1,7 +1,8 @@
 """Subscribe to TOPIC as SUBSCRIPTION (from the earliest record) and ack every delivery.
 
 Prints {"received": EXPECT} and exits 0 once EXPECT distinct event ids were handled;
-exits 1 after TIMEOUT_S seconds without that, or if the subscription is refused.
+exits 1 after TIMEOUT_S seconds without that, or if the subscription is refused. A secured
+Ferry is reached as the FERRY_TLS_* and FERRY_TOKEN_FILE variables say (Credentials.from_env).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 import threading
 import time
 
-from ferry_client import Message, StartPosition, Subscriber
+from ferry_client import Credentials, Message, StartPosition, Subscriber
 
 
 def main() -> int:
@@ -33,6 +34,7 @@ def main() -> int:
         os.environ["SUBSCRIPTION"],
         [os.environ["TOPIC"]],
         start_position=StartPosition.EARLIEST,
+        credentials=Credentials.from_env(),
     ).start()  # FERRY_ADDR
     deadline = time.monotonic() + timeout
     try:

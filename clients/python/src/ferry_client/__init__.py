@@ -2,6 +2,7 @@
 
 from ferry_client._channel import DEFAULT_ADDR, channel_options, ferry_addr
 from ferry_client._uuid7 import uuid7
+from ferry_client.credentials import TLS, Credentials
 from ferry_client.errors import FerryError
 from ferry_client.publisher import (
     AckLevel,
@@ -17,8 +18,10 @@ from ferry_client.subscriber import DeliveryOrder, Message, StartPosition, Subsc
 
 __all__ = [
     "DEFAULT_ADDR",
+    "TLS",
     "AckLevel",
     "AsyncFerryPublisher",
+    "Credentials",
     "DeliveryOrder",
     "Event",
     "FerryError",

@@ -17,11 +17,12 @@ from typing import NamedTuple, TypeVar
 import grpc
 import grpc.aio
 
-from ferry_client._channel import channel_options, ferry_addr
+from ferry_client._channel import open_aio_channel, open_channel
 from ferry_client._gen.ferry.v1 import publisher_pb2 as pb
 from ferry_client._gen.ferry.v1 import publisher_pb2_grpc
 from ferry_client._retry import Attempts
 from ferry_client._uuid7 import uuid7
+from ferry_client.credentials import Credentials
 from ferry_client.errors import status_code
 
 Bytes = bytes | str
@@ -167,6 +168,7 @@ class FerryPublisher(_Base):
         addr: str | None = None,
         *,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
         deadline: float = 60.0,
         attempt_timeout: float = 10.0,
         ack_level: AckLevel = AckLevel.DURABLE,
@@ -174,9 +176,7 @@ class FerryPublisher(_Base):
     ) -> None:
         super().__init__(deadline, attempt_timeout, ack_level)
         self._own_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(
-            ferry_addr(addr), options=channel_options(service_config)
-        )
+        self._channel = channel or open_channel(addr, credentials, service_config)
         self._stub = publisher_pb2_grpc.PublisherStub(self._channel)
 
     def publish(
@@ -240,6 +240,7 @@ class AsyncFerryPublisher(_Base):
         addr: str | None = None,
         *,
         channel: grpc.aio.Channel | None = None,
+        credentials: Credentials | None = None,
         deadline: float = 60.0,
         attempt_timeout: float = 10.0,
         ack_level: AckLevel = AckLevel.DURABLE,
@@ -247,9 +248,7 @@ class AsyncFerryPublisher(_Base):
     ) -> None:
         super().__init__(deadline, attempt_timeout, ack_level)
         self._own_channel = channel is None
-        self._channel = channel or grpc.aio.insecure_channel(
-            ferry_addr(addr), options=channel_options(service_config)
-        )
+        self._channel = channel or open_aio_channel(addr, credentials, service_config)
         self._stub = publisher_pb2_grpc.PublisherStub(self._channel)
 
     async def publish(

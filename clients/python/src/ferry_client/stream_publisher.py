@@ -30,10 +30,11 @@ from typing import Any, cast
 
 import grpc
 
-from ferry_client._channel import channel_options, ferry_addr
+from ferry_client._channel import open_channel
 from ferry_client._gen.ferry.v1 import publisher_pb2 as pb
 from ferry_client._gen.ferry.v1 import publisher_pb2_grpc
 from ferry_client._retry import Backoff
+from ferry_client.credentials import Credentials
 from ferry_client.errors import FerryError
 from ferry_client.publisher import (
     AckLevel,
@@ -122,6 +123,7 @@ class FerryStreamPublisher:
         addr: str | None = None,
         *,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
         deadline: float = 60.0,
         ack_level: AckLevel = AckLevel.DURABLE,
         max_outstanding: int = DEFAULT_MAX_OUTSTANDING,
@@ -132,9 +134,7 @@ class FerryStreamPublisher:
         self.deadline, self.ack_level = deadline, ack_level
         self.max_outstanding = max_outstanding
         self._own_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(
-            ferry_addr(addr), options=channel_options(service_config)
-        )
+        self._channel = channel or open_channel(addr, credentials, service_config)
         self._stub = publisher_pb2_grpc.PublisherStub(self._channel)
         self._lock = threading.Lock()
         self._room = threading.Condition(self._lock)  # publishers waiting for the window

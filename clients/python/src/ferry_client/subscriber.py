@@ -20,10 +20,11 @@ from datetime import UTC, datetime
 import grpc
 from google.protobuf import duration_pb2
 
-from ferry_client._channel import channel_options, ferry_addr
+from ferry_client._channel import open_channel
 from ferry_client._gen.ferry.v1 import subscriber_pb2 as pb
 from ferry_client._gen.ferry.v1 import subscriber_pb2_grpc
 from ferry_client._retry import Backoff
+from ferry_client.credentials import Credentials
 from ferry_client.errors import FerryError
 
 log = logging.getLogger("ferry_client")
@@ -175,6 +176,7 @@ class Subscriber:
         *,
         addr: str | None = None,
         channel: grpc.Channel | None = None,
+        credentials: Credentials | None = None,
         max_concurrency: int = 16,
         max_outstanding_events: int | None = None,
         lease_duration: float = 30.0,
@@ -204,9 +206,7 @@ class Subscriber:
         if max_redelivery_backoff is not None:
             self._open.max_redelivery_backoff.CopyFrom(_duration(max_redelivery_backoff))
         self._own_channel = channel is None
-        self._channel = channel or grpc.insecure_channel(
-            ferry_addr(addr), options=channel_options()
-        )
+        self._channel = channel or open_channel(addr, credentials)
         self._stub = subscriber_pb2_grpc.SubscriberStub(self._channel)
         self._pool = ThreadPoolExecutor(max_concurrency, thread_name_prefix="ferry-handler")
         self._stopping = threading.Event()

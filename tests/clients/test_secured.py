@@ -1,8 +1,9 @@
-"""The Go client against a Ferry that requires mutual TLS and a bearer token: its example
-publisher and subscriber, configured by the FERRY_TLS_* and FERRY_TOKEN_FILE variables
-(ferry.WithEnvCredentials), publish and receive an event; without the token the publish is
-refused UNAUTHENTICATED, and without the client certificate the handshake fails; nothing of
-the refused runs reaches Kafka, and no secret reaches Ferry's debug log."""
+"""The clients that speak TLS and tokens against a Ferry that requires mutual TLS and a bearer
+token: each one's example publisher and subscriber, configured by the FERRY_TLS_* and
+FERRY_TOKEN_FILE variables (Go: ferry.WithEnvCredentials; Python: Credentials.from_env),
+publish and receive an event; without the token the publish is refused UNAUTHENTICATED, and
+(Go) without the client certificate the handshake fails; nothing of the refused runs reaches
+Kafka, and no secret reaches Ferry's debug log."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ import secrets
 import signal
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from testkit.certs import CertificateAuthority
 from testkit.client_access import ClientAccess
@@ -23,13 +26,19 @@ from testkit.subscribe_calls import unique_subscription
 from testkit.waiting import wait_for
 from tests.conftest import KafkaHandle
 
-CI = ROOT / "clients" / "go" / "ci.sh"
 RUN_TIMEOUT_S = 300  # a first run builds the examples
+#: What each client's example publisher writes to stderr when Ferry refuses its call for
+#: want of a token.
+UNAUTHENTICATED = {"go": "Unauthenticated", "python": "UNAUTHENTICATED"}
 
 
-def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _ci(lang: str) -> str:
+    return str(ROOT / "clients" / lang / "ci.sh")
+
+
+def _run(lang: str, command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(CI), command],
+        [_ci(lang), command],
         env={**os.environ, **env},
         capture_output=True,
         text=True,
@@ -38,8 +47,9 @@ def _run(command: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_go_client_with_mutual_tls_and_a_token(
-    kafka: KafkaHandle, tmp_path: Path, secret_log: SecretLog
+@pytest.mark.parametrize("lang", sorted(UNAUTHENTICATED))
+def test_client_with_mutual_tls_and_a_token(
+    lang: str, kafka: KafkaHandle, tmp_path: Path, secret_log: SecretLog
 ) -> None:
     ca = CertificateAuthority.create("Ferry Test CA")
     server, client = ca.issue_server(), ca.issue_client("orders-service")
@@ -60,7 +70,7 @@ def test_go_client_with_mutual_tls_and_a_token(
         access=ClientAccess(root_ca=ca.cert_pem, client=client, token=token),
     )  # fmt: skip
     secret_log.watch(ferry)
-    topic = kafka.topic("go-mtls", partitions=1)
+    topic = kafka.topic(f"{lang}-mtls", partitions=1)
     env = {
         "FERRY_ADDR": ferry.address,
         "TOPIC": topic,
@@ -71,11 +81,12 @@ def test_go_client_with_mutual_tls_and_a_token(
     }
     try:
         ferry.start()
-        published = _run("run-publisher", {**env, "COUNT": "1", "ID_PREFIX": "go-mtls"})
+        published = _run(lang, "run-publisher", {**env, "COUNT": "1", "ID_PREFIX": topic})
         assert published.returncode == 0, published.stderr[-4000:]
         assert json.loads(published.stdout) == {"published": 1}
-        subscription = unique_subscription("go-mtls")
+        subscription = unique_subscription(f"{lang}-mtls")
         received = _run(
+            lang,
             "run-subscriber",
             {**env, "SUBSCRIPTION": subscription, "EXPECT": "1", "TIMEOUT_S": "120"},
         )
@@ -83,16 +94,17 @@ def test_go_client_with_mutual_tls_and_a_token(
         assert json.loads(received.stdout) == {"received": 1}
 
         no_token = {k: v for k, v in env.items() if k != "FERRY_TOKEN_FILE"}
-        refused = _run("run-publisher", {**no_token, "COUNT": "1", "ID_PREFIX": "no-token"})
+        refused = _run(lang, "run-publisher", {**no_token, "COUNT": "1", "ID_PREFIX": "no-token"})
         assert refused.returncode == 1, refused.stderr[-4000:]
-        assert "Unauthenticated" in refused.stderr, refused.stderr[-4000:]
+        assert UNAUTHENTICATED[lang] in refused.stderr, refused.stderr[-4000:]
 
-        no_cert = {k: v for k, v in env.items() if "CLIENT" not in k}
-        _assert_handshake_refused(no_cert, tmp_path / "no-cert.log")
+        if lang == "go":  # the log lines it reads are the Go subscriber's
+            no_cert = {k: v for k, v in env.items() if "CLIENT" not in k}
+            _assert_handshake_refused(no_cert, tmp_path / "no-cert.log")
     finally:
         ferry.kill()
     [record] = read_topic(kafka.bootstrap, topic, expect=1, quiet=1)
-    assert record.event_id == "go-mtls-0"
+    assert record.event_id == f"{topic}-0"
 
 
 def _assert_handshake_refused(env: dict[str, str], log: Path) -> None:
@@ -102,7 +114,7 @@ def _assert_handshake_refused(env: dict[str, str], log: Path) -> None:
     settings = {"SUBSCRIPTION": unique_subscription("no-cert"), "EXPECT": "1", "TIMEOUT_S": "120"}
     with open(log, "w") as stderr:
         proc = subprocess.Popen(
-            [str(CI), "run-subscriber"],
+            [_ci("go"), "run-subscriber"],
             env={**os.environ, **env, **settings},
             stdout=subprocess.PIPE,
             stderr=stderr,
