@@ -167,6 +167,39 @@ async def test_retirements_wait_for_an_append_to_share_its_commit(
     assert (writer.commits, writer.pending_rows) == (commits + 1, 1)
 
 
+async def test_retirements_that_arrive_while_others_wait_share_one_commit(
+    patient_writer: WalWriter,
+) -> None:
+    writer = patient_writer
+    logged = [await writer.append([event(i)]) for i in range(3)]
+    sequences = [r.sequence for [r] in logged if isinstance(r, Accepted)]
+    retired = [writer.retire(Settlement({"t": seq}, [], [])) for seq in sequences]
+    await asyncio.sleep(0.2)
+    commits = writer.commits
+    assert not any(f.done() for f in retired)
+    await writer.append([event(3)])
+    await asyncio.wait_for(asyncio.gather(*map(asyncio.wrap_future, retired)), 5)
+    assert (writer.commits, writer.pending_rows) == (commits + 1, 1)
+
+
+async def test_a_retirement_after_the_backlog_emptied_still_commits_alone(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Retirements that find others waiting do not wake the writer; once those committed, the
+    # next one must wake it again, or it would wait for an append that may never come.
+    monkeypatch.setattr(writer_module, "RETIRE_ALONE_AFTER_S", 0.05)
+    writer = WalWriter(data_dir, LIMITS)
+    try:
+        for i in range(3):
+            [logged] = await writer.append([event(i)])
+            assert isinstance(logged, Accepted)
+            retired = writer.retire(Settlement({"t": logged.sequence}, [], []))
+            await asyncio.wait_for(asyncio.wrap_future(retired), 5)
+            assert writer.pending_rows == 0
+    finally:
+        await asyncio.to_thread(writer.close)
+
+
 async def test_retire_now_commits_retirements_without_an_append(
     patient_writer: WalWriter,
 ) -> None:
