@@ -134,6 +134,7 @@ def profiles(r: Results) -> str:
         "s1_stream_c128": "Scenario 1, PublishStream at c=128",
         "s2_batch": "Scenario 2, PublishBatch(100) DURABLE",
         "s3_end_to_end": "Scenario 3, end to end (PublishBatch, KAFKA ack)",
+        "s4_fixed_load": "Scenario 4, unary Publish DURABLE at 1,000/s",
         "s5_subscribe": "Scenario 5, Subscribe + ack",
     }
     parts = [

@@ -69,6 +69,11 @@ class Sampler:
             self._series[children_of(name)] = Series()
         self._sample_one(name)
 
+    def pid(self, name: str) -> int:
+        """The process watched as `name`."""
+        with self._lock:
+            return self._procs[name].pid
+
     def unwatch(self, name: str) -> None:
         with self._lock:
             self._procs.pop(name, None)

@@ -108,10 +108,9 @@ def measure(
     if probe is not None or profile_as is not None:
         time.sleep(max(0.0, batch.w0 - time.time()))
         if profile_as is not None:
-            pid = ctx.ferry.pid if server == ctx.ferry.name else ctx.echo.pid
             prof = Profile(
                 ctx.children,
-                pid,
+                ctx.sampler.pid(server),
                 batch.w1 - time.time(),
                 _prof_path(ctx, profile_as),
                 ctx.plan.profile_native,
@@ -294,39 +293,55 @@ def end_to_end(ctx: Ctx) -> dict[str, Any]:
 
 def fixed_load(ctx: Ctx) -> dict[str, Any]:
     """Scenario 4: 1,000 publishes/s open loop on a fresh Ferry: latency, CPU, RSS (unary
-    DURABLE and KAFKA, and DURABLE requests of one event on one PublishStream).
+    DURABLE and KAFKA, and DURABLE requests of one event on one PublishStream); then the same
+    DURABLE runs on a fresh Ferry with `--forwarder-mode thread` (under "thread").
 
-    A fresh process, so that its RSS is what a Ferry that only ever saw this load has."""
+    Fresh processes, so that their RSS is what a Ferry that only ever saw this load has."""
+    sides = fixed_runs(ctx, "ferry-fixed", ("durable", "kafka", "stream", "echo"))
+    thread = fixed_runs(
+        ctx, "ferry-fixed-thread", ("durable", "stream"), "--forwarder-mode", "thread"
+    )
+    return {"rate": ctx.plan.fixed_rate, **sides, "thread": thread}
+
+
+def fixed_runs(ctx: Ctx, name: str, sides: tuple[str, ...], *args: str) -> dict[str, Any]:
+    """`sides` (durable, kafka, stream, echo) at the fixed rate against a fresh Ferry started
+    with `args`, `plan.reps` times each; their summaries and the Ferry's idle RSS."""
     plan = ctx.plan
-    ferry = ctx.start_ferry("ferry-fixed", *QUICK_EXIT)
+    ferry = ctx.start_ferry(name, *QUICK_EXIT, *args)
     time.sleep(1.0)
     idle = ctx.sampler.usage(ferry.name, time.time() - 0.8, time.time())
     topic = ctx.topic("fixed")
-    runs: dict[str, list[dict[str, Any]]] = {"durable": [], "kafka": [], "stream": [], "echo": []}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in sides}
     try:
         for rep in range(plan.reps):
-            ctx.say(f"  fixed load rep {rep + 1}/{plan.reps}")
-            for name in runs:
-                target = ctx.echo.address if name == "echo" else ferry.address
-                ack = "kafka" if name == "kafka" else "durable"
+            ctx.say(f"  fixed load {' '.join(args) or 'default'} rep {rep + 1}/{plan.reps}")
+            for side in runs:
+                target = ctx.echo.address if side == "echo" else ferry.address
                 job = publish(
                     target,
                     topic,
                     plan,
                     rate=plan.fixed_rate,
-                    ack=ack,
+                    ack="kafka" if side == "kafka" else "durable",
                     duration=plan.fixed_duration,
-                    stream=name == "stream",
+                    stream=side == "stream",
                 )
-                server = "echo" if name == "echo" else ferry.name
-                runs[name].append(measure(ctx, server, job, 1))
-                if name != "echo":
+                server = "echo" if side == "echo" else ferry.name
+                runs[side].append(measure(ctx, server, job, 1))
+                if side != "echo":
                     settle(ctx, ferry)
+        if plan.profile and not args:
+            ctx.say("  fixed load: profiling")
+            job = publish(
+                ferry.address, topic, plan, rate=plan.fixed_rate, duration=plan.profile_duration
+            )
+            measure(ctx, ferry.name, job, 1, profile_as="s4_fixed_load")
+            settle(ctx, ferry)
     finally:
         ctx.sampler.unwatch(ferry.name)
         ferry.stop()
     return {
-        "rate": plan.fixed_rate,
         "idle_rss_mb": idle.peak_rss_mb,
-        **{name: summarize(records) for name, records in runs.items()},
+        **{side: summarize(records) for side, records in runs.items()},
     }

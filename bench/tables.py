@@ -193,11 +193,18 @@ def fixed(data: Mapping[str, Any]) -> str:
         ("stream", "Ferry DURABLE, PublishStream"),
         ("echo", "echo"),
     )
-    for key, label in [(k, name) for k, name in labels if k in data]:
-        row = _load_row(label, data[key], ops=" /s")
-        rows.append([*row[:5], cell(data[key], "lat.p999", 2), *row[5:]])
-    idle = data.get("idle_rss_mb")
-    note = f"\n\nFerry's RSS right after start, idle: {num(idle, 1)} MB." if idle else ""
+    thread = data.get("thread") or {}
+    sides = [(data[k], name) for k, name in labels if k in data]
+    sides += [(thread[k], f"{name}, forwarder thread") for k, name in labels if k in thread]
+    for side, label in sides:
+        row = _load_row(label, side, ops=" /s")
+        rows.append([*row[:5], cell(side, "lat.p999", 2), *row[5:]])
+    notes = []
+    if idle := data.get("idle_rss_mb"):
+        notes.append(f"Ferry's RSS right after start, idle: {num(idle, 1)} MB")
+    if idle := thread.get("idle_rss_mb"):
+        notes.append(f"with `--forwarder-mode thread`: {num(idle, 1)} MB")
+    note = f"\n\n{'; '.join(notes)}." if notes else ""
     return table(header, rows) + note
 
 

@@ -5,7 +5,10 @@ SERVING once the log is open; `ferry.kafka` once the forwarder reports Kafka rea
 
 Ferry is two processes: this one, and the forwarder process it starts and supervises
 (sidecar/forward/supervisor.py), which reads the log and sends it to Kafka under an
-interpreter lock of its own. Ferry's threads, and what each owns:
+interpreter lock of its own. With `--forwarder-mode thread` it is one process: the
+forwarder's `forwarder` and `kafka-probe` threads run in Ferry, fed by the log writer's
+commit hook, in place of `forwarder-feed` and `forwarder-link` (sidecar/forward/placement.py).
+Ferry's threads, and what each owns:
 
 ==========================  ==========================================================
 thread                      owns
@@ -69,11 +72,11 @@ main                        the pipe's reading end: committed rows, the order to
 native threads              librdkafka's
 ==========================  ==========================================================
 
-The wal-writer, wal-checkpoint, forwarder-feed, forwarder-link and consumer
-threads run supervised (sidecar/lifecycle.py): if one dies (an exception escapes its
-loop), it is logged as one `thread_died` line with the traceback, health turns NOT_SERVING
-at once and Ferry drains as below, then exits 70 so that Kubernetes restarts
-it. The forwarder gets no grace period if the log writer died (it could
+The wal-writer, wal-checkpoint, forwarder-feed, forwarder-link and consumer threads
+(in thread mode, forwarder and kafka-probe too) run supervised (sidecar/lifecycle.py): if
+one dies (an exception escapes its loop), it is logged as one `thread_died` line with the
+traceback, health turns NOT_SERVING at once and Ferry drains as below, then exits 70 so
+that Kubernetes restarts it. The forwarder gets no grace period if the log writer died (it could
 retire nothing). What is logged stays in the log; the next start forwards it.
 A forwarder process that dies (a thread of its own died, or it was killed) is
 started again after a backoff while Ferry keeps serving, with `ferry.kafka`
@@ -118,7 +121,7 @@ from sidecar.clock import SystemClock
 from sidecar.config import Settings
 from sidecar.forward.channels import CommittedRows
 from sidecar.forward.messages import ForwarderConfig
-from sidecar.forward.supervisor import ForwarderProcess
+from sidecar.forward.placement import ForwarderHandle, make_forwarder
 from sidecar.kafka.consumer import ConsumerThread, consumer_config
 from sidecar.kafka.security import kafka_client_options
 from sidecar.lifecycle import (
@@ -160,7 +163,7 @@ class FerryApp:
 
     settings: Settings
     writer: WalWriter
-    forwarder: ForwarderProcess
+    forwarder: ForwarderHandle
     publish: PublishService
     subscriptions: SubscriptionRegistry
     health: Health
@@ -204,7 +207,8 @@ class FerryApp:
             ),
             on_commit=committed.report,
         )
-        forwarder = ForwarderProcess(
+        forwarder = make_forwarder(
+            settings.forwarder_mode,
             ForwarderConfig(
                 settings.data_dir,
                 settings.kafka_bootstrap,
@@ -218,8 +222,8 @@ class FerryApp:
             writer,
             on_delivered=waiters.delivered,
         )
-        # At once: the process takes a moment to start, which overlaps with the rest of the
-        # start here; the log it reads is open already.
+        # At once: a forwarder process takes a moment to start, which overlaps with the rest of
+        # the start here; the log it reads is open already.
         forwarder.start()
         publish = PublishService(writer, waiters)
 

@@ -32,7 +32,7 @@ import structlog
 
 from sidecar import failpoints
 from sidecar.forward.channels import CommittedRows
-from sidecar.forward.forwarder import Forwarder
+from sidecar.forward.forwarder import configured_forwarder
 from sidecar.forward.messages import (
     Committed,
     Deliveries,
@@ -44,7 +44,6 @@ from sidecar.forward.messages import (
     Stopped,
     Up,
 )
-from sidecar.kafka.producer import producer_factory
 from sidecar.lifecycle import EXIT_INTERNAL_ERROR, on_thread_death, supervised
 from sidecar.model import DeliveredEvent, Settlement
 from sidecar.observability.logging import configure_logging, register_secrets, sensitive_values
@@ -101,15 +100,7 @@ def main(conn: Connection) -> None:
     on_thread_death(lambda _name, _exc: os._exit(EXIT_INTERNAL_ERROR))
     link = FerryLink(conn)
     committed = CommittedRows()
-    forwarder = Forwarder(
-        config.data_dir,
-        committed,
-        link,
-        producer_factory(config.kafka_bootstrap, config.kafka_options),
-        max_in_flight=config.max_in_flight,
-        max_backoff_s=config.max_backoff_s,
-        on_delivered=link.delivered,
-    )
+    forwarder = configured_forwarder(config, committed, link, link.delivered)
     forwarder.start()
     stop_reporting = threading.Event()
 

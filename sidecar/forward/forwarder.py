@@ -38,9 +38,10 @@ from sidecar.backoff import backoff_delay
 from sidecar.forward.channels import CommittedRows, Retirements
 from sidecar.forward.counters import ForwarderCounters, ForwarderStatus, LaneStatus
 from sidecar.forward.lanes import UNKNOWN_END, Lane
+from sidecar.forward.messages import ForwarderConfig
 from sidecar.forward.reachability import KafkaReachability
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
-from sidecar.kafka.producer import refused_for_good
+from sidecar.kafka.producer import producer_factory, refused_for_good
 from sidecar.lifecycle import supervised
 from sidecar.model import (
     EVENT_ID_HEADER,
@@ -391,3 +392,21 @@ class Forwarder:
             lane.in_flight = 0
             self._fail_lane(lane, f"producer recreated after: {self._fatal}")
         return self._new_producer()
+
+
+def configured_forwarder(
+    config: ForwarderConfig,
+    committed: CommittedRows,
+    retirements: Retirements,
+    on_delivered: Callable[[list[DeliveredEvent]], None],
+) -> Forwarder:
+    """The forwarder `config` describes, with a real Kafka producer; not started yet."""
+    return Forwarder(
+        config.data_dir,
+        committed,
+        retirements,
+        producer_factory(config.kafka_bootstrap, config.kafka_options),
+        max_in_flight=config.max_in_flight,
+        max_backoff_s=config.max_backoff_s,
+        on_delivered=on_delivered,
+    )

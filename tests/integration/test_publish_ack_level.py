@@ -20,10 +20,13 @@ from tests.conftest import KafkaHandle
 KAFKA = pb.ACK_LEVEL_KAFKA
 
 
-def test_kafka_ack_returns_the_position_kafka_stored(kafka: KafkaHandle, data_dir: Path) -> None:
-    topic = kafka.topic("ack-pos", partitions=3)
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_kafka_ack_returns_the_position_kafka_stored(
+    kafka: KafkaHandle, data_dir: Path, mode: str
+) -> None:
+    topic = kafka.topic(f"ack-pos-{mode}", partitions=3)
     positions: dict[str, tuple[int, int]] = {}
-    with running_ferry(data_dir, kafka.bootstrap) as ferry:
+    with running_ferry(data_dir, kafka.bootstrap, "--forwarder-mode", mode) as ferry:
         stub = ferry.publisher()
         for i in range(30):
             ev = event(topic, f"one-{i}", key=f"k{i % 5}".encode())
@@ -44,6 +47,8 @@ def test_kafka_ack_returns_the_position_kafka_stored(kafka: KafkaHandle, data_di
         durable = publish(stub, event(topic, "durable")).result
         assert not durable.HasField("kafka_position")
         ferry.wait_drained(30)
+    child_started = '"forwarder_process_started"' in ferry.log_path.read_text()
+    assert child_started == (mode == "process")
     records = read_topic(kafka.bootstrap, topic, expect=len(positions) + 1, quiet=1.5)
     found = {r.event_id: (r.partition, r.offset) for r in records}
     assert len(records) == len(found) == len(positions) + 1

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
+import pytest
 
 from sidecar._gen.ferry.v1 import publisher_pb2 as pb
 from sidecar._gen.ferry.v1 import publisher_pb2_grpc
@@ -95,12 +96,15 @@ class Client:
         return [e.result for e in reply.entries]
 
 
-def test_kill_9_while_publishing_loses_nothing(kafka: KafkaHandle, data_dir: Path) -> None:
-    topic = kafka.topic("kill9", partitions=3)
+@pytest.mark.parametrize("mode", ["process", "thread"])
+def test_kill_9_while_publishing_loses_nothing(
+    kafka: KafkaHandle, data_dir: Path, mode: str
+) -> None:
+    topic = kafka.topic(f"kill9-{mode}", partitions=3)
     rng = random.Random()
     clients = [Client(n, topic) for n in range(CLIENTS)]
     stop = threading.Event()
-    ferry = FerryProcess(data_dir, kafka.bootstrap).start()
+    ferry = FerryProcess(data_dir, kafka.bootstrap, "--forwarder-mode", mode).start()
     threads = [threading.Thread(target=c.run, args=(ferry.address, stop)) for c in clients]
     try:
         for thread in threads:

@@ -46,6 +46,7 @@ def test_defaults() -> None:
     assert s.librdkafka_options() == {}
     assert s.data_dir == Path("data")
     assert s.log_level == "info"
+    assert s.forwarder_mode == "process"
     assert s.max_event_bytes == 1 * MIB - 64 * KIB
     assert s.max_event_bytes <= PRODUCER_MESSAGE_MAX_BYTES - 16 * KIB
     assert s.max_batch_events == 1000
@@ -254,6 +255,17 @@ def test_log_levels(level: str) -> None:
 
 def test_unknown_log_level_is_refused() -> None:
     assert "log_level" in config_error(log_level="verbose")
+
+
+@pytest.mark.parametrize("mode", ["process", "THREAD", "Thread"])
+def test_forwarder_modes(mode: str) -> None:
+    assert load_settings(forwarder_mode=mode).forwarder_mode == mode.lower()
+
+
+def test_unknown_forwarder_mode_is_refused() -> None:
+    error = config_error(forwarder_mode="fork")
+    assert "forwarder_mode" in error
+    assert "process or thread" in error
 
 
 @pytest.mark.parametrize("share", [0.0, -0.1, 1.5])
