@@ -3,10 +3,10 @@
 - `process` (the default): a child interpreter with its own interpreter lock
   (sidecar/forward/supervisor.py). Sending to Kafka does not compete with the gRPC servicers
   and the log writer for one core, which is what high rates need; it costs a second
-  interpreter (about 40 MB) and a pipe message each way per commit.
+  interpreter (about 35 MB) and a pipe message each way per commit.
 - `thread`: the same `Forwarder` on threads of Ferry, fed straight by the log writer's commit
-  hook and retiring through the writer itself. Fewer wake-ups per publish and one interpreter:
-  lower latency at modest rates and less memory, for pods of a core or less. A forwarder
+  hook and retiring through the writer itself. One interpreter and fewer wake-ups per publish:
+  less memory, and less CPU at modest rates, for pods of a core or less. A forwarder
   thread that dies takes Ferry down (exit 70) like any supervised thread, instead of being
   restarted alone.
 
