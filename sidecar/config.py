@@ -163,8 +163,8 @@ class Settings(BaseSettings, KafkaSecuritySettings, ObservabilitySettings):
     forwarder_mode: str = Field(
         "process",
         description="where the forwarder runs: process (an interpreter of its own: the most "
-        "throughput, about 35 MB more memory) or thread (inside Ferry: less memory, and less CPU at "
-        "modest rates, for pods of a core or less)",
+        "throughput, about 35 MB more memory) or thread (inside Ferry: less memory, and less "
+        "CPU at modest rates, for pods of a core or less)",
     )
     retry_max_backoff_s: float = Field(30.0, gt=0, description="cap of the per-topic retry backoff")
     max_streams: int = Field(1000, description="most Subscribe streams at once")
