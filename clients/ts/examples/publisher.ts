@@ -3,7 +3,7 @@
 // PUBLISH_MODE=unary (the default) publishes one call at a time; PUBLISH_MODE=stream pipelines
 // them over one PublishStream with the stream publisher and waits for every answer.
 // Exits 1 on an error that is not retried. Logs go to stderr.
-import { FerryClient, FerryError, type PublishResult } from "../src/index.js";
+import { credentialsFromEnv, FerryClient, FerryError, type PublishResult } from "../src/index.js";
 
 function env(name: string): string {
   const v = process.env[name];
@@ -16,7 +16,8 @@ const count = Number(env("COUNT"));
 const idPrefix = env("ID_PREFIX");
 const mode = process.env.PUBLISH_MODE || "unary";
 if (mode !== "unary" && mode !== "stream") throw new Error(`PUBLISH_MODE must be unary or stream, not ${mode}`);
-const client = new FerryClient(); // FERRY_ADDR
+// FERRY_ADDR; TLS and a token from FERRY_TLS_* and FERRY_TOKEN_FILE when set.
+const client = new FerryClient({ credentials: credentialsFromEnv() });
 
 async function unary(): Promise<void> {
   for (let i = 0; i < count; i++) {

@@ -1,7 +1,7 @@
 // Subscribes SUBSCRIPTION to TOPIC from the earliest record, acks every delivery, and prints
 // {"received": EXPECT} once EXPECT distinct event ids were handled; exits 1 after TIMEOUT_S
 // seconds without that. Reconnects on its own while Ferry restarts. Logs go to stderr.
-import { FerryClient, StartPosition } from "../src/index.js";
+import { credentialsFromEnv, FerryClient, StartPosition } from "../src/index.js";
 
 function env(name: string): string {
   const v = process.env[name];
@@ -14,7 +14,8 @@ const subscription = env("SUBSCRIPTION");
 const expect = Number(env("EXPECT"));
 const timeoutS = Number(env("TIMEOUT_S"));
 
-const client = new FerryClient(); // FERRY_ADDR
+// FERRY_ADDR; TLS and a token from FERRY_TLS_* and FERRY_TOKEN_FILE when set.
+const client = new FerryClient({ credentials: credentialsFromEnv() });
 const stop = new AbortController();
 const seen = new Set<string>();
 const timer = setTimeout(() => stop.abort(new Error(`timed out after ${timeoutS} s`)), timeoutS * 1000);

@@ -15,23 +15,10 @@ import {
 import { SubscriberClient } from "./gen/ferry/v1/subscriber.js";
 import { StreamPublisher, type StreamPublisherOptions } from "./stream.js";
 import { type Handler, type SubscribeOptions, runSubscriber } from "./subscriber.js";
+import { type Logger, stderrLogger } from "./logger.js";
+import { type Credentials, transport } from "./credentials.js";
 
 export type { BatchOutcome, Bytes, EventInput, HeadersInput } from "./events.js";
-
-/** Where logs go; the default writes warnings and errors to stderr. */
-export interface Logger {
-  debug(msg: string): void;
-  info(msg: string): void;
-  warn(msg: string): void;
-  error(msg: string): void;
-}
-
-export const stderrLogger: Logger = {
-  debug: () => {},
-  info: (m) => console.error(`ferry: ${m}`),
-  warn: (m) => console.error(`ferry: ${m}`),
-  error: (m) => console.error(`ferry: ${m}`),
-};
 
 export interface FerryClientOptions {
   /** host:port of the sidecar; default $FERRY_ADDR, else 127.0.0.1:50051. */
@@ -44,6 +31,8 @@ export interface FerryClientOptions {
   serviceConfig?: string | object;
   /** Extra grpc-js channel options. */
   channelOptions?: grpc.ChannelOptions;
+  /** TLS and a bearer token (`credentialsFromEnv()` reads them from FERRY_TLS_* and FERRY_TOKEN_FILE); default plaintext. */
+  credentials?: Credentials;
   logger?: Logger;
 }
 
@@ -78,10 +67,13 @@ export class FerryClient {
   readonly address: string;
   private readonly logger: Logger;
 
+  /** Throws when `credentials` cannot work: a file that cannot be read, a token in the clear to a remote address. */
   constructor(options: FerryClientOptions = {}) {
     this.address = options.address ?? (process.env.FERRY_ADDR || "127.0.0.1:50051");
     this.logger = options.logger ?? stderrLogger;
+    const secured = transport(this.address, options.credentials);
     const channelOptions: grpc.ChannelOptions = {
+      ...secured.options,
       // Reconnect promptly once Ferry is back after a restart (grpc-js waits up to 120 s by default).
       "grpc.initial_reconnect_backoff_ms": 100,
       "grpc.max_reconnect_backoff_ms": 5000,
@@ -93,9 +85,12 @@ export class FerryClient {
       channelOptions["grpc.service_config"] =
         typeof options.serviceConfig === "string" ? options.serviceConfig : JSON.stringify(options.serviceConfig);
     }
-    const creds = grpc.credentials.createInsecure();
-    this.publisher = new PublisherClient(this.address, creds, channelOptions);
-    this.subscriber = new SubscriberClient(this.address, creds, { channelOverride: this.publisher.getChannel() });
+    const { credentials, interceptors } = secured;
+    this.publisher = new PublisherClient(this.address, credentials, { ...channelOptions, interceptors });
+    this.subscriber = new SubscriberClient(this.address, credentials, {
+      channelOverride: this.publisher.getChannel(),
+      interceptors,
+    });
   }
 
   /**

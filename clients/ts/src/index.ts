@@ -1,16 +1,16 @@
 export {
   FerryClient,
   loadServiceConfig,
-  stderrLogger,
   type BatchOutcome,
   type Bytes,
   type CallOptions,
   type EventInput,
   type FerryClientOptions,
   type HeadersInput,
-  type Logger,
   type PublishOptions,
 } from "./client.js";
+export { stderrLogger, type Logger } from "./logger.js";
+export { credentialsFromEnv, readTokenFile, type Credentials, type TlsOptions } from "./credentials.js";
 export {
   StreamPublisher,
   type PublishHandle,

@@ -1,7 +1,7 @@
 // Publishing over one PublishStream: requests pipelined without waiting, each answer matched by request_id.
 import { type ClientDuplexStream, type StatusObject, status } from "@grpc/grpc-js";
 import { Backoff } from "./backoff.js";
-import type { Logger } from "./client.js";
+import type { Logger } from "./logger.js";
 import { FerryError, isRetryablePublishError, msToDuration } from "./errors.js";
 import { type BatchOutcome, batchOutcomes, type Bytes, type EventInput, toEvent } from "./events.js";
 import {

@@ -1,6 +1,6 @@
 import type { StatusObject } from "@grpc/grpc-js";
 import { Backoff, sleep } from "./backoff.js";
-import type { Logger } from "./client.js";
+import type { Logger } from "./logger.js";
 import { durationMs, FerryError, isFatalSubscribeError, msToDuration } from "./errors.js";
 import {
   AckIdStatus,
