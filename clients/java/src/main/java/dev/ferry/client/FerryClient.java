@@ -13,7 +13,6 @@ import dev.ferry.v1.PublisherGrpc;
 import dev.ferry.v1.SubscriberGrpc;
 import io.grpc.Context;
 import io.grpc.Grpc;
-import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
 import io.grpc.ManagedChannelBuilder;
 import io.grpc.StatusRuntimeException;
@@ -65,9 +64,12 @@ public final class FerryClient implements AutoCloseable {
     this.kafkaWait = b.kafkaWait == null ? null : protoDuration(b.kafkaWait);
   }
 
-  /** A client for {@code FERRY_ADDR} (default {@value #DEFAULT_ADDR}), plaintext. */
+  /**
+   * A client for {@code FERRY_ADDR} (default {@value #DEFAULT_ADDR}), with TLS and a token when
+   * {@code FERRY_TLS_*} and {@code FERRY_TOKEN_FILE} say so ({@link Credentials#fromEnv()}).
+   */
   public static FerryClient fromEnv() {
-    return builder().build();
+    return builder().credentials(Credentials.fromEnv()).build();
   }
 
   public static Builder builder() {
@@ -249,8 +251,15 @@ public final class FerryClient implements AutoCloseable {
     private Duration kafkaWait;
     private Map<String, ?> serviceConfig;
     private int maxInboundMessageBytes = 64 << 20;
+    private Credentials credentials = Credentials.NONE;
 
     private Builder() {}
+
+    /** TLS and a bearer token; default plaintext without a token. */
+    public Builder credentials(Credentials credentials) {
+      this.credentials = Objects.requireNonNull(credentials);
+      return this;
+    }
 
     /** Ferry's address, {@code host:port}; default {@code FERRY_ADDR}, else 127.0.0.1:50051. */
     public Builder target(String target) {
@@ -296,6 +305,13 @@ public final class FerryClient implements AutoCloseable {
       return this;
     }
 
+    /**
+     * The client.
+     *
+     * @throws IllegalArgumentException for credentials that cannot work (a token in the clear to
+     *     a remote address, a client certificate without its key)
+     * @throws java.io.UncheckedIOException when a TLS file cannot be read
+     */
     public FerryClient build() {
       if (channel != null) {
         return new FerryClient(this, channel, false);
@@ -306,8 +322,12 @@ public final class FerryClient implements AutoCloseable {
         addr = env == null || env.isBlank() ? DEFAULT_ADDR : env.trim();
       }
       ManagedChannelBuilder<?> cb =
-          Grpc.newChannelBuilder(addr, InsecureChannelCredentials.create())
+          Grpc.newChannelBuilder(addr, credentials.channelCredentials(addr))
               .maxInboundMessageSize(maxInboundMessageBytes);
+      Credentials.Tls tls = credentials.tls();
+      if (tls != null && tls.serverName() != null) {
+        cb.overrideAuthority(tls.serverName());
+      }
       if (serviceConfig != null) {
         cb.defaultServiceConfig(serviceConfig).enableRetry();
       }
