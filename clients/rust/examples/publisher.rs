@@ -2,11 +2,12 @@
 //! `payload-${i}`), then prints `{"published": COUNT}`. `PUBLISH_MODE=unary` (the default)
 //! publishes one call at a time; `PUBLISH_MODE=stream` pipelines them all on one PublishStream
 //! through a `StreamPublisher` and waits for every answer. Exits 1 on an error the client does
-//! not retry (or that outlasts its deadline). Logs go to stderr.
+//! not retry (or that outlasts its deadline), logging its gRPC code (e.g. `UNAUTHENTICATED`).
+//! Logs go to stderr. TLS and the token come from `FERRY_TLS_*` and `FERRY_TOKEN_FILE`.
 
 use std::process::ExitCode;
 
-use ferry_client::{Client, Event};
+use ferry_client::{Client, Credentials, Event};
 
 fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -21,7 +22,10 @@ async fn publish_all() -> Result<u64, String> {
         Ok("stream") => true,
         Ok(other) => return Err(format!("PUBLISH_MODE {other:?}: not unary or stream")),
     };
-    let client = Client::from_env().map_err(|e| e.to_string())?;
+    let client = Client::builder()
+        .credentials(Credentials::from_env())
+        .build()
+        .map_err(|e| e.to_string())?;
     let event = |i: u64| {
         Event::new(&topic, format!("payload-{i}"))
             .key(format!("k{}", i % 8))

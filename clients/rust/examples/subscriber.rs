@@ -1,6 +1,7 @@
 //! Subscribes SUBSCRIPTION to TOPIC from the earliest record, acks every delivery, and once
 //! EXPECT distinct event ids were handled stops cleanly and prints `{"received": EXPECT}`.
-//! Exits 1 after TIMEOUT_S seconds without that. Logs go to stderr.
+//! Exits 1 after TIMEOUT_S seconds without that. Logs go to stderr. TLS and the token come from
+//! `FERRY_TLS_*` and `FERRY_TOKEN_FILE`.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -8,7 +9,7 @@ use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use ferry_client::{CancellationToken, Client, Delivery, StartPosition};
+use ferry_client::{CancellationToken, Client, Credentials, Delivery, StartPosition};
 
 fn env(name: &str) -> Result<String, String> {
     std::env::var(name).map_err(|_| format!("{name} is not set"))
@@ -21,7 +22,10 @@ async fn receive_all() -> Result<usize, String> {
     let timeout_s: f64 = env("TIMEOUT_S")?
         .parse()
         .map_err(|e| format!("TIMEOUT_S: {e}"))?;
-    let client = Client::from_env().map_err(|e| e.to_string())?;
+    let client = Client::builder()
+        .credentials(Credentials::from_env())
+        .build()
+        .map_err(|e| e.to_string())?;
 
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let stop = CancellationToken::new();

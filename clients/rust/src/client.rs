@@ -8,9 +8,10 @@ use tonic::transport::Endpoint;
 use tower::util::BoxCloneSyncService;
 use tower::{BoxError, Service, ServiceExt};
 
+use crate::credentials::{invalid, is_local};
 use crate::pb::publisher_client::PublisherClient;
 use crate::retry::{Backoff, Retry, RetryPolicy, classify};
-use crate::{FerryError, StreamPublisherBuilder, Subscriber, pb};
+use crate::{Credentials, FerryError, StreamPublisherBuilder, Subscriber, pb};
 
 pub use crate::pb::{AckLevel, Header, KafkaPosition};
 
@@ -109,10 +110,12 @@ pub struct ClientBuilder {
     policy: RetryPolicy,
     ack_level: AckLevel,
     kafka_wait: Option<Duration>,
+    credentials: Credentials,
 }
 
 impl ClientBuilder {
-    /// `host:port` or a URI (`http://host:port`); default `FERRY_ADDR`, else [`DEFAULT_ADDR`].
+    /// `host:port`, a URI (`http://host:port`, or `https://host:port` with TLS) or a unix socket
+    /// (`unix:/path`); default `FERRY_ADDR`, else [`DEFAULT_ADDR`].
     pub fn addr(mut self, addr: impl Into<String>) -> Self {
         self.addr = Some(addr.into());
         self
@@ -141,26 +144,58 @@ impl ClientBuilder {
         self
     }
 
-    /// A client over a plaintext HTTP/2 channel that connects lazily and reconnects by itself.
-    /// Must be called inside a tokio runtime.
+    /// TLS and a bearer token (default: plaintext, no token), e.g. [`Credentials::from_env`].
+    /// Only [`ClientBuilder::build`] uses them.
+    pub fn credentials(mut self, credentials: Credentials) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// A client over an HTTP/2 channel (TLS when the credentials say so) that connects lazily
+    /// and reconnects by itself. The credentials' files are read here: one that cannot be
+    /// loaded, or a token without TLS for an address that is neither a loopback host nor a unix
+    /// socket, is an `INVALID_ARGUMENT` error. Must be called inside a tokio runtime.
     pub fn build(self) -> Result<Client, FerryError> {
         let addr = match self.addr.clone() {
             Some(addr) => addr,
             None => std::env::var("FERRY_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_string()),
         };
-        let uri = if addr.contains("://") {
-            addr
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri.clone())
-            .map_err(|e| FerryError::new(Code::InvalidArgument, format!("address {uri}: {e}")))?
+        let tls = self.credentials.tls();
+        let uri = endpoint_uri(&addr, tls.is_some())?;
+        let token = self.credentials.resolve_token()?;
+        if token.is_some() && tls.is_none() && !is_local(&addr) {
+            return Err(invalid(format!(
+                "a token without TLS is sent in clear text only to a loopback address or a unix \
+                 socket, not to {addr}: set TLS in the credentials (FERRY_TLS_CA)"
+            )));
+        }
+        let mut endpoint = Endpoint::from_shared(uri.clone())
+            .map_err(|e| invalid(format!("address {uri}: {}", chain(&e))))?
             .connect_timeout(Duration::from_secs(5));
+        if let Some(tls) = tls {
+            endpoint = endpoint
+                .tls_config(tls.client_config()?)
+                .map_err(|e| invalid(format!("TLS for {uri}: {}", chain(&e))))?;
+        }
         let channel = endpoint.connect_lazy();
+        let Some(token) = token else {
+            return Ok(self.build_with_service(channel));
+        };
+        let mut bearer = http::HeaderValue::try_from(format!("Bearer {token}"))
+            .map_err(|_| invalid("the bearer token holds characters a header cannot carry"))?;
+        // Kept out of HPACK's index and shown as "Sensitive" by Debug.
+        bearer.set_sensitive(true);
+        let channel = channel.map_request(move |mut request: http::Request<Body>| {
+            request
+                .headers_mut()
+                .insert(http::header::AUTHORIZATION, bearer.clone());
+            request
+        });
         Ok(self.build_with_service(channel))
     }
 
     /// A client over any HTTP/2 service that speaks gRPC, e.g. a generated server in a test.
+    /// The credentials are not applied: the service carries its own transport and headers.
     pub fn build_with_service<S>(self, service: S) -> Client
     where
         S: Service<http::Request<Body>, Response = http::Response<Body>>
@@ -182,6 +217,47 @@ impl ClientBuilder {
     }
 }
 
+/// The URI tonic connects to: `host:port` gets `https://` with TLS, `http://` without; a URI or
+/// a unix socket is kept, unless its scheme contradicts the credentials (tonic would then send
+/// plaintext where the credentials ask for TLS, or fail every call).
+fn endpoint_uri(addr: &str, tls: bool) -> Result<String, FerryError> {
+    let scheme = addr.split_once("://").map(|(scheme, _)| scheme);
+    if addr.starts_with("unix:") {
+        if tls {
+            return Err(invalid(format!(
+                "address {addr}: this client speaks TLS only over TCP, not over a unix socket"
+            )));
+        }
+        return Ok(addr.to_string());
+    }
+    match (scheme, tls) {
+        (None, true) => Ok(format!("https://{addr}")),
+        (None, false) => Ok(format!("http://{addr}")),
+        (Some("https"), true) | (Some("http"), false) => Ok(addr.to_string()),
+        (Some("http"), true) => Err(invalid(format!(
+            "address {addr}: TLS is set, so the address is host:port or https://"
+        ))),
+        (Some("https"), false) => Err(invalid(format!(
+            "address {addr}: https:// needs TLS in the credentials (FERRY_TLS_CA)"
+        ))),
+        (Some(other), _) => Err(invalid(format!(
+            "address {addr}: scheme {other}:// is not http, https or unix"
+        ))),
+    }
+}
+
+/// An error and its sources, which tonic's transport errors keep the useful part in.
+fn chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
 /// A Ferry client: publishes with retries and opens subscribers. Cheap to clone; clones share
 /// one connection.
 #[derive(Clone)]
@@ -199,10 +275,13 @@ impl Client {
             policy: RetryPolicy::default(),
             ack_level: AckLevel::Durable,
             kafka_wait: None,
+            credentials: Credentials::default(),
         }
     }
 
-    /// A client for `FERRY_ADDR` (default [`DEFAULT_ADDR`]) with the default policy.
+    /// A client for `FERRY_ADDR` (default [`DEFAULT_ADDR`]) with the default policy, over
+    /// plaintext without a token; `Client::builder().credentials(Credentials::from_env())`
+    /// adds the `FERRY_TLS_*` and `FERRY_TOKEN_FILE` settings.
     pub fn from_env() -> Result<Client, FerryError> {
         Client::builder().build()
     }

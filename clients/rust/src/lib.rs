@@ -10,6 +10,22 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Against a Ferry that serves TLS or requires a token, [`Credentials`] say how to reach it:
+//!
+//! ```no_run
+//! # fn demo() -> Result<(), ferry_client::FerryError> {
+//! use ferry_client::{Client, Credentials, Tls};
+//! let client = Client::builder()
+//!     .addr("ferry.internal:50051")
+//!     .credentials(
+//!         Credentials::new()
+//!             .with_tls(Tls::new("ca.pem").client_identity("client.pem", "client-key.pem"))
+//!             .with_token_file("/var/run/secrets/ferry/token"),
+//!     )
+//!     .build()?; // or .credentials(Credentials::from_env()): FERRY_TLS_*, FERRY_TOKEN_FILE
+//! # Ok(()) }
+//! ```
+//!
 //! At high rates, [`StreamPublisher`] pipelines publishes on one stream:
 //!
 //! ```no_run
@@ -29,6 +45,7 @@
 //! ```
 
 mod client;
+mod credentials;
 mod error;
 mod retry;
 mod stream;
@@ -42,6 +59,7 @@ pub mod pb {
 pub use client::{
     AckLevel, Client, ClientBuilder, DEFAULT_ADDR, Event, Header, KafkaPosition, PublishResult,
 };
+pub use credentials::{Credentials, Tls, read_token_file};
 pub use error::{FerryError, FieldViolation, code_name};
 pub use retry::{Retry, RetryPolicy, classify};
 pub use stream::{
