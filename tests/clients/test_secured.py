@@ -1,9 +1,10 @@
 """The clients that speak TLS and tokens against a Ferry that requires mutual TLS and a bearer
 token: each one's example publisher and subscriber, configured by the FERRY_TLS_* and
-FERRY_TOKEN_FILE variables (Go: ferry.WithEnvCredentials; Python: Credentials.from_env),
-publish and receive an event; without the token the publish is refused UNAUTHENTICATED, and
-(Go) without the client certificate the handshake fails; nothing of the refused runs reaches
-Kafka, and no secret reaches Ferry's debug log."""
+FERRY_TOKEN_FILE variables (Go: ferry.WithEnvCredentials; Java: FerryClient.fromEnv; Python:
+Credentials.from_env; Rust: Credentials::from_env; TypeScript: credentialsFromEnv), publish
+and receive an event; without the token the publish is refused UNAUTHENTICATED, and (Go)
+without the client certificate the handshake fails; nothing of the refused runs reaches Kafka,
+and no secret reaches Ferry's debug log."""
 
 from __future__ import annotations
 
@@ -29,7 +30,13 @@ from tests.conftest import KafkaHandle
 RUN_TIMEOUT_S = 300  # a first run builds the examples
 #: What each client's example publisher writes to stderr when Ferry refuses its call for
 #: want of a token.
-UNAUTHENTICATED = {"go": "Unauthenticated", "python": "UNAUTHENTICATED"}
+UNAUTHENTICATED = {
+    "go": "Unauthenticated",
+    "java": "UNAUTHENTICATED",
+    "python": "UNAUTHENTICATED",
+    "rust": "UNAUTHENTICATED",
+    "ts": "UNAUTHENTICATED",
+}
 
 
 def _ci(lang: str) -> str:
