@@ -70,8 +70,6 @@ class _Append:
 
 _STOP = object()
 _RETIRE_NOW = object()
-#: Wakes the writer for retirements when none were waiting (see `retire`).
-_RETIREMENTS = object()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,11 +116,6 @@ class WalWriter:
         # Closing and queueing are one step under this lock, so nothing is queued after _STOP.
         self._gate = threading.Lock()
         self._closed = False
-        #: Retirements not yet in the backlog; under `_gate`. The writer is woken for the first
-        #: one only: later ones wait for it to wake anyway (for an append, or when retirements
-        #: are due), which saves a wake-up per settlement at steady load.
-        self._retire_inbox: list[RetireRequest] = []
-        self._retirements_waiting = False
         self._last_prune = 0.0
         self._retire_due_at = 0.0
         self.commits = 0
@@ -173,11 +166,8 @@ class WalWriter:
         with self._gate:
             if self._closed:
                 item.future.set_exception(ShuttingDown("the write-ahead log is closed"))
-                return item.future
-            self._retire_inbox.append(item)
-            if not self._retirements_waiting:
-                self._retirements_waiting = True
-                self._queue.put(_RETIREMENTS)
+            else:
+                self._queue.put(item)
         return item.future
 
     def retire_now(self) -> None:
@@ -222,7 +212,6 @@ class WalWriter:
 
     def _gather(self) -> tuple[list[_Append], bool]:
         """Wait for work; take every queued append (up to the cap) and note every retirement."""
-        self._take_retirements()  # first: the wait below is as long as the backlog allows
         if self._prune_more or (self._backlog and self._retirement_due()):
             timeout = 0.0  # work is waiting already: only pick up what else arrived
         elif self._backlog:
@@ -230,7 +219,7 @@ class WalWriter:
         else:
             timeout = 1.0 if self._disk_full else PRUNE_EVERY_S
         appends: list[_Append] = []
-        stop = retire_now = False
+        stop = False
         events = 0
         try:
             item = self._queue.get(timeout=timeout) if timeout else self._queue.get_nowait()
@@ -238,32 +227,20 @@ class WalWriter:
                 if item is _STOP:
                     stop = True
                 elif item is _RETIRE_NOW:
-                    retire_now = True
+                    self._retire_due_at = 0.0
                 elif isinstance(item, _Append):
                     appends.append(item)
                     events += len(item.events)
                     if events >= MAX_EVENTS_PER_COMMIT:
                         break
+                elif isinstance(item, RetireRequest):
+                    if not self._backlog:
+                        self._retire_due_at = time.monotonic() + RETIRE_ALONE_AFTER_S
+                    self._backlog.add(item)
                 item = self._queue.get_nowait()
         except queue.Empty:
             pass
-        self._take_retirements()
-        if retire_now:  # after taking them: it covers every retirement asked for before it
-            self._retire_due_at = 0.0
         return appends, stop
-
-    def _take_retirements(self) -> None:
-        """Move the retirements that arrived into the backlog. While any wait in the backlog,
-        new ones do not wake this thread: it wakes for them when they are due."""
-        with self._gate:
-            inbox, self._retire_inbox = self._retire_inbox, []
-            if not inbox:
-                self._retirements_waiting = bool(self._backlog)
-                return
-        if not self._backlog:
-            self._retire_due_at = time.monotonic() + RETIRE_ALONE_AFTER_S
-        for request in inbox:
-            self._backlog.add(request)
 
     def _retirement_due(self) -> bool:
         """Whether retirements commit now even without an append to ride along.
