@@ -216,6 +216,7 @@ class FerryApp:
                 max_in_flight=settings.forwarder_max_in_flight,
                 max_backoff_s=settings.retry_max_backoff_s,
                 log_level=settings.log_level,
+                resend_check_s=settings.resend_check_s,
                 parent_pid=os.getpid(),
             ),
             committed,

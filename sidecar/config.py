@@ -166,6 +166,13 @@ class Settings(BaseSettings, KafkaSecuritySettings, ObservabilitySettings):
         "throughput, about 35 MB more memory) or thread (inside Ferry: less memory, and less "
         "CPU at modest rates, for pods of a core or less)",
     )
+    resend_check_s: float = Field(
+        5.0,
+        ge=0,
+        description="at start, how long the forwarder may look in Kafka for events a killed "
+        "run sent but did not retire, so as not to send them again (needs read access to the "
+        "topics; what is not found in time is sent again; 0: never look)",
+    )
     retry_max_backoff_s: float = Field(30.0, gt=0, description="cap of the per-topic retry backoff")
     max_streams: int = Field(1000, description="most Subscribe streams at once")
     max_subscriptions: int = Field(

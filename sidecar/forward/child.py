@@ -31,8 +31,8 @@ from typing import NoReturn
 import structlog
 
 from sidecar import failpoints
+from sidecar.forward.build import configured_forwarder
 from sidecar.forward.channels import CommittedRows
-from sidecar.forward.forwarder import configured_forwarder
 from sidecar.forward.messages import (
     Committed,
     Deliveries,

@@ -25,10 +25,13 @@ def error_kind(error: str) -> str:
 
 @dataclass(slots=True)
 class ForwarderCounters:
-    """Events handed to the producer, lane restarts after a failure, failures by kind, and
-    forwarder processes started after one died (counted by Ferry's supervisor)."""
+    """Events handed to the producer, events found in Kafka at start, lane restarts after a
+    failure, failures by kind, and forwarder processes started after one died (counted by
+    Ferry's supervisor)."""
 
     sent_events: int = 0
+    #: Events a previous run sent that the check at start found in Kafka: not sent again.
+    found_in_kafka: int = 0
     lane_restarts: int = 0
     errors: dict[str, int] = field(default_factory=dict)
     process_restarts: int = 0

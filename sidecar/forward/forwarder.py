@@ -38,10 +38,10 @@ from sidecar.backoff import backoff_delay
 from sidecar.forward.channels import CommittedRows, Retirements
 from sidecar.forward.counters import ForwarderCounters, ForwarderStatus, LaneStatus
 from sidecar.forward.lanes import UNKNOWN_END, Lane
-from sidecar.forward.messages import ForwarderConfig
 from sidecar.forward.reachability import KafkaReachability
+from sidecar.forward.resend_check import ResendCheck
 from sidecar.kafka.ports import ProducerFactory, ProducerPort
-from sidecar.kafka.producer import producer_factory, refused_for_good
+from sidecar.kafka.producer import refused_for_good
 from sidecar.lifecycle import supervised
 from sidecar.model import (
     EVENT_ID_HEADER,
@@ -72,6 +72,7 @@ class Forwarder:
         max_in_flight: int,
         max_backoff_s: float,
         on_delivered: Callable[[list[DeliveredEvent]], None] = lambda _: None,
+        resend_check: ResendCheck | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
@@ -83,6 +84,7 @@ class Forwarder:
         self._lane_cap = max(1, max_in_flight // 2)  # one stuck topic leaves room for others
         self._max_backoff_s = max_backoff_s
         self._on_delivered = on_delivered
+        self._resend_check = resend_check
         self._clock = clock
         self._wall_clock_ms = wall_clock_ms
         self._lanes: dict[str, Lane] = {}
@@ -145,6 +147,7 @@ class Forwarder:
         for topic in reader.topics():
             mark = settled_to.get(topic, 0)
             self._lanes[topic] = Lane(topic, cursor=mark, settled_to=mark, reported_to=mark)
+        self._skip_found_in_kafka(reader)
         producer = self._new_producer()
         try:
             while True:
@@ -174,6 +177,21 @@ class Forwarder:
                 concurrent.futures.wait(self._retiring, timeout=5.0)
             reader.conn.close()
             log.info("forwarder_stopped", in_flight=self._in_flight)
+
+    def _skip_found_in_kafka(self, reader: Statements) -> None:
+        """Settle the rows a previous run sent that are in Kafka already (resend_check.py)."""
+        if self._resend_check is None:
+            return
+        try:
+            found = self._resend_check.run(reader, self._lanes.values())
+        except Exception as exc:  # only a find changes anything: without one, all is resent
+            log.warning("resend_check_failed", error=str(exc))
+            return
+        for topic, rows in found.items():
+            self._lanes[topic].skip_found(rows.through, rows.later)
+            self._delivered += rows.delivered
+            self._delivered_ids += rows.client_ids
+            self.counters.found_in_kafka += len(rows.delivered)
 
     def _finished(self) -> bool:
         if not self._stopping.is_set():
@@ -392,21 +410,3 @@ class Forwarder:
             lane.in_flight = 0
             self._fail_lane(lane, f"producer recreated after: {self._fatal}")
         return self._new_producer()
-
-
-def configured_forwarder(
-    config: ForwarderConfig,
-    committed: CommittedRows,
-    retirements: Retirements,
-    on_delivered: Callable[[list[DeliveredEvent]], None],
-) -> Forwarder:
-    """The forwarder `config` describes, with a real Kafka producer; not started yet."""
-    return Forwarder(
-        config.data_dir,
-        committed,
-        retirements,
-        producer_factory(config.kafka_bootstrap, config.kafka_options),
-        max_in_flight=config.max_in_flight,
-        max_backoff_s=config.max_backoff_s,
-        on_delivered=on_delivered,
-    )

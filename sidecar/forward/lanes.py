@@ -44,6 +44,13 @@ class Lane:
             self.settled_to = sent.popleft()
             settled.discard(self.settled_to)
 
+    def skip_found(self, through: int, later: set[int]) -> None:
+        """Before the lane's first send: its rows up to `through` are in Kafka already, and so
+        are the rows `later`, which wait behind rows that are not (resend_check.py)."""
+        if through > self.settled_to:
+            self.settled_to = self.cursor = through
+        self.settled |= later
+
     @property
     def has_work(self) -> bool:
         return not self.failed and self.known_end > self.cursor

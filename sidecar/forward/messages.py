@@ -9,7 +9,7 @@ plain tuples, which pickle cheaply.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sidecar.forward.counters import ForwarderCounters, ForwarderStatus
@@ -82,6 +82,8 @@ class ForwarderConfig:
     max_in_flight: int
     max_backoff_s: float
     log_level: str
+    #: At start, how long to look in Kafka for rows sent but not retired (0: never look).
+    resend_check_s: float = field(kw_only=True)
     #: The Ferry process: a kill point hit here kills it too (sidecar/failpoints.py).
     parent_pid: int
     #: Arm $FERRY_FAILPOINTS in this process: set by the supervisor for the first start only

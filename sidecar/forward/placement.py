@@ -19,9 +19,9 @@ from collections.abc import Callable
 from typing import Protocol
 
 from sidecar.config import FORWARDER_MODES
+from sidecar.forward.build import configured_forwarder
 from sidecar.forward.channels import CommittedRows, Retirements
 from sidecar.forward.counters import ForwarderCounters, ForwarderStatus
-from sidecar.forward.forwarder import configured_forwarder
 from sidecar.forward.messages import ForwarderConfig
 from sidecar.forward.supervisor import ForwarderProcess
 from sidecar.model import DeliveredEvent

@@ -140,10 +140,11 @@ class ForwarderProcess:
         with self._totals_lock:
             now, ended = self._counters, self._ended
             return ForwarderCounters(
-                ended.sent_events + now.sent_events,
-                ended.lane_restarts + now.lane_restarts,
-                dict(ended.errors + collections.Counter(now.errors)),
-                self.restarts,
+                sent_events=ended.sent_events + now.sent_events,
+                found_in_kafka=ended.found_in_kafka + now.found_in_kafka,
+                lane_restarts=ended.lane_restarts + now.lane_restarts,
+                errors=dict(ended.errors + collections.Counter(now.errors)),
+                process_restarts=self.restarts,
             )
 
     # -- the process -------------------------------------------------------------------------
@@ -258,6 +259,7 @@ class _EndedTotals:
     resent: int = 0
     parked: int = 0
     sent_events: int = 0
+    found_in_kafka: int = 0
     lane_restarts: int = 0
     errors: collections.Counter[str] = field(default_factory=collections.Counter)
 
@@ -266,5 +268,6 @@ class _EndedTotals:
         self.resent += status.resent_total
         self.parked += status.parked_total
         self.sent_events += counters.sent_events
+        self.found_in_kafka += counters.found_in_kafka
         self.lane_restarts += counters.lane_restarts
         self.errors.update(counters.errors)

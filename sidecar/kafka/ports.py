@@ -121,3 +121,30 @@ class ProducerPort(Protocol):
 
 
 ProducerFactory = Callable[[Callable[[Any], None]], ProducerPort]
+
+
+@dataclass(frozen=True, slots=True)
+class SentBefore:
+    """Events of one topic that a previous run may have sent, each named by the two headers
+    Ferry gives every record (event id, publish time), and a time at or before which none of
+    them can have been stamped (Kafka's record timestamp)."""
+
+    since_ms: int
+    events: frozenset[SentEvent]
+
+
+#: An event as its record's headers name it: (ferry-event-id, ferry-publish-time).
+SentEvent = tuple[str, str]
+#: Where an event was found in Kafka: its partition and offset.
+FoundAt = tuple[int, int]
+
+
+class SentFinder(Protocol):
+    """Looks in Kafka for events a previous run sent, by the headers they carry."""
+
+    def find(
+        self, wanted: dict[str, SentBefore], timeout_s: float
+    ) -> dict[str, dict[SentEvent, FoundAt]]:
+        """Per topic, the wanted events found, with where; what is not found within
+        `timeout_s` is left out. Raises on a Kafka error."""
+        ...

@@ -154,6 +154,10 @@ SNAPSHOT_METRICS = {
     "resent": _counter(
         "ferry_forwarder_resent_events", "Events sent again after a failure (possible duplicates)"
     ),
+    "found_in_kafka": _counter(
+        "ferry_forwarder_found_in_kafka_events",
+        "Events a killed run had sent, found in Kafka at start and not sent again",
+    ),
     "retries": _counter(
         "ferry_forwarder_retries", "Lanes started again after a failure and its backoff"
     ),
@@ -262,6 +266,7 @@ def snapshot_metrics(snap: FerrySnapshot) -> list[Metric]:
     f["sent"].add_metric([], fwd.sent_events)
     f["delivered"].add_metric([], fwd.delivered_events)
     f["resent"].add_metric([], fwd.resent_events)
+    f["found_in_kafka"].add_metric([], fwd.found_in_kafka_events)
     f["retries"].add_metric([], fwd.lane_restarts)
     f["process_restarts"].add_metric([], fwd.process_restarts)
     for kind, count in sorted(fwd.errors.items()):

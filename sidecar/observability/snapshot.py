@@ -56,6 +56,7 @@ class ForwarderSnapshot:
     sent_events: int
     delivered_events: int
     resent_events: int
+    found_in_kafka_events: int
     parked_events: int
     lane_restarts: int
     process_restarts: int
@@ -187,6 +188,7 @@ def forwarder_snapshot(status: ForwarderStatus, counters: ForwarderCounters) -> 
         sent_events=counters.sent_events,
         delivered_events=status.delivered_total,
         resent_events=status.resent_total,
+        found_in_kafka_events=counters.found_in_kafka,
         parked_events=status.parked_total,
         lane_restarts=counters.lane_restarts,
         process_restarts=counters.process_restarts,

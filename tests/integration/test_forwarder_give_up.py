@@ -44,6 +44,7 @@ def test_ferry_gives_up_on_a_forwarder_process_that_keeps_crashing(tmp_path: Pat
         max_backoff_s=1.0,
         log_level="error",
         parent_pid=os.getpid(),
+        resend_check_s=0.0,
     )
     forwarder = ForwarderProcess(
         config, CommittedRows(), _NothingToRetire(), on_delivered=lambda _events: None

@@ -22,7 +22,15 @@ from sidecar.clock import ManualClock
 from sidecar.forward import reachability
 from sidecar.forward.channels import CommittedRows
 from sidecar.forward.forwarder import Forwarder
-from sidecar.kafka.ports import DeliveryCallback, ProducerPort
+from sidecar.forward.resend_check import ResendCheck
+from sidecar.kafka.ports import (
+    DeliveryCallback,
+    FoundAt,
+    ProducerPort,
+    SentBefore,
+    SentEvent,
+    SentFinder,
+)
 from sidecar.model import (
     EVENT_ID_HEADER,
     PUBLISH_TIME_HEADER,
@@ -262,6 +270,7 @@ async def make_rig(data_dir: Path) -> AsyncIterator[RigFactory]:
         start: bool = True,
         notify: bool = True,
         wall_clock_ms: Callable[[], int] | None = None,
+        resend_check: ResendCheck | None = None,
     ) -> Rig:
         committed = CommittedRows()
 
@@ -281,6 +290,7 @@ async def make_rig(data_dir: Path) -> AsyncIterator[RigFactory]:
             max_in_flight=max_in_flight,
             max_backoff_s=max_backoff_s,
             on_delivered=delivered.extend,
+            resend_check=resend_check,
             **({"clock": clock.monotonic} if clock else {}),
             **({"wall_clock_ms": wall_clock_ms} if wall_clock_ms else {}),
         )
@@ -671,3 +681,104 @@ async def test_a_row_produce_refuses_for_good_is_parked_at_once(make_rig: RigFac
         "alpha-2"
     }
     assert rig.writer.parked_rows == 1
+
+
+# -- rows a killed run sent, found in Kafka at start ---------------------------------------------
+
+
+class FakeFinder:
+    """Answers the resend check from a set of event ids said to be in Kafka already."""
+
+    def __init__(self, in_kafka: dict[str, FoundAt], error: Exception | None = None) -> None:
+        self.in_kafka = in_kafka
+        self.error = error
+        self.asked: list[dict[str, SentBefore]] = []
+
+    def find(
+        self, wanted: dict[str, SentBefore], timeout_s: float
+    ) -> dict[str, dict[SentEvent, FoundAt]]:
+        self.asked.append(wanted)
+        if self.error is not None:
+            raise self.error
+        return {
+            topic: {e: self.in_kafka[e[0]] for e in sent.events if e[0] in self.in_kafka}
+            for topic, sent in wanted.items()
+        }
+
+
+def _finder_is_a_port(fake: FakeFinder) -> SentFinder:
+    return fake  # mypy checks the fake against the port
+
+
+def check(finder: FakeFinder, timeout_s: float = 1.0) -> ResendCheck:
+    return ResendCheck(finder, timeout_s=timeout_s, limit=1000)
+
+
+async def test_rows_found_in_kafka_at_start_are_not_sent_again(make_rig: RigFactory) -> None:
+    found = {f"alpha-{i}": (2, 70 + i) for i in (0, 1, 2, 3, 6)}
+    finder = FakeFinder(found)
+    rig = make_rig(start=False, notify=False, resend_check=check(finder))
+    published = await rig.publish("alpha", 10)
+    rig.forwarder.start()
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row retired")
+    assert rig.broker.ids("alpha") == ["alpha-4", "alpha-5", "alpha-7", "alpha-8", "alpha-9"]
+    [wanted] = finder.asked
+    assert {e[0] for e in wanted["alpha"].events} == set(ids("alpha", range(10)))
+    assert wanted["alpha"].since_ms < min(a.publish_time_ms for a in published)
+    await wait_for(lambda: len(rig.delivered) == 10, "every position reported")
+    assert {d for d in rig.delivered if d[0] in found} == {(i, *at) for i, at in found.items()}
+    assert rig.forwarder.counters.found_in_kafka == 5
+    # Client ids found in Kafka are remembered with their place, as delivered ones are.
+    [again] = await rig.writer.append(
+        [OutgoingEvent("alpha-6", "alpha", b"k0", b"payload 6", (("h", b"v"),))]
+    )
+    assert isinstance(again, Accepted)
+    assert again.duplicate
+    assert again.position == KafkaPosition(2, 76)
+
+
+async def test_a_found_row_behind_a_missing_one_retires_only_after_it(
+    make_rig: RigFactory,
+) -> None:
+    finder = FakeFinder({"alpha-1": (0, 5)})
+    rig = make_rig(start=False, notify=False, resend_check=check(finder))
+    rig.broker.policy = lambda sent: HOLD if sent.event_id == "alpha-0" else None
+    for i in range(3):  # one slice each: each can retire on its own
+        await rig.publish("alpha", 1, start=i)
+    rig.forwarder.start()
+    await wait_for(lambda: rig.broker.ids("alpha") == ["alpha-0", "alpha-2"], "the others sent")
+    # alpha-1 counts as delivered: it was found in Kafka.
+    await wait_for(lambda: rig.forwarder.status().delivered_total == 2, "alpha-2 delivered")
+    await asyncio.sleep(0.05)
+    assert rig.writer.pending_rows == 3, "retired past a row Kafka has not acknowledged"
+    rig.broker.policy = lambda sent: None
+    await wait_for(lambda: rig.writer.pending_rows == 0, "all retired once alpha-0 is in")
+    assert rig.broker.ids("alpha") == ["alpha-0", "alpha-2"]
+
+
+async def test_a_failed_check_sends_everything_again(make_rig: RigFactory) -> None:
+    finder = FakeFinder({"alpha-0": (0, 0)}, error=RuntimeError("topic authorization failed"))
+    rig = make_rig(start=False, notify=False, resend_check=check(finder))
+    await rig.publish("alpha", 4)
+    rig.forwarder.start()
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row retired")
+    assert rig.broker.ids("alpha") == ids("alpha", range(4))
+    assert rig.forwarder.counters.found_in_kafka == 0
+
+
+async def test_no_check_when_no_row_waits(make_rig: RigFactory) -> None:
+    finder = FakeFinder({})
+    rig = make_rig(resend_check=check(finder))
+    await rig.publish("alpha", 2)
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row retired")
+    assert finder.asked == []
+
+
+async def test_no_check_without_time_for_it(make_rig: RigFactory) -> None:
+    finder = FakeFinder({"alpha-0": (0, 0)})
+    rig = make_rig(start=False, notify=False, resend_check=check(finder, timeout_s=0))
+    await rig.publish("alpha", 2)
+    rig.forwarder.start()
+    await wait_for(lambda: rig.writer.pending_rows == 0, "every row retired")
+    assert rig.broker.ids("alpha") == ids("alpha", range(2))
+    assert finder.asked == []

@@ -32,6 +32,7 @@ def config(tmp_path: Path) -> ForwarderConfig:
         max_backoff_s=1.0,
         log_level="info",
         parent_pid=1,
+        resend_check_s=0.0,
     )
 
 

@@ -36,7 +36,9 @@ def snapshot(lag: int | None = 7) -> FerrySnapshot:
         start_time=900.0,
         draining=False,
         log=LogSnapshot(12, 3400, 2.5, 100, 10_000, 1),
-        forwarder=ForwarderSnapshot(True, 3, 40, 30, 2, 1, 4, 2, {"_MSG_TIMED_OUT": 3, "other": 1}),
+        forwarder=ForwarderSnapshot(
+            True, 3, 40, 30, 2, 6, 1, 4, 2, {"_MSG_TIMED_OUT": 3, "other": 1}
+        ),
         topics=(
             TopicSnapshot("orders", 10, 3000, 2.5, 3, False, 0, 0.0, ""),
             TopicSnapshot("audit", 2, 400, 1.0, 0, True, 3, 1.5, "KafkaError{code=_TRANSPORT}"),
@@ -80,6 +82,7 @@ def test_snapshot_metrics_carry_the_snapshot() -> None:
     assert got[("ferry_topic_backing_off", (("topic", "audit"),))] == 1
     assert got[("ferry_forwarder_sent_events_total", ())] == 40
     assert got[("ferry_forwarder_delivered_events_total", ())] == 30
+    assert got[("ferry_forwarder_found_in_kafka_events_total", ())] == 6
     assert got[("ferry_forwarder_retries_total", ())] == 4
     assert got[("ferry_forwarder_process_restarts_total", ())] == 2
     assert got[("ferry_forwarder_errors_total", (("kind", "_MSG_TIMED_OUT"),))] == 3

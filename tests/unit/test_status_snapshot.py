@@ -161,7 +161,7 @@ def status_response_of_subscription(snap: object) -> object:
 
     whole = FerrySnapshot(
         "0.1.0", "b", 1.0, 0.0, False, LogSnapshot(0, 0, None, 1, 1, 0),
-        ForwarderSnapshot(True, 0, 0, 0, 0, 0, 0, 0, {}), (), (snap,),  # type: ignore[arg-type]
+        ForwarderSnapshot(True, 0, 0, 0, 0, 0, 0, 0, 0, {}), (), (snap,),  # type: ignore[arg-type]
         DiskSnapshot(1, 0, False),
     )  # fmt: skip
     [sub] = status_response(whole).subscriptions
