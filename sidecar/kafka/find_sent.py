@@ -18,11 +18,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import structlog
 from confluent_kafka import Consumer, TopicPartition
 
 from sidecar.kafka.ports import FoundAt, SentBefore, SentEvent
 from sidecar.model import EVENT_ID_HEADER, PUBLISH_TIME_HEADER
 from sidecar.observability.kafka_logs import KafkaClientLog
+
+log = structlog.get_logger(__name__)
 
 CLIENT_ID = "ferry-resend-check"
 BATCH = 1000
@@ -81,7 +84,16 @@ class KafkaSentFinder:
         ends: dict[tuple[str, int], int] = {}
         assign: list[TopicPartition] = []
         for tp in consumer.offsets_for_times(starts, timeout=self._left(deadline)):
-            if tp.error is not None or tp.offset < 0:
+            if tp.error is not None:
+                # Not authorised to read it, no leader, ...: its records are sent again.
+                log.warning(
+                    "resend_check_partition_failed",
+                    topic=tp.topic,
+                    partition=tp.partition,
+                    error=str(tp.error),
+                )
+                continue
+            if tp.offset < 0:
                 continue  # no record stamped that late: none of the wanted is there
             _, end = consumer.get_watermark_offsets(
                 TopicPartition(tp.topic, tp.partition), timeout=self._left(deadline)
